@@ -1,0 +1,1 @@
+"""MixOS image builder (build host only)."""

@@ -1,0 +1,1 @@
+"""MixOS unattended installer."""
