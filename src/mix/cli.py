@@ -1,0 +1,161 @@
+"""The `mix` command line. Imports stay lazy so that `mix --help` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Global options, accepted before or after the sub-command."""
+    d: Any = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("global options")
+    g.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS if suppress else "/",
+                   help="operate on the system rooted at DIR (its etc/mix and var/lib/mix)")
+    g.add_argument("-y", "--yes", action="store_true",
+                   default=argparse.SUPPRESS if suppress else False,
+                   help="do not ask for confirmation")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="machine-readable output (list, info, search, files, owner, plans)")
+    g.add_argument("--no-scripts", action="store_true",
+                   default=argparse.SUPPRESS if suppress else False,
+                   help="do not run package scripts")
+    g.add_argument("--repo", metavar="URL", action="append", default=d,
+                   help="use this repository instead of ROOT/etc/mix/repositories (repeatable)")
+    g.add_argument("--keys-dir", metavar="DIR", default=d,
+                   help="trusted public keys instead of ROOT/etc/mix/keys")
+    g.add_argument("--timeout", metavar="SECONDS", type=float, default=d,
+                   help="network timeout per attempt (default 30)")
+    g.add_argument("--simulate", action="store_true",
+                   default=argparse.SUPPRESS if suppress else False,
+                   help="print the plan and change nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mix", description="mix, the MixOS package manager. Exit codes: see docs/mix.md.")
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common], description=help)
+
+    add("update", "download, verify and store every repository's index")
+    p = add("search", "search names and descriptions of available packages")
+    p.add_argument("terms", nargs="+", metavar="TERM")
+    p = add("install", "install packages and their dependencies")
+    p.add_argument("packages", nargs="+", metavar="PKG",
+                   help="NAME, NAME>=VERSION or a path to a .mixpkg file")
+    p.add_argument("--allow-untrusted", action="store_true",
+                   help="accept local .mixpkg files that are not in a signed index")
+    p = add("remove", "remove packages (and orphaned dependencies)")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("--cascade", action="store_true",
+                   help="also remove installed packages that depend on them")
+    p = add("upgrade", "upgrade the given packages, or all")
+    p.add_argument("packages", nargs="*", metavar="PKG")
+    p = add("list", "list packages")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--installed", action="store_const", dest="which", const="installed")
+    which.add_argument("--available", action="store_const", dest="which", const="available")
+    which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable")
+    p = add("info", "show a package's metadata")
+    p.add_argument("package", metavar="PKG")
+    p = add("files", "list the files an installed package owns")
+    p.add_argument("package", metavar="PKG")
+    p = add("owner", "show which installed package owns a path")
+    p.add_argument("path", metavar="PATH")
+    p = add("verify", "check installed files against the database")
+    p.add_argument("packages", nargs="*", metavar="PKG")
+    p = add("build", "build a .mixpkg from a staging directory")
+    p.add_argument("staging", metavar="DIR")
+    p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True)
+    p = add("key", "manage signing keys")
+    ksub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    kg = ksub.add_parser("generate", help="write an ed25519 key pair NAME.key and NAME.pub")
+    kg.add_argument("name", metavar="NAME")
+    p = add("repo", "manage repositories")
+    rsub = p.add_subparsers(dest="repo_command", metavar="ACTION", required=True)
+    ri = rsub.add_parser("index", help="write and sign DIR/index.json for the packages in DIR")
+    ri.add_argument("dir", metavar="DIR")
+    ri.add_argument("--key", metavar="NAME.key", required=True)
+    ri.add_argument("--valid-days", type=int, default=30, metavar="N",
+                    help="days the index stays valid (default 30)")
+    return parser
+
+
+@command("build")
+def cmd_build(args: argparse.Namespace) -> int:
+    from mix.build import build_package
+
+    md = build_package(args.staging, args.output)
+    print(f"built {args.output}: {md['name']} {md['version']} ({len(md['files'])} entries)")
+    return 0
+
+
+@command("key")
+def cmd_key(args: argparse.Namespace) -> int:
+    from mix.keys import generate
+
+    key, pub = generate(args.name)
+    print(f"wrote {key} (secret, mode 0600) and {pub}")
+    return 0
+
+
+@command("repo")
+def cmd_repo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mix.index import scan_repo, write_index
+
+    entries = scan_repo(Path(args.dir))
+    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days)
+    print(f"wrote {path} ({len(entries)} packages) and {path}.sig")
+    return 0
+
+
+def _load_ops() -> None:
+    """Commands that act on a root live in mix.ops; import it only when needed."""
+    from mix import ops
+
+    for name, fn in ops.COMMANDS.items():
+        COMMANDS.setdefault(name, fn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from mix.errors import MixError
+
+    try:
+        if args.command not in COMMANDS:
+            _load_ops()
+        return COMMANDS[args.command](args)
+    except MixError as e:
+        print(f"mix: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"mix: hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mix: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

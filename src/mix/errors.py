@@ -1,0 +1,75 @@
+"""Errors mix reports to people, each with the exit status it maps to.
+
+Every failure a user can cause or fix is a MixError: the message says what failed
+and with which input, the hint says what to do. cli.main() prints both and exits
+with the error's code (documented in docs/mix.md).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1          # unexpected failure (a bug, or an OS error mix did not foresee)
+EXIT_USAGE = 2          # bad command line
+EXIT_RESOLVE = 3        # dependencies cannot be satisfied / package unknown
+EXIT_TRUST = 4          # signature, key, expiry, rollback or checksum refused
+EXIT_LOCKED = 5         # another mix process holds the lock on this root
+EXIT_FETCH = 6          # download failed (after retries)
+EXIT_TRANSACTION = 7    # the transaction failed and was rolled back (conflict, I/O, script)
+EXIT_BAD_PACKAGE = 8    # a package file or staging directory is malformed
+EXIT_NOT_FOUND = 9      # asked about a package or path that is not there
+EXIT_DECLINED = 10      # the user answered no, or a prompt was needed without a tty
+EXIT_VERIFY = 11        # `mix verify` found files that differ from the database
+
+
+class MixError(Exception):
+    """An error for people: what failed (message) and what to do (hint)."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(MixError):
+    exit_code = EXIT_USAGE
+
+
+class ResolveError(MixError):
+    exit_code = EXIT_RESOLVE
+
+
+class TrustError(MixError):
+    exit_code = EXIT_TRUST
+
+
+class LockedError(MixError):
+    exit_code = EXIT_LOCKED
+
+
+class FetchError(MixError):
+    exit_code = EXIT_FETCH
+
+
+class TransactionError(MixError):
+    exit_code = EXIT_TRANSACTION
+
+
+class PackageError(MixError):
+    exit_code = EXIT_BAD_PACKAGE
+
+
+class NotFoundError(MixError):
+    exit_code = EXIT_NOT_FOUND
+
+
+class DeclinedError(MixError):
+    exit_code = EXIT_DECLINED
+
+
+class VerifyError(MixError):
+    exit_code = EXIT_VERIFY

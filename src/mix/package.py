@@ -1,0 +1,423 @@
+"""The .mixpkg format: metadata schema, strict validation, and reading package files.
+
+A .mixpkg is a gzip'd tar: `metadata.json` first, then `scripts/<name>` (optional), then
+`files/<path>` for every entry the metadata lists (spec: docs/package-format.md). Reading
+is strict: every tar member must be named, typed and moded exactly as metadata.json says,
+so a package can only ever write what its (signed) metadata declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Self
+
+from mix.errors import PackageError
+
+FORMAT = 1
+ARCHES = ("x86_64", "noarch")
+SCRIPT_NAMES = ("pre-install", "post-install", "pre-remove", "post-remove", "post-upgrade")
+FILE_TYPES = ("file", "dir", "symlink")
+SPECIAL_BITS = 0o7000  # setuid, setgid, sticky
+SUID_BITS = 0o6000
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,127}$")
+# [epoch:]version[-release]; version and release start with an alphanumeric, one '-' at most.
+VERSION_RE = re.compile(r"^(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9][A-Za-z0-9._+~^]*)?$")
+OPS = ("=", "!=", "<", "<=", ">", ">=")
+SPEC_RE = re.compile(r"^\s*([a-z0-9][a-z0-9+._-]*)\s*(?:(=|!=|<=|>=|<|>)\s*([A-Za-z0-9]\S*))?\s*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+# Fields that `mix build` computes; a staging metadata.json may omit them.
+COMPUTED = ("files", "checksum", "installed_size", "build_date")
+REQUIRED = ("name", "version", "description", "arch")
+LIST_FIELDS = ("dependencies", "provides", "conflicts", "replaces", "setuid", "config_files")
+STR_FIELDS = ("name", "version", "description", "arch", "license", "url")
+KNOWN_FIELDS = frozenset(("format", *STR_FIELDS, *LIST_FIELDS, *COMPUTED, "scripts"))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One dependency-style term: `name`, `name>=1.0`; op and version empty if unversioned."""
+
+    name: str
+    op: str = ""
+    version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.version}"
+
+
+def valid_version(version: str) -> bool:
+    return bool(VERSION_RE.match(version))
+
+
+def parse_spec(text: str, where: str = "spec") -> Spec:
+    m = SPEC_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise PackageError(
+            f"{where}: {text!r} is not a valid package spec",
+            "write NAME or NAME OP VERSION with OP one of = != < <= > >=, e.g. 'libc>=2.36'",
+        )
+    name, op, version = m.group(1), m.group(2) or "", m.group(3) or ""
+    if version and not valid_version(version):
+        raise PackageError(f"{where}: version {version!r} in {text!r} does not parse",
+                           "versions look like [EPOCH:]VERSION[-RELEASE], e.g. 2:1.2.3-r1")
+    return Spec(name, op, version)
+
+
+def parse_dependency(text: str, where: str = "dependency") -> list[Spec]:
+    """A dependency is one spec or alternatives separated by '|'."""
+    if not isinstance(text, str) or not text.strip():
+        raise PackageError(f"{where}: {text!r} is not a dependency string")
+    return [parse_spec(part, where) for part in text.split("|")]
+
+
+def check_path(path: Any, where: str) -> str:
+    """A package path: absolute, normalized, no '.', '..', empty or control-character parts."""
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        raise PackageError(f"{where}: path {path!r} must be absolute and not '/'")
+    parts = path[1:].split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise PackageError(f"{where}: path {path!r} has an empty, '.' or '..' component",
+                               "package paths must be normalized and stay inside the root")
+        if any(ord(c) < 32 or c == "\x7f" for c in part):
+            raise PackageError(f"{where}: path {path!r} contains a control character")
+    if len(path.encode()) > 4000:
+        raise PackageError(f"{where}: path {path[:60]!r}... is too long")
+    return path
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One installed path. mode holds permission bits only (including setuid/setgid)."""
+
+    path: str
+    type: str
+    mode: int
+    sha256: str = ""
+    size: int = 0
+    target: str = ""
+    config: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> FileEntry:
+        if not isinstance(raw, dict):
+            raise PackageError(f"{where}: file entry must be an object, got {raw!r}")
+        unknown = set(raw) - {"path", "type", "mode", "sha256", "size", "target", "config"}
+        if unknown:
+            raise PackageError(f"{where}: unknown file entry keys {sorted(unknown)}")
+        path = check_path(raw.get("path"), where)
+        ftype = raw.get("type")
+        if ftype not in FILE_TYPES:
+            raise PackageError(f"{where}: {path}: type {ftype!r} is not one of {FILE_TYPES}",
+                               "device nodes, fifos and sockets cannot be packaged")
+        mode = raw.get("mode")
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+            raise PackageError(f"{where}: {path}: mode {mode!r} must be an integer 0..0o7777")
+        config = raw.get("config", False)
+        if not isinstance(config, bool):
+            raise PackageError(f"{where}: {path}: config must be true or false")
+        sha, size, target = raw.get("sha256", ""), raw.get("size", 0), raw.get("target", "")
+        if ftype == "file":
+            if not isinstance(sha, str) or not SHA256_RE.match(sha):
+                raise PackageError(f"{where}: {path}: sha256 {sha!r} is not 64 lowercase hex")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise PackageError(f"{where}: {path}: size {size!r} must be a non-negative integer")
+        elif sha or size:
+            raise PackageError(f"{where}: {path}: only regular files carry sha256 and size")
+        if ftype == "symlink":
+            if not isinstance(target, str) or not target or "\0" in target:
+                raise PackageError(f"{where}: {path}: symlink needs a non-empty target")
+        elif target:
+            raise PackageError(f"{where}: {path}: only symlinks carry a target")
+        if config and ftype != "file":
+            raise PackageError(f"{where}: {path}: only regular files can be configuration")
+        if ftype == "symlink" and mode != 0o777:
+            mode = 0o777  # symlink permissions mean nothing on Linux
+        return cls(path, ftype, mode, sha, size, target, config)
+
+    def json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode}
+        if self.type == "file":
+            out["sha256"] = self.sha256
+            out["size"] = self.size
+            if self.config:
+                out["config"] = True
+        elif self.type == "symlink":
+            out["target"] = self.target
+        return out
+
+
+def files_checksum(files: list[FileEntry]) -> str:
+    """sha256 of the canonical JSON of the file list: one digest for the whole payload."""
+    blob = json.dumps([f.json() for f in files], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A package's metadata.json, validated. `raw` is the normalized dict (index/db form)."""
+
+    name: str
+    version: str
+    arch: str
+    files: tuple[FileEntry, ...]
+    scripts: tuple[str, ...]
+    raw: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def nv(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def json(self) -> dict[str, Any]:
+        return self.raw
+
+    @classmethod
+    def parse(cls, raw: Any, where: str = "metadata.json", staging: bool = False) -> Metadata:
+        """Validate strictly. staging=True accepts a metadata.json without computed fields."""
+        if not isinstance(raw, dict):
+            raise PackageError(f"{where}: must be a JSON object")
+        unknown = set(raw) - KNOWN_FIELDS
+        if unknown:
+            raise PackageError(f"{where}: unknown fields {sorted(unknown)}",
+                               f"allowed fields: {', '.join(sorted(KNOWN_FIELDS))}")
+        fmt = raw.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise PackageError(f"{where}: format {fmt!r} is not supported (this mix reads {FORMAT})")
+        required = REQUIRED if staging else REQUIRED + COMPUTED
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise PackageError(f"{where}: missing required fields: {', '.join(missing)}")
+        for key in STR_FIELDS:
+            if key in raw and not isinstance(raw[key], str):
+                raise PackageError(f"{where}: {key} must be a string, got {raw[key]!r}")
+        name, version, arch = raw["name"], raw["version"], raw["arch"]
+        if not NAME_RE.match(name):
+            raise PackageError(f"{where}: name {name!r} is not valid",
+                               "names are lowercase letters, digits and + . _ -, starting "
+                               "with a letter or digit")
+        if not valid_version(version):
+            raise PackageError(f"{where}: version {version!r} does not parse",
+                               "versions look like [EPOCH:]VERSION[-RELEASE], e.g. 1.2.3-r1")
+        if arch not in ARCHES:
+            raise PackageError(f"{where}: arch {arch!r} is not one of {', '.join(ARCHES)}")
+        out: dict[str, Any] = {"format": FORMAT, "name": name, "version": version,
+                               "description": raw["description"], "arch": arch,
+                               "license": raw.get("license", ""), "url": raw.get("url", "")}
+        for key in LIST_FIELDS:
+            value = raw.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise PackageError(f"{where}: {key} must be a list of strings")
+            out[key] = list(value)
+        for dep in out["dependencies"]:
+            parse_dependency(dep, f"{where}: dependencies")
+        for key in ("provides", "conflicts", "replaces"):
+            for spec in out[key]:
+                s = parse_spec(spec, f"{where}: {key}")
+                if key == "provides" and s.op not in ("", "="):
+                    raise PackageError(f"{where}: provides {spec!r} may only use '='")
+        for path in out["setuid"] + out["config_files"]:
+            check_path(path, where)
+        scripts = raw.get("scripts", [])
+        if not isinstance(scripts, list) or any(s not in SCRIPT_NAMES for s in scripts) \
+                or len(set(scripts)) != len(scripts):
+            raise PackageError(f"{where}: scripts {scripts!r} must be distinct names from "
+                               f"{', '.join(SCRIPT_NAMES)}")
+        out["scripts"] = sorted(scripts)
+        files: list[FileEntry] = []
+        if not staging or "files" in raw:
+            files = cls._parse_files(raw.get("files"), out, where)
+            out["files"] = [f.json() for f in files]
+            for key in ("installed_size", "build_date"):
+                v = raw.get(key)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise PackageError(f"{where}: {key} must be a non-negative integer")
+                out[key] = v
+            checksum = raw.get("checksum")
+            if checksum != files_checksum(files):
+                raise PackageError(f"{where}: checksum {checksum!r} does not match the file list",
+                                   "the package was altered after `mix build`; rebuild it")
+            out["checksum"] = checksum
+        return cls(name, version, arch, tuple(files), tuple(out["scripts"]), out)
+
+    @staticmethod
+    def _parse_files(raw_files: Any, out: dict[str, Any], where: str) -> list[FileEntry]:
+        if not isinstance(raw_files, list):
+            raise PackageError(f"{where}: files must be a list of file entries")
+        files = [FileEntry.parse(f, f"{where}: files[{i}]") for i, f in enumerate(raw_files)]
+        seen: dict[str, FileEntry] = {}
+        for f in files:
+            if f.path in seen:
+                raise PackageError(f"{where}: duplicate entry {f.path}")
+            seen[f.path] = f
+        setuid = set(out["setuid"])
+        for f in files:
+            # No entry may sit below a symlink of the same package: that writes through it.
+            parent = f.path.rsplit("/", 1)[0]
+            while parent:
+                p = seen.get(parent)
+                if p is not None and p.type != "dir":
+                    raise PackageError(f"{where}: {f.path} lies below {parent}, which is a "
+                                       f"{p.type}, not a directory")
+                parent = parent.rsplit("/", 1)[0]
+            if f.mode & SUID_BITS and f.path not in setuid:
+                raise PackageError(f"{where}: {f.path} is setuid/setgid but not listed in "
+                                   "'setuid'", "list deliberate setuid files in metadata 'setuid'")
+        for path in setuid:
+            entry = seen.get(path)
+            if entry is None or entry.type != "file":
+                raise PackageError(f"{where}: setuid lists {path}, which is not a file in the package")
+        return files
+
+
+def load_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackageError(f"{where} is not valid JSON: {e}") from None
+
+
+class PackageReader:
+    """Streams one .mixpkg: metadata first, then members checked against it.
+
+    Usage: `with PackageReader(path) as r: r.metadata; for entry, src in r.members(): ...`
+    where src is a readable stream for regular files (None for dirs and symlinks) and
+    scripts come back as `r.scripts` once members() is exhausted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.where = str(path)
+        self._fh: IO[bytes] | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._iter: Iterator[tarfile.TarInfo] | None = None
+        self.scripts: dict[str, bytes] = {}
+        self.metadata = self._open()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+        if self._fh is not None:
+            self._fh.close()
+
+    def _next(self) -> tarfile.TarInfo | None:
+        assert self._iter is not None
+        try:
+            return next(self._iter)
+        except StopIteration:
+            return None
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            raise PackageError(f"{self.where}: corrupt package archive: {e}",
+                               "the file is truncated or not a .mixpkg; download or build it again") from None
+
+    def _open(self) -> Metadata:
+        try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+        except OSError as e:
+            raise PackageError(f"cannot open package {self.path}: {e.strerror}") from None
+        if self._fh.read(2) != b"\x1f\x8b":
+            self.close()
+            raise PackageError(f"{self.where}: not a gzip file, so not a .mixpkg")
+        self._fh.seek(0)
+        try:
+            self._tar = tarfile.open(fileobj=self._fh, mode="r|gz")  # noqa: SIM115
+        except (tarfile.TarError, EOFError, OSError) as e:
+            self.close()
+            raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
+        self._iter = iter(self._tar)
+        first = self._next()
+        if first is None or first.name != "metadata.json" or not first.isfile():
+            self.close()
+            raise PackageError(f"{self.where}: first member must be metadata.json")
+        if first.size > 64 * 1024 * 1024:
+            raise PackageError(f"{self.where}: metadata.json is implausibly large")
+        stream = self._tar.extractfile(first)
+        assert stream is not None
+        try:
+            data = stream.read()
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
+        return Metadata.parse(load_json(data, f"{self.where}: metadata.json"),
+                              f"{self.where}: metadata.json")
+
+    def members(self) -> Iterator[tuple[FileEntry, IO[bytes] | None]]:
+        """Yield (entry, stream) in archive order; raise on anything metadata does not declare."""
+        assert self._tar is not None
+        md = self.metadata
+        expected = {f.path: f for f in md.files}
+        seen: set[str] = set()
+        while True:
+            member = self._next()
+            if member is None:
+                break
+            name = member.name
+            if name.startswith("scripts/"):
+                script = name[len("scripts/"):]
+                if script not in md.scripts or script in self.scripts or not member.isfile():
+                    raise PackageError(f"{self.where}: unexpected member {name!r}")
+                stream = self._tar.extractfile(member)
+                assert stream is not None
+                self.scripts[script] = stream.read()
+                continue
+            if not name.startswith("files/"):
+                raise PackageError(f"{self.where}: member {name!r} is outside files/ and scripts/")
+            path = "/" + name[len("files/"):].rstrip("/")
+            entry = expected.get(path)
+            if entry is None:
+                raise PackageError(f"{self.where}: member {name!r} is not listed in metadata.json",
+                                   "only declared files may be installed; rebuild the package")
+            if path in seen:
+                raise PackageError(f"{self.where}: duplicate member {name!r}")
+            seen.add(path)
+            kind = "file" if member.isreg() else "dir" if member.isdir() else \
+                "symlink" if member.issym() else "special"
+            if kind != entry.type:
+                raise PackageError(f"{self.where}: {path} is a {kind} in the archive but a "
+                                   f"{entry.type} in metadata.json")
+            if kind != "symlink" and (member.mode & 0o7777) != entry.mode:
+                raise PackageError(f"{self.where}: {path} has mode {member.mode & 0o7777:o} in "
+                                   f"the archive but {entry.mode:o} in metadata.json")
+            if kind == "symlink":
+                if member.linkname != entry.target:
+                    raise PackageError(f"{self.where}: symlink {path} target differs from metadata")
+                yield entry, None
+            elif kind == "file":
+                if member.size != entry.size:
+                    raise PackageError(f"{self.where}: {path} size differs from metadata")
+                yield entry, self._tar.extractfile(member)
+            else:
+                yield entry, None
+        missing = set(expected) - seen
+        if missing:
+            raise PackageError(f"{self.where}: archive lacks {len(missing)} listed entries, "
+                               f"e.g. {min(missing)}", "the package is truncated")
+        if set(md.scripts) - set(self.scripts):
+            lacking = sorted(set(md.scripts) - set(self.scripts))
+            raise PackageError(f"{self.where}: archive lacks scripts {lacking}")
+
+
+def read_metadata(path: Path) -> Metadata:
+    """Only the metadata of a package file (cheap: metadata.json is the first member)."""
+    with PackageReader(path) as reader:
+        return reader.metadata
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,160 @@
+"""mix build, keys and repository index signing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from mixhelpers import make_key, make_pkg, sign_repo, stage
+
+from mix.build import build_package
+from mix.errors import PackageError, TrustError
+from mix.index import verify_index
+from mix.keys import load_keyring
+from mix.package import PackageReader, read_metadata
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_build_is_reproducible_across_mtimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    d = stage(tmp_path, "hello", files={"/usr/bin/hello": "hi\n", "/etc/hello.conf": "x=1\n",
+                                         "/usr/bin/hi": "->hello"})
+    a, b = tmp_path / "a.mixpkg", tmp_path / "b.mixpkg"
+    build_package(d, a)
+    os.utime(d / "files/usr/bin/hello", (1600000000, 1600000000))
+    os.utime(d / "files/etc/hello.conf", (1800000000, 1800000000))
+    build_package(d, b)
+    os.utime(d / "files/usr/bin/hello", (1800000000, 1800000000))
+    c = tmp_path / "c.mixpkg"
+    build_package(d, c)
+    assert a.read_bytes() != b.read_bytes()  # an older mtime is kept, not clamped
+    assert a.read_bytes() == c.read_bytes()
+    with gzip.open(a) as g:
+        assert g.read(1)
+    assert a.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    with tarfile.open(a) as t:
+        names = t.getnames()
+        assert names[0] == "metadata.json"
+        assert names == ["metadata.json"] + sorted(names[1:])
+        for m in t.getmembers():
+            assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
+            assert m.mtime <= 1700000000
+
+
+def test_build_fills_files_hashes_and_config(tmp_path: Path) -> None:
+    d = stage(tmp_path, "hello", files={"/usr/bin/hello": "hi\n", "/etc/hello.conf": "x=1\n"})
+    md = build_package(d, tmp_path / "h.mixpkg")
+    files = {f["path"]: f for f in md["files"]}
+    assert files["/etc/hello.conf"]["config"] is True
+    assert "config" not in files["/usr/bin/hello"]
+    assert files["/usr/bin/hello"]["mode"] == 0o755
+    assert files["/usr/bin"]["type"] == "dir"
+    assert md["installed_size"] == 7
+    assert read_metadata(tmp_path / "h.mixpkg").raw == md
+
+
+def test_build_refuses_unlisted_setuid(tmp_path: Path) -> None:
+    d = stage(tmp_path, "su", files={"/usr/bin/su": "x"})
+    (d / "files/usr/bin/su").chmod(0o4755)
+    with pytest.raises(PackageError, match="setuid"):
+        build_package(d, tmp_path / "su.mixpkg")
+    md = json.loads((d / "metadata.json").read_text())
+    md["setuid"] = ["/usr/bin/su"]
+    (d / "metadata.json").write_text(json.dumps(md))
+    out = build_package(d, tmp_path / "su.mixpkg")
+    assert out["files"][-1]["mode"] == 0o4755
+
+
+def test_build_refuses_device_nodes(tmp_path: Path) -> None:
+    d = stage(tmp_path, "dev", files={"/x": "x"})
+    os.mkfifo(d / "files/fifo")
+    with pytest.raises(PackageError, match="device node, fifo or socket"):
+        build_package(d, tmp_path / "d.mixpkg")
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"version": "1.0 beta"}, "does not parse"),
+    ({"version": "1-2-3"}, "does not parse"),
+    ({"name": "Bad Name"}, "name"),
+    ({"arch": "sparc"}, "arch"),
+    ({"dependencies": ["libc >= "]}, "not a valid package spec"),
+    ({"dependencies": "libc"}, "list of strings"),
+    ({"colour": "red"}, "unknown fields"),
+])
+def test_build_refuses_bad_metadata(tmp_path: Path, meta: dict, match: str) -> None:
+    d = stage(tmp_path, "p", files={"/a": "a"})
+    md = json.loads((d / "metadata.json").read_text())
+    md.update(meta)
+    (d / "metadata.json").write_text(json.dumps(md))
+    with pytest.raises(PackageError, match=match):
+        build_package(d, tmp_path / "p.mixpkg")
+
+
+def test_build_refuses_metadata_missing_fields_or_not_json(tmp_path: Path) -> None:
+    d = stage(tmp_path, "p", files={"/a": "a"})
+    (d / "metadata.json").write_text('{"name": "p"}')
+    with pytest.raises(PackageError, match="missing required fields: version"):
+        build_package(d, tmp_path / "p.mixpkg")
+    (d / "metadata.json").write_text('{"name": ')
+    with pytest.raises(PackageError, match="not valid JSON"):
+        build_package(d, tmp_path / "p.mixpkg")
+
+
+def test_reader_streams_members_matching_metadata(tmp_path: Path) -> None:
+    pkg = make_pkg(tmp_path, tmp_path, "hello", files={"/usr/bin/hello": "hi\n"},
+                   scripts={"post-install": "#!/bin/sh\ntrue\n"})
+    with PackageReader(pkg) as r:
+        got = {e.path: (s.read() if s else None) for e, s in r.members()}
+        assert r.scripts == {"post-install": b"#!/bin/sh\ntrue\n"}
+    assert got == {"/usr": None, "/usr/bin": None, "/usr/bin/hello": b"hi\n"}
+
+
+def test_signed_index_verifies_and_refuses_tampering(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_pkg(tmp_path, repo, "hello", files={"/a": "a"})
+    key, pub = make_key(tmp_path)
+    sign_repo(repo, key)
+    ring = load_keyring(pub.parent)
+    data, sig = (repo / "index.json").read_bytes(), (repo / "index.json.sig").read_bytes()
+    doc = verify_index(data, sig, ring, "test")
+    assert [p["name"] for p in doc["packages"]] == ["hello"]
+    with pytest.raises(TrustError, match="bad signature"):
+        verify_index(data.replace(b"hello", b"hellp"), sig, ring, "test")
+    with pytest.raises(TrustError, match="malformed"):
+        verify_index(data, b"", ring, "test")
+    _other_key, other_pub = make_key(tmp_path, "other")
+    with pytest.raises(TrustError, match="unknown key"):
+        verify_index(data, sig, load_keyring(other_pub.parent), "test")
+    with pytest.raises(TrustError, match="expired"):
+        verify_index(data, sig, ring, "test", now=time.time() + 31 * 86400)
+    with pytest.raises(TrustError, match="rollback"):
+        verify_index(data, sig, ring, "test", held_created=doc["created"] + 1)
+
+
+def test_cli_build_key_index(tmp_path: Path) -> None:
+    d = stage(tmp_path, "hello", files={"/usr/bin/hello": "hi\n"})
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    repo = tmp_path / "repo"
+
+    def mix(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mix", *args], env=env, text=True, check=False,
+                              capture_output=True, timeout=60)
+
+    assert mix("build", str(d), "-o", str(repo / "hello-1.0.noarch.mixpkg")).returncode == 0
+    assert mix("key", "generate", str(tmp_path / "k")).returncode == 0
+    r = mix("key", "generate", str(tmp_path / "k"))
+    assert r.returncode != 0 and "already exists" in r.stderr
+    r = mix("repo", "index", str(repo), "--key", str(tmp_path / "k.key"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((repo / "index.json").read_text())["packages"][0]["name"] == "hello"
+    (d / "metadata.json").write_text("nope")
+    r = mix("build", str(d), "-o", str(tmp_path / "x.mixpkg"))
+    assert r.returncode == 8 and "not valid JSON" in r.stderr
