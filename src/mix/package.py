@@ -27,10 +27,6 @@ SPECIAL_BITS = 0o7000  # setuid, setgid, sticky
 SUID_BITS = 0o6000
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,127}$")
-# [epoch:]version[-release]; version and release start with an alphanumeric, one '-' at most.
-VERSION_RE = re.compile(r"^(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9][A-Za-z0-9._+~^]*)?$")
-OPS = ("=", "!=", "<", "<=", ">", ">=")
-SPEC_RE = re.compile(r"^\s*([a-z0-9][a-z0-9+._-]*)\s*(?:(=|!=|<=|>=|<|>)\s*([A-Za-z0-9]\S*))?\s*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # Fields that `mix build` computes; a staging metadata.json may omit them.
@@ -54,28 +50,38 @@ class Spec:
 
 
 def valid_version(version: str) -> bool:
-    return bool(VERSION_RE.match(version))
+    """One parser for versions in all of mix: mix.version (libsolv's RPM ordering)."""
+    from mix.version import InvalidVersion, parse_version
+
+    try:
+        parse_version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _dependency(text: Any, where: str) -> Any:
+    from mix.version import InvalidDependency, parse_dependency
+
+    if not isinstance(text, str):
+        raise PackageError(f"{where}: {text!r} is not a string")
+    try:
+        return parse_dependency(text)
+    except InvalidDependency as e:
+        raise PackageError(f"{where}: {e}") from None
 
 
 def parse_spec(text: str, where: str = "spec") -> Spec:
-    m = SPEC_RE.match(text) if isinstance(text, str) else None
-    if not m:
-        raise PackageError(
-            f"{where}: {text!r} is not a valid package spec",
-            "write NAME or NAME OP VERSION with OP one of = != < <= > >=, e.g. 'libc>=2.36'",
-        )
-    name, op, version = m.group(1), m.group(2) or "", m.group(3) or ""
-    if version and not valid_version(version):
-        raise PackageError(f"{where}: version {version!r} in {text!r} does not parse",
-                           "versions look like [EPOCH:]VERSION[-RELEASE], e.g. 2:1.2.3-r1")
-    return Spec(name, op, version)
+    """A single term (no alternatives): provides, conflicts, replaces, install requests."""
+    dep = _dependency(text, where)
+    if dep.alternatives:
+        raise PackageError(f"{where}: {text!r} may not list alternatives with '|'")
+    return Spec(dep.name, dep.op or "", dep.version or "")
 
 
 def parse_dependency(text: str, where: str = "dependency") -> list[Spec]:
     """A dependency is one spec or alternatives separated by '|'."""
-    if not isinstance(text, str) or not text.strip():
-        raise PackageError(f"{where}: {text!r} is not a dependency string")
-    return [parse_spec(part, where) for part in text.split("|")]
+    return [Spec(d.name, d.op or "", d.version or "") for d in _dependency(text, where).choices()]
 
 
 def check_path(path: Any, where: str) -> str:
