@@ -20,6 +20,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from mix.version import (
     Dependency,
     InvalidDependency,
     InvalidVersion,
+    compare,
     parse_dependency,
     parse_version,
 )
@@ -64,6 +66,7 @@ _FLAGS = {
 _KEY_ENTRY = "mix:entry"
 _KEY_FORMAT = "mix:cacheformat"
 _KEY_COUNT = "mix:count"
+_KEY_FAVORED = "mix:favored"
 
 
 class SolverError(ResolveError):
@@ -242,6 +245,8 @@ class Solver:
         self._reasons: dict[str, str] = {}
         self._installed: solv.Repo | None = None
         self._whatprovides_ready = False
+        # First choices of "a | b" requirements: preferred when libsolv must pick.
+        self._favored: set[str] = set()
 
     # ---- loading --------------------------------------------------------
 
@@ -264,9 +269,9 @@ class Solver:
         repo = self.pool.add_repo(name)
         repo.priority = priority
         self._whatprovides_ready = False
-        if cache is not None and not isinstance(entries, Sequence) and cache_is_fresh(cache, index):
-            if self._load_cache(repo, cache):
-                return
+        lazy = not isinstance(entries, Sequence)
+        if lazy and cache is not None and self._load_cache(repo, cache, index):
+            return
         if entries is None:
             raise IndexEntryError(
                 f"repository {name}: no package list and no usable cache at {cache}; "
@@ -301,9 +306,13 @@ class Solver:
     ) -> None:
         data = repo.add_repodata()
         key_entry = self._key_entry
+        favored = self._favored
         for entry in entries:
             s = self._builder.add(repo, data, entry, where)
             self._entries[s.id] = entry
+            for text in entry.get("dependencies") or ():
+                if "|" in text:
+                    favored.add(parse_dependency(text).name)
             if keep_data:
                 rest = {k: v for k, v in entry.items() if k != "description"}
                 data.set_str(s.id, key_entry, json.dumps(rest, separators=(",", ":")))
@@ -317,6 +326,9 @@ class Solver:
         meta = repo.add_repodata()
         meta.set_str(solv.SOLVID_META, self.pool.str2id(_KEY_FORMAT), CACHE_FORMAT)
         meta.set_num(solv.SOLVID_META, self.pool.str2id(_KEY_COUNT), count)
+        meta.set_str(
+            solv.SOLVID_META, self.pool.str2id(_KEY_FAVORED), "\n".join(sorted(self._favored))
+        )
         meta.internalize()
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=cache.name + ".", suffix=".tmp", dir=cache.parent)
@@ -332,7 +344,9 @@ class Solver:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _load_cache(self, repo: solv.Repo, cache: Path) -> bool:
+    def _load_cache(self, repo: solv.Repo, cache: Path, index: Path | None) -> bool:
+        if not cache_is_fresh(cache, index):
+            return False
         f = solv.xfopen(str(cache))
         if f is None:
             return False
@@ -341,6 +355,9 @@ class Solver:
         if not ok or repo.meta.lookup_str(self.pool.str2id(_KEY_FORMAT)) != CACHE_FORMAT:
             repo.empty()
             return False
+        favored = repo.meta.lookup_str(self.pool.str2id(_KEY_FAVORED))
+        if favored:
+            self._favored.update(favored.split("\n"))
         return True
 
     # ---- entries --------------------------------------------------------
@@ -390,19 +407,22 @@ class Solver:
         pool = self.pool
         jobs: list[solv.Job] = []
         requested: list[tuple[str, list[solv.XSolvable]]] = []
-        explicit_names: set[str] = set()
+        # Dependencies that the jobs' packages no longer need go with them.
+        cleandeps = solv.Job.SOLVER_CLEANDEPS if request.drop_orphans else 0
 
         for spec in request.install:
-            job, candidates, name = self._install_job(spec)
+            job, candidates = self._install_job(spec)
+            job.how |= cleandeps
             jobs.append(job)
             requested.append((spec, candidates))
-            explicit_names.add(name)
         for name in request.remove:
-            jobs.append(self._remove_job(name, request))
+            jobs.append(self._remove_job(name, cleandeps))
         for name in request.upgrade:
-            jobs.append(self._upgrade_job(name))
+            jobs.append(self._upgrade_job(name, cleandeps))
         if request.upgrade_all:
-            jobs.append(pool.Job(solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_ALL, 0))
+            jobs.append(
+                pool.Job(solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_ALL | cleandeps, 0)
+            )
         # The world: explicit packages stay; the rest may go once unneeded.
         for s in self._installed.solvables if self._installed is not None else ():
             if self._reasons.get(s.name) == "explicit" and s.name not in request.remove:
@@ -411,8 +431,16 @@ class Solver:
                         solv.Job.SOLVER_USERINSTALLED | solv.Job.SOLVER_SOLVABLE_NAME, s.nameid
                     )
                 )
-        if request.drop_orphans and self._installed is not None:
-            jobs.append(pool.Job(solv.Job.SOLVER_DROP_ORPHANED | solv.Job.SOLVER_SOLVABLE_ALL, 0))
+        if self._favored:
+            favored = [pool.str2id(name) for name in sorted(self._favored)]
+            providers = [p.id for n in favored for p in pool.whatprovides(n) if p.nameid == n]
+            if providers:
+                jobs.append(
+                    pool.Job(
+                        solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE_ONE_OF,
+                        pool.towhatprovides(providers),
+                    )
+                )
 
         solver = pool.Solver()
         solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
@@ -431,9 +459,9 @@ class Solver:
                 hint="choose one of the ways out above, or run 'mix update' if the "
                 "repositories may be out of date",
             )
-        return self._plan(solver.transaction(), explicit_names)
+        return self._plan(solver.transaction(), requested)
 
-    def _install_job(self, spec: str) -> tuple[solv.Job, list[solv.XSolvable], str]:
+    def _install_job(self, spec: str) -> tuple[solv.Job, list[solv.XSolvable]]:
         pool = self.pool
         try:
             dep = parse_dependency(spec)
@@ -453,10 +481,17 @@ class Solver:
             how = solv.Job.SOLVER_SOLVABLE_PROVIDES
             candidates = list(pool.whatprovides(dep_id))
         if not by_name and not candidates and not list(pool.whatprovides(name_id)):
+            foreign = self._foreign_arches(dep.name)
+            if foreign:
+                raise SolverError(
+                    f"{dep.name} is not available for {self.arch} (only for {', '.join(foreign)})",
+                    hint="install a package built for this machine, or one marked noarch",
+                )
             raise SolverError(self._unknown(dep.name), hint="check the name with 'mix search'")
         if not candidates:
             versions = sorted(
-                {s.evr for s in by_name} or {s.evr for s in pool.whatprovides(name_id)}
+                {s.evr for s in by_name} or {s.evr for s in pool.whatprovides(name_id)},
+                key=cmp_to_key(compare),
             )
             raise SolverError(
                 f"no version of {dep.name} matches {spec!r}; available: {', '.join(versions)}",
@@ -466,9 +501,17 @@ class Solver:
         if not installable:
             arches = sorted({s.arch for s in candidates})
             raise SolverError(
-                f"{dep.name} is not available for {self.arch} (only for {', '.join(arches)})"
+                f"{dep.name} is not available for {self.arch} (only for {', '.join(arches)})",
+                hint="install a package built for this machine, or one marked noarch",
             )
-        return pool.Job(solv.Job.SOLVER_INSTALL | how, dep_id), candidates, dep.name
+        return pool.Job(solv.Job.SOLVER_INSTALL | how, dep_id), candidates
+
+    def _foreign_arches(self, name: str) -> list[str]:
+        """Architectures of packages called ``name`` that cannot run here."""
+        arches = set()
+        for d in self.pool.Dataiterator(solv.SOLVABLE_NAME, name, solv.Dataiterator.SEARCH_STRING):
+            arches.add(self.pool.id2solvable(d.solvid).arch)
+        return sorted(arches)
 
     def _unknown(self, name: str) -> str:
         flags = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
@@ -485,23 +528,36 @@ class Solver:
             return []
         return [s for s in self._installed.solvables if s.name == name]
 
-    def _remove_job(self, name: str, request: Request) -> solv.Job:
+    def _remove_job(self, name: str, cleandeps: int) -> solv.Job:
         if not self._installed_by_name(name):
-            raise SolverError(f"cannot remove {name}: it is not installed")
-        how = solv.Job.SOLVER_ERASE | solv.Job.SOLVER_SOLVABLE_NAME
-        if request.drop_orphans:
-            how |= solv.Job.SOLVER_CLEANDEPS
+            raise SolverError(
+                f"cannot remove {name}: it is not installed", hint="see 'mix list --installed'"
+            )
+        how = solv.Job.SOLVER_ERASE | solv.Job.SOLVER_SOLVABLE_NAME | cleandeps
         return self.pool.Job(how, self.pool.str2id(name))
 
-    def _upgrade_job(self, name: str) -> solv.Job:
+    def _upgrade_job(self, name: str, cleandeps: int) -> solv.Job:
         if not self._installed_by_name(name):
-            raise SolverError(f"cannot upgrade {name}: it is not installed (use 'mix install')")
-        return self.pool.Job(
-            solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_NAME, self.pool.str2id(name)
-        )
+            raise SolverError(
+                f"cannot upgrade {name}: it is not installed", hint=f"use 'mix install {name}'"
+            )
+        how = solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_NAME | cleandeps
+        return self.pool.Job(how, self.pool.str2id(name))
 
-    def _plan(self, trans: solv.Transaction, explicit: set[str]) -> Plan:
+    def _plan(
+        self, trans: solv.Transaction, requested: list[tuple[str, list[solv.XSolvable]]]
+    ) -> Plan:
         plan = Plan()
+        # The packages that answer the user's specs are explicit (a spec may
+        # name a virtual package; then the chosen provider becomes explicit).
+        new_ids = {s.id for s in trans.newsolvables()} if not trans.isempty() else set()
+        explicit: set[str] = set()
+        for _, candidates in requested:
+            chosen = [s for s in candidates if s.id in new_ids] or [
+                s for s in candidates if s.isinstalled()
+            ]
+            explicit.update(s.name for s in chosen[:1])
+
         if not trans.isempty():
             trans.order()
         replaced: set[int] = set()
@@ -698,47 +754,39 @@ class Solver:
     def _chain(
         self, requested: list[tuple[str, list[solv.XSolvable]]], culprits: list[solv.XSolvable]
     ) -> list[str]:
-        """The shortest requirement path from a requested package to the first culprit."""
-        if not culprits or not requested:
-            return []
-        targets = {s.id for s in culprits}
+        """The longest of the shortest requirement paths from a requested package to a culprit.
+
+        The deepest culprit is usually the one that has to change (the package
+        whose dependency nothing provides); the path shows how the request
+        reached it.
+        """
         start: dict[int, str] = {}
         for spec, candidates in requested:
             for s in candidates:
                 start.setdefault(s.id, spec)
-        if targets & set(start):
+        targets = {s.id for s in culprits} - set(start)
+        if not targets:
             return []
         parent: dict[int, int | None] = {sid: None for sid in start}
         queue = deque(start)
-        found = None
         budget = 200_000
-        while queue and budget > 0:
+        while queue and budget > 0 and not targets <= parent.keys():
             sid = queue.popleft()
             budget -= 1
-            if sid in targets:
-                found = sid
-                break
-            s = self.pool.id2solvable(sid)
-            for dep in s.lookup_deparray(solv.SOLVABLE_REQUIRES):
+            for dep in self.pool.id2solvable(sid).lookup_deparray(solv.SOLVABLE_REQUIRES):
                 for p in self.pool.whatprovides(dep.id):
                     if p.id not in parent:
                         parent[p.id] = sid
                         queue.append(p.id)
-        if found is None:
+        best: list[int] = []
+        for target in sorted(targets & parent.keys()):
+            path = [target]
+            while (up := parent[path[-1]]) is not None:
+                path.append(up)
+            if len(path) > len(best):
+                best = path
+        if not best:
             return []
-        path: list[str] = []
-        cur: int | None = found
-        while cur is not None:
-            s = self.pool.id2solvable(cur)
-            path.append(_pkg(s))
-            cur = parent[cur]
-        path[-1] += f" (you asked for {start[self._root(parent, found)]})"
-        return path
-
-    @staticmethod
-    def _root(parent: dict[int, int | None], sid: int) -> int:
-        while parent[sid] is not None:
-            nxt = parent[sid]
-            assert nxt is not None
-            sid = nxt
-        return sid
+        names = [_pkg(self.pool.id2solvable(sid)) for sid in best]
+        names[-1] += f" (you asked for {start[best[-1]]})"
+        return names

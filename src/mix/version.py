@@ -35,7 +35,9 @@ _VERSION_RE = re.compile(
     rf"(?:(?P<epoch>[0-9]+):)?(?P<version>{_SEGMENT})(?:-(?P<release>[A-Za-z0-9._+~^]+))?"
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]*")
-_TERM_RE = re.compile(r"\s*(?P<name>[^\s<>=!|]+)\s*(?:(?P<op>!=|<=|>=|==|=|<|>)\s*(?P<version>\S+))?\s*")
+_TERM_RE = re.compile(
+    r"\s*(?P<name>[^\s<>=!|]+)\s*(?:(?P<op>!=|<=|>=|==|=|<|>)\s*(?P<version>\S+))?\s*"
+)
 
 
 class InvalidVersion(ValueError):

@@ -18,11 +18,53 @@ from mix.version import (
 )
 
 TRICKY = [
-    "0", "1", "01", "1.0", "1.00", "1.0.0", "1.0a", "1.0.a", "1.0~rc1", "1.0~~", "1.0~",
-    "1.0^", "1.0^git1", "1.0^git1~x", "1.0.1", "1.0+dfsg", "1.0_1", "1a", "1b", "a1", "A1",
-    "alpha", "beta", "1.0-r1", "1.0-r2", "1.0-1", "1.0-1.1", "1.0-1~", "1.0-1^", "1:0.5",
-    "0:1.0", "2:0", "00:1.0", "10:1", "9:1", "1.0-0", "2.0p1", "2.0p1-1", "1.10", "1.9",
-    "1.0010", "1.010", "999999999999999999999", "1.0-r01", "3.0.0~beta2-r1", "1.0+", "1.0_",
+    "0",
+    "1",
+    "01",
+    "1.0",
+    "1.00",
+    "1.0.0",
+    "1.0a",
+    "1.0.a",
+    "1.0~rc1",
+    "1.0~~",
+    "1.0~",
+    "1.0^",
+    "1.0^git1",
+    "1.0^git1~x",
+    "1.0.1",
+    "1.0+dfsg",
+    "1.0_1",
+    "1a",
+    "1b",
+    "a1",
+    "A1",
+    "alpha",
+    "beta",
+    "1.0-r1",
+    "1.0-r2",
+    "1.0-1",
+    "1.0-1.1",
+    "1.0-1~",
+    "1.0-1^",
+    "1:0.5",
+    "0:1.0",
+    "2:0",
+    "00:1.0",
+    "10:1",
+    "9:1",
+    "1.0-0",
+    "2.0p1",
+    "2.0p1-1",
+    "1.10",
+    "1.9",
+    "1.0010",
+    "1.010",
+    "999999999999999999999",
+    "1.0-r01",
+    "3.0.0~beta2-r1",
+    "1.0+",
+    "1.0_",
 ]
 ALPHABET = "0123456789aZz.~^_+"
 
@@ -53,7 +95,11 @@ def _pairs() -> list[tuple[str, str]]:
     for _ in range(6000):
         a = _random_version(rng)
         # Half of the pairs share a prefix so that the deeper rules get exercised.
-        b = a[: rng.randint(1, len(a))] + _random_fragment(rng) if rng.random() < 0.5 else _random_version(rng)
+        b = (
+            a[: rng.randint(1, len(a))] + _random_fragment(rng)
+            if rng.random() < 0.5
+            else _random_version(rng)
+        )
         try:
             parse_version(b)
         except InvalidVersion:
@@ -79,8 +125,14 @@ def test_matches_equals_libsolv_dependency_matching() -> None:
     pool, repo = _libsolv_cmp()
     rng = random.Random(7)
     versions = TRICKY + [_random_version(rng) for _ in range(150)]
-    flags = {"<": solv.REL_LT, "<=": solv.REL_LT | solv.REL_EQ, "=": solv.REL_EQ,
-             ">=": solv.REL_GT | solv.REL_EQ, ">": solv.REL_GT, "!=": solv.REL_LT | solv.REL_GT}
+    flags = {
+        "<": solv.REL_LT,
+        "<=": solv.REL_LT | solv.REL_EQ,
+        "=": solv.REL_EQ,
+        ">=": solv.REL_GT | solv.REL_EQ,
+        ">": solv.REL_GT,
+        "!=": solv.REL_LT | solv.REL_GT,
+    }
     pkgs = []
     for i, v in enumerate(versions):
         s = repo.add_solvable()
@@ -122,7 +174,9 @@ def test_documented_examples(a: str, b: str, expected: int) -> None:
     assert compare(b, a) == -expected
 
 
-@pytest.mark.parametrize("bad", ["", "-1", "1-", "1-2-3", "a:1", "1:", ":1", "1 .0", "1.0/2", "é1", ".1"])
+@pytest.mark.parametrize(
+    "bad", ["", "-1", "1-", "1-2-3", "a:1", "1:", ":1", "1 .0", "1.0/2", "é1", ".1"]
+)
 def test_invalid_versions_are_refused_naming_the_input(bad: str) -> None:
     with pytest.raises(InvalidVersion) as info:
         parse_version(bad)
@@ -136,7 +190,11 @@ def test_parse_dependency_forms() -> None:
     assert parse_dependency("libc") == Dependency("libc")
     assert parse_dependency("x==2") == Dependency("x", "=", "2")
     dep = parse_dependency("a>=1 | b | c!=2-r1")
-    assert dep.choices() == (Dependency("a", ">=", "1"), Dependency("b"), Dependency("c", "!=", "2-r1"))
+    assert dep.choices() == (
+        Dependency("a", ">=", "1"),
+        Dependency("b"),
+        Dependency("c", "!=", "2-r1"),
+    )
     assert str(dep) == "a>=1 | b | c!=2-r1"
     for op in ("=", "!=", "<", "<=", ">", ">="):
         assert parse_dependency(f"n{op}1").op == op
@@ -151,7 +209,9 @@ def test_dependency_matches_names_versions_and_unversioned_provides() -> None:
     assert not dep.matches("c", "9")
 
 
-@pytest.mark.parametrize("bad", ["", "a>=", ">=1", "a >= 1 2", "a | ", "a>=1.0-", "a b", "a>=x:1", "a~b"])
+@pytest.mark.parametrize(
+    "bad", ["", "a>=", ">=1", "a >= 1 2", "a | ", "a>=1.0-", "a b", "a>=x:1", "a~b"]
+)
 def test_invalid_dependencies_are_refused_naming_the_input(bad: str) -> None:
     with pytest.raises(InvalidDependency) as info:
         parse_dependency(bad)
