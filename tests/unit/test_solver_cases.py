@@ -48,8 +48,10 @@ def _check_install_order(plan: Plan, case: dict[str, Any]) -> None:
         if new is None:
             continue
         for dep in new.get("dependencies", []):
-            choices = {c.strip().split("<")[0].split(">")[0].split("=")[0].split("!")[0]
-                       for c in dep.split("|")}
+            choices = {
+                c.strip().split("<")[0].split(">")[0].split("=")[0].split("!")[0]
+                for c in dep.split("|")
+            }
             if choices & seen or choices & (names - later) or not choices & later:
                 continue
             # A requirement installed later is only acceptable inside a cycle.
