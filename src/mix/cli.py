@@ -130,7 +130,7 @@ def cmd_repo(args: argparse.Namespace) -> int:
 
 def _load_ops() -> None:
     """Commands that act on a root live in mix.ops; import it only when needed."""
-    from mix import ops
+    from mix import ops  # registers its commands
 
     for name, fn in ops.COMMANDS.items():
         COMMANDS.setdefault(name, fn)

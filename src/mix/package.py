@@ -298,9 +298,12 @@ class PackageReader:
     scripts come back as `r.scripts` once members() is exhausted.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hasher: Any = None) -> None:
+        """hasher (e.g. hashlib.sha256()) sees every byte of the file read through the reader;
+        call finish() after members() to feed it the rest of the file."""
         self.path = Path(path)
         self.where = str(path)
+        self.hasher = hasher
         self._fh: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
         self._iter: Iterator[tarfile.TarInfo] | None = None
@@ -338,8 +341,9 @@ class PackageReader:
             self.close()
             raise PackageError(f"{self.where}: not a gzip file, so not a .mixpkg")
         self._fh.seek(0)
+        source: Any = self._fh if self.hasher is None else _HashingFile(self._fh, self.hasher)
         try:
-            self._tar = tarfile.open(fileobj=self._fh, mode="r|gz")  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=source, mode="r|gz")  # noqa: SIM115
         except (tarfile.TarError, EOFError, OSError) as e:
             self.close()
             raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
@@ -359,8 +363,14 @@ class PackageReader:
         return Metadata.parse(load_json(data, f"{self.where}: metadata.json"),
                               f"{self.where}: metadata.json")
 
-    def members(self) -> Iterator[tuple[FileEntry, IO[bytes] | None]]:
-        """Yield (entry, stream) in archive order; raise on anything metadata does not declare."""
+    def finish(self) -> None:
+        """Feed the hasher the bytes after the tar end marker (gzip trailer, padding)."""
+        if self.hasher is not None and self._fh is not None:
+            while chunk := self._fh.read(1 << 20):
+                self.hasher.update(chunk)
+
+    def members(self) -> Iterator[tuple[FileEntry, IO[bytes] | None, int]]:
+        """Yield (entry, stream, mtime) in archive order; raise on anything undeclared."""
         assert self._tar is not None
         md = self.metadata
         expected = {f.path: f for f in md.files}
@@ -399,13 +409,13 @@ class PackageReader:
             if kind == "symlink":
                 if member.linkname != entry.target:
                     raise PackageError(f"{self.where}: symlink {path} target differs from metadata")
-                yield entry, None
+                yield entry, None, int(member.mtime)
             elif kind == "file":
                 if member.size != entry.size:
                     raise PackageError(f"{self.where}: {path} size differs from metadata")
-                yield entry, self._tar.extractfile(member)
+                yield entry, self._tar.extractfile(member), int(member.mtime)
             else:
-                yield entry, None
+                yield entry, None, int(member.mtime)
         missing = set(expected) - seen
         if missing:
             raise PackageError(f"{self.where}: archive lacks {len(missing)} listed entries, "
@@ -415,13 +425,29 @@ class PackageReader:
             raise PackageError(f"{self.where}: archive lacks scripts {lacking}")
 
 
+class _HashingFile:
+    """A read-only file wrapper that hashes what passes through it."""
+
+    def __init__(self, fh: IO[bytes], hasher: Any) -> None:
+        self.fh = fh
+        self.hasher = hasher
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.hasher.update(data)
+        return data
+
+    def close(self) -> None:
+        pass
+
+
 def read_metadata(path: Path) -> Metadata:
     """Only the metadata of a package file (cheap: metadata.json is the first member)."""
     with PackageReader(path) as reader:
         return reader.metadata
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -112,7 +112,7 @@ def test_reader_streams_members_matching_metadata(tmp_path: Path) -> None:
     pkg = make_pkg(tmp_path, tmp_path, "hello", files={"/usr/bin/hello": "hi\n"},
                    scripts={"post-install": "#!/bin/sh\ntrue\n"})
     with PackageReader(pkg) as r:
-        got = {e.path: (s.read() if s else None) for e, s in r.members()}
+        got = {e.path: (s.read() if s else None) for e, s, _ in r.members()}
         assert r.scripts == {"post-install": b"#!/bin/sh\ntrue\n"}
     assert got == {"/usr": None, "/usr/bin": None, "/usr/bin/hello": b"hi\n"}
 

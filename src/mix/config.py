@@ -1,0 +1,118 @@
+"""Where mix finds things for one root: repositories, trusted keys, database, caches.
+
+ROOT/etc/mix/repositories lists one repository a line:
+
+    URL [priority=N] [name=NAME]      # file:///srv/repo, https://mirror.example/mixos
+
+Higher priority wins when several repositories offer a package (default 0). The
+command line (--repo, --keys-dir) overrides the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mix.errors import MixError, UsageError
+
+SCHEMES = ("file://", "http://", "https://")
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str
+    url: str
+    priority: int = 0
+
+    def file_url(self, filename: str) -> str:
+        return self.url.rstrip("/") + "/" + filename
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    repos: tuple[Repository, ...]
+    keys_dir: Path
+    timeout: float = 30.0
+    run_scripts: bool = True
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var/lib/mix"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "installed.db"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.state_dir / "repos"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "var/cache/mix/packages"
+
+
+def repo_name(url: str) -> str:
+    """A stable directory name for a repository URL."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")[-48:]
+    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+def check_url(url: str, where: str) -> str:
+    if not url.startswith(SCHEMES):
+        raise UsageError(f"{where}: repository URL {url!r} must start with file://, http:// "
+                         "or https://")
+    if url.startswith("file://") and not url.startswith("file:///"):
+        raise UsageError(f"{where}: {url!r}: a file:// URL needs an absolute path "
+                         "(file:///path/to/repo)")
+    return url.rstrip("/")
+
+
+def parse_repositories(text: str, where: str) -> list[Repository]:
+    repos = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        url, *opts = line.split()
+        loc = f"{where}:{lineno}"
+        url = check_url(url, loc)
+        priority, name = 0, repo_name(url)
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key == "priority" and re.fullmatch(r"-?[0-9]+", value):
+                priority = int(value)
+            elif key == "name" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+                name = value
+            else:
+                raise UsageError(f"{loc}: unknown option {opt!r}",
+                                 "options are priority=N and name=NAME")
+        repos.append(Repository(name, url, priority))
+    names = [r.name for r in repos]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{where}: two repositories share a name")
+    return repos
+
+
+def load(root: str | Path = "/", repo_urls: list[str] | None = None,
+         keys_dir: str | Path | None = None, timeout: float | None = None,
+         run_scripts: bool = True) -> Config:
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise UsageError(f"--root {root}: not a directory", "create it first (mkdir -p)")
+    if repo_urls:
+        repos = [Repository(repo_name(u), check_url(u, "--repo"), 0) for u in repo_urls]
+    else:
+        path = root / "etc/mix/repositories"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        except OSError as e:
+            raise MixError(f"cannot read {path}: {e.strerror}") from None
+        repos = parse_repositories(text, str(path))
+    keys = Path(keys_dir).absolute() if keys_dir else root / "etc/mix/keys"
+    return Config(root, tuple(repos), keys, 30.0 if timeout is None else timeout, run_scripts)

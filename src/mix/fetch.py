@@ -1,0 +1,139 @@
+"""Downloads: file:// and http(s)://, with retries, per-attempt timeouts and a bounded total.
+
+Only stdlib (urllib): mix runs inside MixOS with a trimmed Python. A server that stalls,
+trickles or answers 5xx is retried with back-off; 404 and other 4xx fail at once. The
+total time of one fetch never exceeds deadline seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import IO
+
+from mix.errors import FetchError, TrustError
+
+CHUNK = 1 << 16
+
+
+class _Permanent(Exception):
+    pass
+
+
+class Fetcher:
+    def __init__(self, timeout: float = 30.0, retries: int = 3, progress: bool | None = None) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self.deadline_s = timeout * (retries + 1) + 2.0 * retries
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def _open(self, url: str, timeout: float) -> tuple[IO[bytes], int | None]:
+        if url.startswith("file://"):
+            path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 (caller closes)
+            except FileNotFoundError:
+                raise _Permanent(f"{path} does not exist") from None
+            except OSError as e:
+                raise _Permanent(f"{path}: {e.strerror}") from None
+            return fh, os.fstat(fh.fileno()).st_size
+        from urllib import error as urlerror
+        from urllib import request as urlrequest
+
+        req = urlrequest.Request(url, headers={"User-Agent": "mix/0.1"})
+        try:
+            resp = urlrequest.urlopen(req, timeout=timeout)
+        except urlerror.HTTPError as e:
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                raise _Permanent(f"HTTP {e.code} {e.reason}") from None
+            raise OSError(f"HTTP {e.code} {e.reason}") from None
+        except urlerror.URLError as e:
+            raise OSError(str(e.reason)) from None
+        length = resp.headers.get("Content-Length")
+        return resp, int(length) if length and length.isdigit() else None
+
+    def _attempt(self, url: str, out: IO[bytes], deadline: float, label: str,
+                 max_size: int | None) -> None:
+        fh, total = self._open(url, min(self.timeout, max(0.1, deadline - time.monotonic())))
+        done = 0
+        last_draw = 0.0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise OSError("download took too long")
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if max_size is not None and done > max_size:
+                    raise _Permanent(f"larger than the expected {max_size} bytes")
+                out.write(chunk)
+                if self.progress and time.monotonic() - last_draw > 0.1:
+                    last_draw = time.monotonic()
+                    pct = f"{100 * done // total:3d}%" if total else f"{done >> 10} KiB"
+                    sys.stderr.write(f"\r  {label} {pct}")
+                    sys.stderr.flush()
+        finally:
+            fh.close()
+            if self.progress and last_draw:
+                sys.stderr.write("\r\033[K")
+        if total is not None and done != total:
+            raise OSError(f"connection closed after {done} of {total} bytes")
+
+    def fetch(self, url: str, out: IO[bytes], label: str = "", max_size: int | None = None) -> None:
+        """Write the body of url to out (truncated and rewritten on each retry)."""
+        deadline = time.monotonic() + self.deadline_s
+        errors: list[str] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                pause = min(2.0 * attempt, deadline - time.monotonic())
+                if pause <= 0:
+                    break
+                time.sleep(pause)
+            out.seek(0)
+            out.truncate()
+            try:
+                self._attempt(url, out, deadline, label or url.rsplit("/", 1)[-1], max_size)
+                return
+            except _Permanent as e:
+                raise FetchError(f"cannot download {url}: {e}",
+                                 "check the repository URL and run 'mix update'") from None
+            except (OSError, TimeoutError, ValueError) as e:
+                errors.append(str(e) or type(e).__name__)
+            if time.monotonic() >= deadline:
+                break
+        raise FetchError(f"cannot download {url} after {len(errors)} attempts: {errors[-1]}",
+                         "the server is unreachable or failing; try again later or use "
+                         "another mirror")
+
+    def fetch_bytes(self, url: str, max_size: int = 512 << 20) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.fetch(url, buf, max_size=max_size)
+        return buf.getvalue()
+
+    def fetch_file(self, url: str, dest: Path, sha256: str, size: int | None = None) -> Path:
+        """Download to dest (atomically) and check its sha256; return dest."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+        try:
+            with open(tmp, "w+b") as f:
+                self.fetch(url, f, label=dest.name, max_size=size)
+                f.flush()
+                f.seek(0)
+                h = hashlib.sha256()
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() != sha256:
+                raise TrustError(f"{url}: sha256 {h.hexdigest()} does not match the signed "
+                                 f"index ({sha256})", "the mirror serves a corrupt or altered "
+                                 "file; run 'mix update' or try another mirror")
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest

@@ -1,0 +1,98 @@
+"""Repository indexes on the client: download + verify (`mix update`), store, load.
+
+A verified index is stored under ROOT/var/lib/mix/repos/NAME/ (index.json + .sig as
+received); the solver keeps its .solv cache beside it. A new index replaces the stored
+one only after its signature, expiry and creation time (no rollback) check out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mix.config import Config, Repository
+from mix.errors import MixError, TrustError, UsageError
+from mix.fetch import Fetcher
+from mix.index import INDEX_NAME, SIG_NAME, verify_index
+from mix.keys import PublicKey, load_keyring
+
+
+@dataclass(frozen=True)
+class StoredRepo:
+    repo: Repository
+    dir: Path
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / INDEX_NAME
+
+    @property
+    def cache_path(self) -> Path:
+        return self.dir / "index.solv"
+
+    def exists(self) -> bool:
+        return self.index_path.exists()
+
+    def created(self) -> int | None:
+        try:
+            return int(json.loads(self.index_path.read_bytes())["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            doc = json.loads(self.index_path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise MixError(f"cannot read the stored index of {self.repo.url}: {e}",
+                           "run 'mix update'") from None
+        packages: list[dict[str, Any]] = doc["packages"]
+        for p in packages:
+            p["repo"] = self.repo.name
+        return packages
+
+    def entries_loader(self) -> Callable[[], list[dict[str, Any]]]:
+        return self.entries
+
+
+def stored(cfg: Config) -> list[StoredRepo]:
+    if not cfg.repos:
+        raise UsageError("no repositories configured",
+                         f"add a URL to {cfg.root / 'etc/mix/repositories'} or pass --repo URL")
+    return [StoredRepo(r, cfg.repos_dir / r.name) for r in cfg.repos]
+
+
+def keyring(cfg: Config) -> dict[str, PublicKey]:
+    ring = load_keyring(cfg.keys_dir)
+    if not ring:
+        raise TrustError(f"no trusted keys in {cfg.keys_dir}",
+                         "install the repository's public key (NAME.pub) there, or pass "
+                         "--keys-dir DIR")
+    return ring
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher) -> int:
+    """Fetch, verify and store one repository's index; return its package count."""
+    base = repo.repo.url
+    data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
+    sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    doc = verify_index(data, sig, ring, base, held_created=repo.created())
+    repo.dir.mkdir(parents=True, exist_ok=True)
+    if repo.index_path.exists() and repo.index_path.read_bytes() == data:
+        return len(doc["packages"])
+    repo.cache_path.unlink(missing_ok=True)
+    _write(repo.dir / SIG_NAME, sig)
+    _write(repo.index_path, data)
+    return len(doc["packages"])

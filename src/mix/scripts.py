@@ -1,0 +1,68 @@
+"""Package scripts (pre-install, post-install, pre-remove, post-remove, post-upgrade).
+
+A script runs with the root as its / (chroot) when mix works on another root and the
+script's interpreter exists there; with --root but no interpreter yet (an empty root
+being assembled), it is skipped with a warning. Scripts get a clean environment and a
+time limit; a non-zero exit is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from mix.errors import TransactionError
+
+TIME_LIMIT = 300
+ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def interpreter(body: bytes) -> str:
+    first = body.split(b"\n", 1)[0]
+    if first.startswith(b"#!"):
+        return first[2:].strip().split()[0].decode(errors="replace") if first[2:].strip() else ""
+    return "/bin/sh"
+
+
+def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict[str, str],
+               warn: list[str]) -> None:
+    """Run one script; raise TransactionError if it fails."""
+    root = Path(root).absolute()
+    chroot = str(root) != "/"
+    interp = interpreter(body)
+    if not interp.startswith("/"):
+        raise TransactionError(f"{package}: {name} script names a relative interpreter {interp!r}")
+    if chroot and not os.path.lexists(str(root) + interp):
+        warn.append(f"{package}: {name} script skipped: {interp} does not exist in {root} yet")
+        return
+    tmpdir = root / "var/lib/mix/tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    script = tmpdir / f"{package}.{name}"
+    script.write_bytes(body)
+    script.chmod(0o700)
+    env = {"PATH": ENV_PATH, "MIX_PACKAGE": package, "MIX_SCRIPT": name, "LANG": "C.UTF-8",
+           "MIX_ROOT": "/" if chroot else str(root), **env_extra}
+    inside = "/var/lib/mix/tmp/" + script.name if chroot else str(script)
+    cmd = [interp, inside] if body.startswith(b"#!") else ["/bin/sh", inside]
+
+    def enter_root() -> None:
+        os.chroot(root)
+        os.chdir("/")
+
+    try:
+        proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=TIME_LIMIT, preexec_fn=enter_root if chroot else None,
+                              cwd=None if chroot else "/", check=False)
+    except subprocess.TimeoutExpired:
+        raise TransactionError(f"{package}: {name} script ran longer than {TIME_LIMIT} s") from None
+    except OSError as e:
+        raise TransactionError(f"{package}: cannot run {name} script ({' '.join(cmd)}): "
+                               f"{e.strerror}") from None
+    finally:
+        script.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).decode(errors="replace").strip()[-2000:]
+        raise TransactionError(f"{package}: {name} script failed with exit status "
+                               f"{proc.returncode}" + (f":\n{out}" if out else ""),
+                               "fix the script or pass --no-scripts")

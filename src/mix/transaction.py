@@ -1,0 +1,466 @@
+"""Applying a plan to a root so that it is never half-done.
+
+Phases (the journal row in the database records which one was reached):
+
+1. prepare   verify every package file's sha256 against the signed index, read its
+             metadata, decide every path's fate (new file, .mixnew, delete, conflict).
+             Nothing is written; conflicts and bad paths stop here.
+2. staging   journal row "staging" (lists every temporary name and created directory),
+             pre-install/pre-remove scripts, extract every file to a temporary name
+             beside its target (.mixtmp-TXID-N), sync the filesystem.
+3. commit    ONE SQLite transaction: installed/removed packages, their files, and the
+             journal row switched to "committed". This is the point of no return.
+4. apply     rename temporaries into place, delete files of removed/old packages, remove
+             emptied directories, sync, delete the journal row; then post-* scripts.
+
+If mix dies anywhere, the next mix run (recover()) rolls a "staging" journal back
+(deletes the temporaries and created directories) or finishes a "committed" one (the
+renames and deletions are idempotent), so the files on disk match the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mix.database import Database
+from mix.errors import MixError, PackageError, TransactionError, TrustError
+from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
+from mix.rootpath import RootResolver
+from mix.scripts import run_script
+
+
+@dataclass
+class Change:
+    kind: str                          # "install" | "upgrade" | "remove"
+    name: str
+    new: dict[str, Any] | None = None  # index entry of the new package
+    old: dict[str, Any] | None = None  # installed entry (upgrade, remove)
+    path: Path | None = None           # the new package's file
+    reason: str = "dependency"
+    repo: str = ""
+
+
+@dataclass
+class Outcome:
+    installed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    upgraded: list[str] = field(default_factory=list)
+    mixnew: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _failpoint() -> None:
+    """Test hook: MIX_FAILPOINT_KILL=N makes mix SIGKILL itself at the Nth checkpoint, so the
+    crash-recovery test can stop a real transaction at every step, deterministically."""
+    spec = os.environ.get("MIX_FAILPOINT_KILL")
+    if spec is None:
+        return
+    _failpoint.count = getattr(_failpoint, "count", 0) + 1  # type: ignore[attr-defined]
+    if _failpoint.count == int(spec):  # type: ignore[attr-defined]
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sync_root(root: Path) -> None:
+    """Flush the root's filesystem (syncfs: one flush instead of an fsync per file)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _now() -> int:
+    sde = os.environ.get("SOURCE_DATE_EPOCH")
+    return int(sde) if sde and sde.isdigit() else int(time.time())
+
+
+def _kind_on_disk(path: str) -> str:
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(st.st_mode) else "special"
+
+
+class Transaction:
+    def __init__(self, root: Path, db: Database, changes: list[Change], run_scripts: bool = True,
+                 progress: bool | None = None) -> None:
+        self.root = Path(root).absolute()
+        self.db = db
+        self.changes = changes
+        self.run_scripts = run_scripts
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.txid = uuid.uuid4().hex[:12]
+        self.meta: dict[str, Metadata] = {}
+        self.out = Outcome()
+
+    # --- phase 1 -----------------------------------------------------------------------
+    def _verify_and_read(self) -> None:
+        for c in self.changes:
+            if c.kind == "remove":
+                continue
+            assert c.new is not None and c.path is not None
+            want = c.new.get("sha256")
+            if want:
+                got = sha256_file(c.path)
+                if got != want:
+                    raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
+                                     f"({want}) for {c.name} {c.new['version']}",
+                                     "run 'mix update'; if it persists the mirror is corrupt")
+            md = PackageReader(c.path).metadata
+            if (md.name, md.version, md.arch) != (c.new["name"], c.new["version"],
+                                                  c.new.get("arch", md.arch)):
+                raise PackageError(f"{c.path} holds {md.name} {md.version} ({md.arch}), but the "
+                                   f"index promised {c.new['name']} {c.new['version']}")
+            self.meta[c.name] = md
+
+    def prepare(self) -> dict[str, Any]:
+        self._verify_and_read()
+        leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade")}
+        by_path: dict[str, list[dict[str, Any]]] = {}
+        for row in self.db.all_files():
+            by_path.setdefault(row["path"], []).append(row)
+        new_owner: dict[str, tuple[str, FileEntry]] = {}
+        planned: dict[str, tuple[str, str]] = {}
+        for name, md in self.meta.items():
+            for f in md.files:
+                prev = new_owner.get(f.path)
+                if prev is not None and not (prev[1].type == f.type == "dir"):
+                    raise TransactionError(f"file conflict: {f.path} is in both {prev[0]} and "
+                                           f"{name}", "these packages cannot be installed together")
+                new_owner[f.path] = (name, f)
+                planned[f.path] = (f.type, f.target)
+        resolver = RootResolver(self.root, planned)
+        renames: list[dict[str, Any]] = []
+        created: dict[str, int] = {}
+        transfers: list[tuple[str, str]] = []
+        n = 0
+
+        def need_dir(target: str, mode: int = 0o755) -> None:
+            parent = target.rsplit("/", 1)[0]
+            if parent and parent != str(self.root) and parent not in created \
+                    and _kind_on_disk(parent) == "missing":
+                need_dir(parent)
+                created[parent] = 0o755
+            if mode and _kind_on_disk(target) == "missing":
+                created[target] = mode
+
+        for path in sorted(new_owner):
+            name, f = new_owner[path]
+            md = self.meta[name]
+            why = f"{md.nv}: {path}"
+            rows = by_path.get(path, [])
+            remaining = [r for r in rows if r["package"] not in leaving]
+            target = str(self.root) + resolver.target(path, why)
+            disk = _kind_on_disk(target)
+            if f.type == "dir":
+                if any(r["type"] != "dir" for r in remaining):
+                    raise TransactionError(f"file conflict: {why} is a directory, but "
+                                           f"{remaining[0]['package']} owns it as a {remaining[0]['type']}")
+                if disk == "missing":
+                    need_dir(target, f.mode)
+                elif disk == "symlink":
+                    resolved = str(self.root) + resolver.resolve_dir(path, why)
+                    if _kind_on_disk(resolved) not in ("dir", "missing"):
+                        raise TransactionError(f"{why}: on disk a symlink to a non-directory")
+                elif disk != "dir":
+                    raise TransactionError(f"{why}: cannot create directory, a {disk} is in the "
+                                           "way", "remove it or the package that owns it first")
+                continue
+            replaces = {parse_spec(s).name for s in md.raw["replaces"]}
+            for r in remaining:
+                if r["type"] == "dir" or r["package"] not in replaces:
+                    raise TransactionError(
+                        f"file conflict: {path} of {md.nv} is already owned by {r['package']}",
+                        f"remove {r['package']} first, or {name} must declare "
+                        f"'replaces: {r['package']}'")
+                transfers.append((path, r["package"]))
+            owned = bool(rows)
+            mixnew = False
+            if disk in ("dir", "special"):
+                raise TransactionError(f"{why}: a {disk} is in the way on disk",
+                                       "remove it first")
+            if disk == "file" and f.type == "file" and f.config:
+                disk_sha = sha256_file(target)
+                recorded = {r["sha256"] for r in rows}
+                if disk_sha != f.sha256 and disk_sha not in recorded:
+                    mixnew = True
+            elif disk != "missing" and not owned:
+                same = (f.type == "file" and disk == "file" and sha256_file(target) == f.sha256) \
+                    or (f.type == "symlink" and disk == "symlink" and os.readlink(target) == f.target)
+                if not same:
+                    raise TransactionError(f"{why}: {target} exists on disk and no package owns it",
+                                           "move it away, then run mix again")
+            need_dir(target, 0)
+            n += 1
+            temp = f"{target.rsplit('/', 1)[0]}/.mixtmp-{self.txid}-{n}"
+            renames.append({"path": path, "pkg": name, "temp": temp,
+                            "dest": target + (".mixnew" if mixnew else ""),
+                            "type": f.type, "mode": f.mode, "target": f.target,
+                            "sha256": f.sha256})
+            if mixnew:
+                self.out.mixnew.append(path)
+
+        dests = {r["dest"] for r in renames}
+        disk_resolver = RootResolver(self.root)
+        deletes: list[str] = []
+        rmdirs: list[str] = []
+        for c in self.changes:
+            if c.kind == "install":
+                continue
+            for row in self.db.files(c.name):
+                path = row["path"]
+                if path in new_owner:
+                    continue
+                if any(r["package"] not in leaving for r in by_path.get(path, [])):
+                    continue
+                try:
+                    target = str(self.root) + disk_resolver.target(path, f"{c.name}: {path}")
+                except TransactionError as e:
+                    self.out.warnings.append(f"not deleting {path}: {e}")
+                    continue
+                if target in dests:
+                    continue
+                if row["type"] == "dir":
+                    rmdirs.append(target)
+                elif row["config"] and _kind_on_disk(target) == "file" \
+                        and sha256_file(target) != row["sha256"]:
+                    self.out.kept.append(path)
+                else:
+                    deletes.append(target)
+        rmdirs.sort(reverse=True)
+        return {"txid": self.txid, "renames": renames,
+                "created": sorted(created.items()), "deletes": deletes, "rmdirs": rmdirs,
+                "transfers": transfers}
+
+    # --- phase 2 -----------------------------------------------------------------------
+    def _stage(self, data: dict[str, Any]) -> None:
+        for d, mode in data["created"]:
+            os.mkdir(d, 0o700)  # not yet usable by others; final mode below
+            os.chmod(d, mode)
+            _failpoint()
+        by_pkg: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in data["renames"]:
+            by_pkg.setdefault(r["pkg"], {})[r["path"]] = r
+        total = sum(1 for c in self.changes if c.kind != "remove")
+        done = 0
+        for c in self.changes:
+            if c.kind == "remove":
+                continue
+            assert c.path is not None and c.new is not None
+            done += 1
+            self._draw(done, total, f"extracting {c.name}")
+            hasher = hashlib.sha256() if c.new.get("sha256") else None
+            wanted = by_pkg.get(c.name, {})
+            with PackageReader(c.path, hasher) as reader:
+                for entry, stream, mtime in reader.members():
+                    r = wanted.get(entry.path)
+                    if r is None:
+                        continue
+                    self._write_temp(r, entry, stream, mtime, str(c.path))
+                reader.finish()
+                self.scripts_of[c.name] = dict(reader.scripts)
+            if hasher is not None and hasher.hexdigest() != c.new["sha256"]:
+                raise TrustError(f"{c.path} changed while it was being installed "
+                                 "(sha256 no longer matches the signed index)")
+        self._draw(0, 0, "")
+
+    def _write_temp(self, r: dict[str, Any], entry: FileEntry, stream: Any, mtime: int,
+                    where: str) -> None:
+        temp = r["temp"]
+        if entry.type == "symlink":
+            os.symlink(entry.target, temp)
+            os.utime(temp, (mtime, mtime), follow_symlinks=False)
+            _failpoint()
+            return
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                while chunk := stream.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+            if h.hexdigest() != entry.sha256:
+                raise PackageError(f"{where}: {entry.path} does not match its sha256 in "
+                                   "metadata.json", "the package is corrupt; rebuild it")
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, (mtime, mtime))
+        finally:
+            os.close(fd)
+        _failpoint()
+
+    def _draw(self, done: int, total: int, label: str) -> None:
+        if not self.progress:
+            return
+        if total:
+            sys.stderr.write(f"\r\033[K[{done}/{total}] {label}")
+        else:
+            sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+    # --- phases 3, 4 ---------------------------------------------------------------------
+    def _commit(self, data: dict[str, Any]) -> None:
+        when = _now()
+        with self.db.transaction() as c:
+            for ch in self.changes:
+                if ch.kind in ("remove", "upgrade"):
+                    Database.drop_package(c, ch.name)
+            for path, pkg in data["transfers"]:
+                Database.drop_file(c, path, pkg)
+            for ch in self.changes:
+                if ch.kind == "remove":
+                    continue
+                md = dict(self.meta[ch.name].raw)
+                Database.put_package(c, md, ch.reason, ch.repo, when,
+                                     self.scripts_of.get(ch.name, {}))
+            Database.set_journal(c, "committed", data)
+
+    def run(self) -> Outcome:
+        data = self.prepare()
+        self.scripts_of: dict[str, dict[str, bytes]] = {}
+        # post-remove bodies must be read before the commit drops them from the database
+        self.old_scripts = {c.name: self.db.scripts(c.name) for c in self.changes
+                            if c.kind == "remove"}
+        with self.db.transaction() as c:
+            Database.set_journal(c, "staging", data)
+        _failpoint()
+        try:
+            self._pre_scripts()
+            self._stage(data)
+            sync_root(self.root)
+            _failpoint()
+            self._commit(data)
+        except BaseException as e:
+            rollback(self.root, self.db, data)
+            if isinstance(e, OSError):
+                raise TransactionError(f"transaction failed and was rolled back: {e}",
+                                       "nothing was changed; fix the cause (disk space?) and "
+                                       "run mix again") from None
+            raise
+        _failpoint()
+        apply(self.root, self.db, data)
+        self._post_scripts()
+        for ch in self.changes:
+            {"install": self.out.installed, "upgrade": self.out.upgraded,
+             "remove": self.out.removed}[ch.kind].append(ch.name)
+        return self.out
+
+    def _pre_scripts(self) -> None:
+        if not self.run_scripts:
+            return
+        for c in self.changes:
+            if c.kind == "install" and "pre-install" in self.meta[c.name].scripts:
+                assert c.path is not None
+                with PackageReader(c.path) as reader:
+                    for _ in reader.members():  # scripts precede files in a built package
+                        if "pre-install" in reader.scripts:
+                            break
+                    pre = reader.scripts["pre-install"]
+                run_script(self.root, c.name, "pre-install", pre,
+                           {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings)
+            elif c.kind == "remove":
+                body = self.db.scripts(c.name).get("pre-remove")
+                if body:
+                    run_script(self.root, c.name, "pre-remove", body,
+                               {"MIX_VERSION": (c.old or {}).get("version", "")},
+                               self.out.warnings)
+
+    def _post_scripts(self) -> None:
+        """After the commit: a failure is reported (exit 7) but the files stay installed."""
+        if not self.run_scripts:
+            return
+        failures: list[str] = []
+        for c in self.changes:
+            body: bytes | None
+            if c.kind == "remove":
+                body = self.old_scripts.get(c.name, {}).get("post-remove")
+                script, env = "post-remove", {"MIX_VERSION": (c.old or {}).get("version", "")}
+            else:
+                script = "post-install" if c.kind == "install" else "post-upgrade"
+                body = self.scripts_of.get(c.name, {}).get(script)
+                env = {"MIX_VERSION": self.meta[c.name].version,
+                       "MIX_OLD_VERSION": (c.old or {}).get("version", "")}
+            if body:
+                try:
+                    run_script(self.root, c.name, script, body, env, self.out.warnings)
+                except MixError as e:
+                    failures.append(str(e))
+        if failures:
+            raise TransactionError("the packages were installed, but scripts failed:\n  "
+                                   + "\n  ".join(failures),
+                                   "fix the cause and re-run the script, or reinstall")
+
+
+
+def rollback(root: Path, db: Database, data: dict[str, Any]) -> None:
+    """Undo phase 2: remove temporaries and the directories staging created."""
+    for r in data["renames"]:
+        try:
+            os.unlink(r["temp"])
+        except FileNotFoundError:
+            pass
+    for d, _mode in reversed(data["created"]):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    with db.transaction() as c:
+        Database.clear_journal(c)
+
+
+def apply(root: Path, db: Database, data: dict[str, Any]) -> None:
+    """Phase 4; idempotent, so recovery can run it again after a crash."""
+    for r in data["renames"]:
+        if os.path.lexists(r["temp"]):
+            os.replace(r["temp"], r["dest"])
+            _failpoint()
+    for path in data["deletes"]:
+        try:
+            if _kind_on_disk(path) != "dir":
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        _failpoint()
+    for d in data["rmdirs"]:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    sync_root(root)
+    with db.transaction() as c:
+        Database.clear_journal(c)
+
+
+def recover(root: Path, db: Database) -> str | None:
+    """Finish or undo a transaction a previous mix run left; return what was done."""
+    j = db.journal()
+    if j is None:
+        return None
+    state, data = j
+    if state == "staging":
+        rollback(root, db, data)
+        return "rolled back an interrupted transaction (nothing of it had been committed)"
+    apply(root, db, data)
+    return "completed an interrupted transaction"
