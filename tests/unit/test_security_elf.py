@@ -1,0 +1,132 @@
+"""The ELF hardening checker (mixbuild.elfhardening) against programs compiled here
+with and without each protection, and the image's ELF files against the committed
+baseline (tests/unit/data/elf_hardening_baseline.json)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mixbuild import elfhardening
+from mixbuild.elfhardening import Hardening, compare, inspect, scan, to_baseline
+
+PROJECT = Path(__file__).resolve().parents[2]
+ROOTFS = PROJECT / "artifacts" / "rootfs"
+BASELINE = Path(__file__).parent / "data" / "elf_hardening_baseline.json"
+
+# A program with a local buffer (so the stack protector instruments it) and a
+# fortifiable call whose size the compiler knows.
+SOURCE = r"""
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    char buf[64];
+    strcpy(buf, argc > 1 ? argv[1] : "x");
+    printf("%s\n", buf);
+    return 0;
+}
+"""
+
+HARDENED = ["-O2", "-fPIE", "-pie", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2",
+            "-Wl,-z,relro,-z,now"]
+
+
+def compile_c(tmp: Path, name: str, flags: list[str]) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (make deps installs build-essential)")
+    src = tmp / "prog.c"
+    src.write_text(SOURCE)
+    out = tmp / "root" / "bin" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [gcc, *flags, "-o", str(out), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    return out
+
+
+def check(tmp: Path, name: str, flags: list[str]) -> Hardening:
+    path = compile_c(tmp, name, flags)
+    result = inspect(path, tmp / "root")
+    assert result is not None
+    return result
+
+
+def test_fully_hardened_program_has_every_protection(tmp_path: Path) -> None:
+    h = check(tmp_path, "hard", HARDENED)
+    assert (h.path, h.kind, h.pie, h.relro, h.canary, h.nx) == (
+        "/bin/hard", "exec", "pie", "full", True, True)
+    assert h.fortify >= 1
+
+
+def test_non_pie_program_is_reported(tmp_path: Path) -> None:
+    h = check(tmp_path, "nopie", ["-O2", "-fno-pie", "-no-pie", "-fstack-protector-strong"])
+    assert h.pie == "no"
+
+
+def test_lazy_binding_is_partial_relro_and_no_relro_is_none(tmp_path: Path) -> None:
+    assert check(tmp_path, "lazy", ["-O2", "-Wl,-z,relro,-z,lazy"]).relro == "partial"
+    assert check(tmp_path, "norelro", ["-O2", "-Wl,-z,norelro"]).relro == "none"
+
+
+def test_missing_stack_protector_and_fortify_are_reported(tmp_path: Path) -> None:
+    h = check(tmp_path, "plain", ["-O2", "-fno-stack-protector", "-U_FORTIFY_SOURCE",
+                                  "-D_FORTIFY_SOURCE=0"])
+    assert not h.canary
+    assert h.fortify == 0
+
+
+def test_executable_stack_is_reported(tmp_path: Path) -> None:
+    assert not check(tmp_path, "execstack", ["-O2", "-Wl,-z,execstack"]).nx
+
+
+def test_shared_library_is_a_dso(tmp_path: Path) -> None:
+    h = check(tmp_path, "libx.so", ["-O2", "-fPIC", "-shared", "-Wl,-z,relro,-z,now"])
+    assert (h.kind, h.pie, h.relro) == ("lib", "dso", "full")
+
+
+def test_non_elf_files_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "script").write_text("#!/bin/sh\necho hello, this is not an ELF file\n" * 4)
+    assert inspect(tmp_path / "script", tmp_path) is None
+
+
+def test_weakened_file_is_a_regression_and_new_weak_file_too(tmp_path: Path) -> None:
+    check(tmp_path, "prog", HARDENED)
+    baseline = to_baseline(scan(tmp_path / "root"))
+    # Same path rebuilt without PIE and stack protector: both regressions named.
+    compile_c(tmp_path, "prog", ["-O2", "-fno-pie", "-no-pie", "-fno-stack-protector"])
+    result = compare(scan(tmp_path / "root"), baseline)
+    assert len(result.regressions) == 1
+    assert "PIE pie -> no" in result.regressions[0]
+    assert "stack protector lost" in result.regressions[0]
+    # A new executable without PIE is below the minimum policy.
+    compile_c(tmp_path, "prog", HARDENED)
+    compile_c(tmp_path, "other", ["-O2", "-fno-pie", "-no-pie"])
+    result = compare(scan(tmp_path / "root"), baseline)
+    assert result.regressions == ["/bin/other: new file, executable is not PIE"]
+
+
+def test_unchanged_tree_has_no_regression(tmp_path: Path) -> None:
+    check(tmp_path, "prog", HARDENED)
+    results = scan(tmp_path / "root")
+    assert compare(results, to_baseline(results)).regressions == []
+
+
+def test_image_elf_files_do_not_regress_against_baseline() -> None:
+    """Every ELF file of artifacts/rootfs, printed as a table, against the baseline."""
+    if not ROOTFS.is_dir():
+        pytest.skip(f"{ROOTFS} not built yet (make rootfs); tests/vm runs this check too")
+    results = scan(ROOTFS)
+    print("\n" + elfhardening.table(results) + "\n" + elfhardening.summary(results))
+    assert results, f"no ELF files found in {ROOTFS}"
+    assert BASELINE.is_file(), (
+        f"{BASELINE} is missing; create it with: PYTHONPATH=src .venv/bin/python -m "
+        f"mixbuild.elfhardening artifacts/rootfs --write-baseline {BASELINE.relative_to(PROJECT)}")
+    result = compare(results, json.loads(BASELINE.read_text()))
+    assert not result.regressions, (
+        "ELF hardening regressions:\n  " + "\n  ".join(result.regressions)
+        + "\nfix the build, or if intended rewrite the baseline with --write-baseline")
