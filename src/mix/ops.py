@@ -79,13 +79,28 @@ class Session:
                 if done:
                     warn(done)
             elif self.db.journal() is not None:
-                warn("an interrupted transaction is pending; the next install/remove/upgrade "
-                     "(as root) completes or undoes it")
+                self._recover_for_reader()
         except BaseException:
             if self.lock is not None:
                 self.lock.__exit__(None, None, None)
             raise
         return self
+
+    def _recover_for_reader(self) -> None:
+        """A read-only command found an interrupted transaction: finish it first if allowed,
+        so that what it reports matches the disk."""
+        if not os.access(self.cfg.state_dir, os.W_OK):
+            warn("an interrupted transaction is pending; run any mix command as root to "
+                 "complete or undo it")
+            return
+        self.db.close()
+        with RootLock(self.cfg.state_dir):
+            db = Database(self.cfg.db_path)
+            done = recover(self.cfg.root, db)
+            db.close()
+        if done:
+            warn(done)
+        self.db = Database(self.cfg.db_path, readonly=True)
 
     def __exit__(self, *exc: object) -> None:
         self.db.close()
@@ -98,11 +113,12 @@ class Session:
         stored = repos_mod.stored(self.cfg)
         need = [r for r in stored if refresh or self.args.repo or not r.exists()]
         if need:
-            if not self.write and not os.access(self.cfg.state_dir.parent, os.W_OK):
-                raise UsageError("the repository indexes have never been downloaded",
-                                 "run 'mix update' as root")
             ring = repos_mod.keyring(self.cfg)
-            self.cfg.repos_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.cfg.repos_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot store repository indexes in {self.cfg.repos_dir}: "
+                                 f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
                 repos_mod.update(self.cfg, r, ring, self.fetcher)
         return stored

@@ -30,12 +30,12 @@ class RootResolver:
 
     def _kind(self, logical: str) -> tuple[str, str]:
         planned = self.planned.get(logical)
-        if planned is not None:
-            return planned
+        if planned is not None and planned[0] != "dir":
+            return planned  # a symlink or file this transaction puts there
         try:
             st = os.lstat(self.root + logical)
         except FileNotFoundError:
-            return "missing", ""
+            return ("dir", "") if planned is not None else ("missing", "")
         except NotADirectoryError:
             return "file", ""
         if stat.S_ISLNK(st.st_mode):

@@ -638,7 +638,7 @@ class Solver:
         raise SolverError(
             f"removing {names} would break installed packages that depend on it:\n"
             + "\n".join(lines),
-            hint=f"remove them as well (mix remove --remove-dependents {names}), or keep {names}",
+            hint=f"remove them as well (mix remove --cascade {names}), or keep {names}",
         )
 
     # ---- explanations ---------------------------------------------------

@@ -146,9 +146,17 @@ class Transaction:
         for name, md in self.meta.items():
             for f in md.files:
                 prev = new_owner.get(f.path)
-                if prev is not None and not (prev[1].type == f.type == "dir"):
-                    raise TransactionError(f"file conflict: {f.path} is in both {prev[0]} and "
-                                           f"{name}", "these packages cannot be installed together")
+                if prev is not None:
+                    types = {prev[1].type, f.type}
+                    if types == {"dir", "symlink"}:
+                        # A directory entry is satisfied by another package's symlink to a
+                        # directory (merged /usr: /lib -> usr/lib): the symlink wins.
+                        if f.type == "dir":
+                            continue
+                    elif types != {"dir"}:
+                        raise TransactionError(f"file conflict: {f.path} is in both {prev[0]} "
+                                               f"and {name}",
+                                               "these packages cannot be installed together")
                 new_owner[f.path] = (name, f)
                 planned[f.path] = (f.type, f.target)
         resolver = RootResolver(self.root, planned)
@@ -175,7 +183,7 @@ class Transaction:
             target = str(self.root) + resolver.target(path, why)
             disk = _kind_on_disk(target)
             if f.type == "dir":
-                if any(r["type"] != "dir" for r in remaining):
+                if any(r["type"] == "file" for r in remaining):
                     raise TransactionError(f"file conflict: {why} is a directory, but "
                                            f"{remaining[0]['package']} owns it as a {remaining[0]['type']}")
                 if disk == "missing":

@@ -49,3 +49,64 @@ def make_key(base: Path, name: str = "test") -> tuple[Path, Path]:
 
 def sign_repo(repo: Path, key: Path, **kw: Any) -> None:
     write_index(repo, scan_repo(repo), key, **kw)
+
+
+class World:
+    """A signed file:// repository, a key and an empty root, driven through mix's CLI."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.repo = base / "repo"
+        self.repo.mkdir()
+        self.root = base / "root"
+        self.root.mkdir()
+        self.key, self.pub = make_key(base)
+        self.keys_dir = self.pub.parent
+
+    def pkg(self, name: str, version: str = "1.0", **kw: Any) -> Path:
+        return make_pkg(self.base, self.repo, name, version, **kw)
+
+    def sign(self, **kw: Any) -> None:
+        sign_repo(self.repo, self.key, **kw)
+
+    def args(self, *args: str) -> list[str]:
+        return ["--root", str(self.root), "--repo", f"file://{self.repo}",
+                "--keys-dir", str(self.keys_dir), "-y", *args]
+
+    def mix(self, *args: str, capsys: Any = None) -> tuple[int, str, str]:
+        from mix.cli import main
+
+        rc = main(self.args(*args))
+        if capsys is not None:
+            out, err = capsys.readouterr()
+            return rc, out, err
+        return rc, "", ""
+
+    def installed(self) -> dict[str, str]:
+        from mix.database import Database
+
+        db = Database(self.root / "var/lib/mix/installed.db", readonly=True)
+        try:
+            return {p["name"]: p["version"] for p in db.packages()}
+        finally:
+            db.close()
+
+    def tree(self) -> dict[str, str]:
+        """Everything under the root except mix's own state: path -> kind/content digest."""
+        import hashlib
+
+        out: dict[str, str] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            if rel.startswith(("var/lib/mix", "var/cache/mix")):
+                continue
+            for n in dirnames + filenames:
+                p = Path(dirpath) / n
+                key = "/" + os.path.normpath(os.path.join(rel, n))
+                if p.is_symlink():
+                    out[key] = "-> " + os.readlink(p)
+                elif p.is_dir():
+                    out[key] = "dir"
+                else:
+                    out[key] = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+        return out
