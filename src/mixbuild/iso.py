@@ -1,0 +1,176 @@
+"""`make iso`: kernel + initramfs + root squashfs -> artifacts/mixos-<version>.iso.
+
+A hybrid image made by grub-mkrescue: it boots from a CD-ROM or a disk, with
+BIOS (SeaBIOS) or UEFI (OVMF), into a GRUB menu shown on both the serial port and
+the screen:
+
+    normal   the default: root image under a RAM overlay (VRAM=auto)
+    VRAM     VRAM=on: the root image is copied into RAM, the medium released
+    rescue   a shell in the initramfs, before anything is mounted
+
+Layout inside the ISO (volume label MIXOS; the initramfs finds it by label):
+
+    /boot/vmlinuz  /boot/initramfs.img  /boot/grub/grub.cfg  /live/root.squashfs
+
+Kernel arguments: the serial+screen consoles, then the hardening arguments from
+configs/kernel/cmdline (one line), then the entry's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixbuild.bootrun import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
+from mixbuild.qemu import SERIAL_CONSOLE
+
+VOLUME_LABEL = "MIXOS"
+CMDLINE_FILE = PROJECT / "configs" / "kernel" / "cmdline"
+SQUASHFS_PATH = "/live/root.squashfs"
+# Seconds the GRUB menu waits before booting the default entry. Short, because
+# the whole boot to a login prompt is meant to take a few seconds.
+MENU_TIMEOUT = 1
+# The GRUB modules the menu needs (both platforms); everything else is left out
+# to keep the ISO small. grub-mkrescue adds each module's dependencies.
+GRUB_MODULES = ("normal linux iso9660 part_msdos part_gpt fat serial terminal search "
+                "search_label echo test configfile gzio xzio all_video")
+
+
+@dataclass(frozen=True)
+class IsoInputs:
+    kernel: Path
+    initrd: Path
+    squashfs: Path
+    version: str
+    label: str = VOLUME_LABEL
+    extra_cmdline: str = ""
+
+
+def project_version() -> str:
+    with (PROJECT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def hardening_cmdline(path: Path = CMDLINE_FILE) -> str:
+    """The kernel engineer's hardening arguments: the first non-comment line, or
+    nothing when the file does not exist yet."""
+    if not path.is_file():
+        log(f"note: {path.relative_to(PROJECT)} not found; no hardening arguments added")
+        return ""
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return " ".join(line.split())
+    return ""
+
+
+def kernel_args(entry_args: str = "", *, label: str = VOLUME_LABEL, extra: str = "") -> str:
+    """The kernel command line of a boot entry: consoles, hardening arguments,
+    EXTRA, the medium's label, then the entry's own ENTRY_ARGS. The VM tests use
+    it too, so that direct kernel boots match the ISO's menu."""
+    parts = [SERIAL_CONSOLE, hardening_cmdline(), extra, f"mixos.root_label={label}",
+             entry_args]
+    return " ".join(p for p in parts if p)
+
+
+def grub_cfg(inputs: IsoInputs) -> str:
+    entries = [
+        ("normal", f"MixOS {inputs.version}", ""),
+        ("vram", f"MixOS {inputs.version}, run from RAM (VRAM)", "VRAM=on"),
+        ("rescue", f"MixOS {inputs.version}, rescue shell (initramfs)", "rescue"),
+    ]
+    lines = [
+        f"# MixOS {inputs.version} boot menu, on the serial port and the screen.",
+        "serial --unit=0 --speed=115200",
+        "terminal_input serial console",
+        "terminal_output serial console",
+        f"set timeout={MENU_TIMEOUT}",
+        "set default=normal",
+        "",
+    ]
+    for entry_id, title, args in entries:
+        cmdline = kernel_args(args, label=inputs.label, extra=inputs.extra_cmdline)
+        lines += [
+            f'menuentry "{title}" --id {entry_id} {{',
+            f"    linux /boot/vmlinuz {cmdline}",
+            "    initrd /boot/initramfs.img",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def inputs_key(inputs: IsoInputs, cfg: str) -> str:
+    h = hashlib.sha256()
+    for path in (inputs.kernel, inputs.initrd, inputs.squashfs):
+        with path.open("rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    h.update(cfg.encode())
+    h.update(json.dumps([GRUB_MODULES, source_date_epoch(), inputs.label]).encode())
+    h.update(run(["grub-mkrescue", "--version"], capture=True).stdout.encode())
+    return h.hexdigest()
+
+
+def check_inputs(inputs: IsoInputs) -> None:
+    for path, how in ((inputs.kernel, "make kernel"), (inputs.initrd, "make initramfs"),
+                      (inputs.squashfs, "make rootfs")):
+        if not path.is_file():
+            raise BuildError(f"{path} is missing; run '{how}' first")
+
+
+def build(inputs: IsoInputs, output: Path) -> Path:
+    check_inputs(inputs)
+    cfg = grub_cfg(inputs)
+    key = inputs_key(inputs, cfg)
+    stamp = output.with_name(output.name + ".inputs")
+    if output.is_file() and stamp.is_file() and stamp.read_text() == key:
+        log(f"{output.name} is up to date")
+        return output
+    with step(f"Building the ISO {output}"), \
+            tempfile.TemporaryDirectory(prefix="mixos-iso-") as tmp:
+        tree = Path(tmp) / "tree"
+        (tree / "boot" / "grub").mkdir(parents=True)
+        (tree / "live").mkdir()
+        shutil.copyfile(inputs.kernel, tree / "boot" / "vmlinuz")
+        shutil.copyfile(inputs.initrd, tree / "boot" / "initramfs.img")
+        shutil.copyfile(inputs.squashfs, tree / SQUASHFS_PATH.lstrip("/"))
+        (tree / "boot" / "grub" / "grub.cfg").write_text(cfg)
+        (tree / "mixos-release").write_text(f"MixOS {inputs.version}\n")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(output.name + ".partial")
+        run(["grub-mkrescue", "-o", partial,
+             f"--install-modules={GRUB_MODULES}", "--fonts=", "--locales=", "--themes=",
+             "--compress=xz", "--product-name=MixOS", f"--product-version={inputs.version}",
+             tree, "--", "-volid", inputs.label], capture=True)
+        partial.replace(output)
+        stamp.write_text(key)
+        log(f"{output.name}: {output.stat().st_size / 2**20:.1f} MiB")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mixbuild iso", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernel", type=Path, default=ARTIFACTS / "kernel" / "bzImage")
+    parser.add_argument("--initrd", type=Path, default=ARTIFACTS / "initramfs.img")
+    parser.add_argument("--squashfs", type=Path, default=ARTIFACTS / "root.squashfs")
+    parser.add_argument("--label", default=VOLUME_LABEL, help="ISO volume label")
+    parser.add_argument("--cmdline", default="", help="extra kernel arguments for every entry")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="default: artifacts/mixos-<version>.iso")
+    args = parser.parse_args(argv)
+    version = project_version()
+    inputs = IsoInputs(kernel=args.kernel, initrd=args.initrd, squashfs=args.squashfs,
+                       version=version, label=args.label, extra_cmdline=args.cmdline)
+    output = args.output or ARTIFACTS / f"mixos-{version}.iso"
+    try:
+        build(inputs, output)
+    except BuildError as e:
+        print(f"mixbuild iso: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,184 @@
+"""QEMU command lines for MixOS, and the probe that decides between KVM and TCG.
+
+Every QEMU invocation of the project (VM tests, benchmarks, `make run`-style use)
+is built here from one frozen `Machine` value, so a person can reproduce any test
+boot by pasting the command `mixbuild qemu --print ...` prints.
+
+KVM is used only where a probe boot proves that it works: the probe boots the
+kernel and initramfs with `mixos.probe` (the initramfs prints one line and powers
+off) and must reach that line within a few seconds. On machines where KVM guests
+hang (as on the MixOS build hosts) the probe times out and TCG is used.
+`MIXOS_ACCEL=kvm|tcg` skips the probe.
+
+    python -m mixbuild qemu --iso artifacts/mixos-0.1.0.iso         # boot, serial on this terminal
+    python -m mixbuild qemu --kernel K --initrd I --print            # show the command line
+    python -m mixbuild qemu --probe                                  # which accelerator works here
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mixbuild.bootrun import ARTIFACTS, log
+
+QEMU = "qemu-system-x86_64"
+OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+PROBE_LINE = "mixos-initramfs: probe: userspace reached"
+# The serial console the ISO's GRUB entries and the tests use.
+SERIAL_CONSOLE = "console=tty0 console=ttyS0,115200"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One VM: what it boots, what is attached, how it is accelerated."""
+
+    memory_mb: int = 256
+    cpus: int = 1
+    accel: str = "tcg"  # "tcg" or "kvm"
+    iso: Path | None = None  # attached as an IDE CD-ROM; booted unless kernel is set
+    kernel: Path | None = None  # direct kernel boot (-kernel/-initrd/-append)
+    initrd: Path | None = None
+    append: str = ""
+    disks: tuple[Path, ...] = ()  # raw images on virtio-blk, read-only, in order
+    ssh_port: int | None = None  # host 127.0.0.1:ssh_port -> guest port 22 (virtio NIC)
+    network: bool = True  # a virtio NIC on QEMU's user-mode network
+    uefi: bool = False  # OVMF instead of SeaBIOS
+    graphics: bool = False  # a VGA display window instead of none
+    serial: str = "stdio"  # QEMU -serial backend; "mon:stdio" for interactive use
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.accel not in ("tcg", "kvm"):
+            raise ValueError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
+        if self.kernel is None and self.iso is None:
+            raise ValueError("a Machine boots an ISO (iso=) or a kernel (kernel=); neither given")
+        if self.initrd is not None and self.kernel is None:
+            raise ValueError("initrd= needs kernel= (direct kernel boot)")
+
+
+def ovmf_firmware() -> Path:
+    for candidate in OVMF_CANDIDATES:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise FileNotFoundError("no OVMF firmware found for UEFI boot; install Debian's 'ovmf'")
+
+
+def command(m: Machine) -> list[str]:
+    """The qemu-system-x86_64 argv for machine M."""
+    argv = [QEMU, "-nodefaults", "-no-user-config", "-machine", f"pc,accel={m.accel}",
+            "-m", f"{m.memory_mb}M", "-smp", str(m.cpus),
+            "-display", "gtk" if m.graphics else "none", "-serial", m.serial,
+            "-no-reboot"]
+    if m.accel == "kvm":
+        argv += ["-cpu", "host"]
+    if m.graphics:
+        argv += ["-vga", "std"]
+    if m.uefi:
+        argv += ["-bios", str(ovmf_firmware())]
+    if m.kernel is not None:
+        argv += ["-kernel", str(m.kernel)]
+        if m.initrd is not None:
+            argv += ["-initrd", str(m.initrd)]
+        if m.append:
+            argv += ["-append", m.append]
+    if m.iso is not None:
+        argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
+        if m.kernel is None:
+            argv += ["-boot", "order=d"]
+    for disk in m.disks:
+        argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
+    if m.network:
+        netdev = "user,id=net0"
+        if m.ssh_port is not None:
+            netdev += f",hostfwd=tcp:127.0.0.1:{m.ssh_port}-:22"
+        # romfile= skips the network boot ROM: nothing boots from the network
+        # and SeaBIOS starts faster without it.
+        argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="]
+    argv += ["-device", "virtio-rng-pci"]
+    argv += list(m.extra)
+    return argv
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for the SSH forward)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def probe_accel(kernel: Path, initrd: Path, *, timeout: float = 8.0,
+                log_dir: Path | None = None) -> str:
+    """'kvm' if a KVM guest boots KERNEL+INITRD to its first userspace line within
+    TIMEOUT seconds, else 'tcg'. MIXOS_ACCEL=kvm|tcg overrides the probe."""
+    forced = os.environ.get("MIXOS_ACCEL", "")
+    if forced in ("kvm", "tcg"):
+        return forced
+    if forced:
+        raise ValueError(f"MIXOS_ACCEL={forced!r}: use 'kvm' or 'tcg'")
+    if not kvm_usable():
+        return "tcg"
+    from mixbuild.vm import VM, VMError  # vm imports this module
+
+    probe = Machine(accel="kvm", kernel=kernel, initrd=initrd, network=False,
+                    append="console=ttyS0,115200 quiet mixos.probe")
+    console = (log_dir or Path("/tmp")) / f"mixos-kvm-probe-{os.getpid()}.log"
+    try:
+        with VM(probe, console) as vm:
+            vm.wait_for(PROBE_LINE, timeout)
+            return "kvm"
+    except VMError as e:
+        log(f"KVM probe: no userspace within {timeout:.0f} s; using TCG ({str(e).splitlines()[0]})")
+        return "tcg"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mixbuild qemu", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iso", type=Path)
+    parser.add_argument("--kernel", type=Path)
+    parser.add_argument("--initrd", type=Path)
+    parser.add_argument("--append", default=SERIAL_CONSOLE)
+    parser.add_argument("--disk", type=Path, action="append", default=[],
+                        help="raw image on virtio-blk (e.g. a NoCloud seed); repeatable")
+    parser.add_argument("--memory", type=int, default=256, help="MiB")
+    parser.add_argument("--ssh-port", type=int, help="forward 127.0.0.1:PORT to the guest's 22")
+    parser.add_argument("--uefi", action="store_true")
+    parser.add_argument("--graphics", action="store_true")
+    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    parser.add_argument("--print", action="store_true", help="print the command, don't run it")
+    parser.add_argument("--probe", action="store_true", help="print the accelerator that works")
+    args = parser.parse_args(argv)
+
+    kernel = args.kernel or ARTIFACTS / "kernel" / "bzImage"
+    initrd = args.initrd or ARTIFACTS / "initramfs.img"
+    if args.probe:
+        print(probe_accel(kernel, initrd))
+        return 0
+    accel = args.accel
+    if accel == "auto":
+        accel = probe_accel(kernel, initrd) if kernel.exists() and initrd.exists() else "tcg"
+    m = Machine(memory_mb=args.memory, accel=accel, iso=args.iso, kernel=args.kernel,
+                initrd=args.initrd, append=args.append if args.kernel else "",
+                disks=tuple(args.disk), ssh_port=args.ssh_port, uefi=args.uefi,
+                graphics=args.graphics, serial="mon:stdio")
+    argv_q = command(m)
+    if args.print:
+        print(shlex.join(argv_q))
+        return 0
+    if shutil.which(QEMU) is None:
+        print(f"mixbuild qemu: {QEMU} not found; run 'make deps'", file=sys.stderr)
+        return 1
+    os.execvp(argv_q[0], argv_q)
+    return 1  # not reached
+

@@ -1,0 +1,157 @@
+"""A running QEMU guest: its serial console captured to a file and searchable
+while it grows, bounded waits that fail with the console's last lines, and a
+clean stop.
+
+    with VM(Machine(iso=iso, ssh_port=port), Path("console.log")) as vm:
+        vm.wait_for("login:", timeout=60)
+        print(vm.elapsed())            # seconds since QEMU was started
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mixbuild.qemu import Machine, command
+
+TAIL_LINES = 50
+
+
+class VMError(RuntimeError):
+    """A wait on the guest timed out, or QEMU exited unexpectedly."""
+
+
+class VM:
+    def __init__(self, machine: Machine, console_log: Path) -> None:
+        self.machine = machine
+        self.console_log = console_log
+        self.argv = command(machine)
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._stderr_path = console_log.with_suffix(console_log.suffix + ".qemu-stderr")
+        self.started_at = 0.0
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> Self:
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.console_log.write_bytes(b"")
+        with self._stderr_path.open("wb") as err:
+            self.started_at = time.monotonic()
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=err,
+                                          start_new_session=True)
+        self._reader = threading.Thread(target=self._read_console, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read_console(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        with self.console_log.open("ab") as out:
+            while True:
+                chunk = os.read(fd, 65536)
+                with self._cond:
+                    if chunk:
+                        self._buf += chunk
+                    self._cond.notify_all()
+                if not chunk:
+                    return
+                out.write(chunk)
+                out.flush()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """Stop QEMU now (the guest is not asked)."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait up to TIMEOUT seconds for QEMU to exit on its own (guest powered off)."""
+        assert self._proc is not None
+        try:
+            code = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VMError(self._explain(f"QEMU still running {timeout:.0f} s after poweroff"))
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    # -- console ------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def console(self) -> str:
+        with self._cond:
+            return self._buf.decode("utf-8", errors="replace")
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        return "\n".join(self.console().replace("\r", "").splitlines()[-lines:])
+
+    def qemu_stderr(self) -> str:
+        try:
+            return self._stderr_path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def _explain(self, what: str) -> str:
+        err = self.qemu_stderr()
+        return (f"{what}\n--- last {TAIL_LINES} console lines ({self.console_log}) ---\n"
+                f"{self.tail()}" + (f"\n--- QEMU stderr ---\n{err}" if err else "")
+                + f"\n--- QEMU command ---\n{' '.join(self.argv)}")
+
+    def wait_for(self, pattern: str, timeout: float, *, since: int = 0) -> re.Match[str]:
+        """Wait up to TIMEOUT s for regex PATTERN in the console (from byte offset SINCE).
+        Raises VMError with the console's last lines on timeout or if QEMU exits."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                text = self._buf[since:].decode("utf-8", errors="replace")
+                match = regex.search(text)
+                if match:
+                    return match
+                if self._proc is None or self._proc.poll() is not None and \
+                        (self._reader is None or not self._reader.is_alive()):
+                    raise VMError(self._explain(
+                        f"QEMU exited while waiting for {pattern!r}"))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise VMError(self._explain(
+                        f"timed out after {timeout:.0f} s waiting for {pattern!r} on the console"))
+                self._cond.wait(min(left, 0.5))
+
+    def mark(self) -> int:
+        """The console's current length, for wait_for(since=...)."""
+        with self._cond:
+            return len(self._buf)
+
+    def type(self, text: str) -> None:
+        """Type TEXT on the serial console."""
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(text.encode())
+        self._proc.stdin.flush()

@@ -1,0 +1,297 @@
+"""VM test harness: boot MixOS in QEMU and talk to it over SSH.
+
+Fixture API (use these from any tests/vm/test_*.py; mark modules `pytest.mark.vm`):
+
+  mixos_images  (session) Images(iso, kernel, initrd): what is booted. Defaults:
+                artifacts/mixos-<version>.iso, artifacts/kernel/bzImage,
+                artifacts/initramfs.img; override with MIXOS_ISO, MIXOS_KERNEL,
+                MIXOS_INITRD. Missing files fail with the make target to run.
+  vm_accel      (session) "kvm" or "tcg", from a real probe boot (qemu.probe_accel);
+                MIXOS_ACCEL=tcg|kvm skips the probe.
+  ssh_keypair   (session) KeyPair(private, public): an ed25519 key made for the run.
+  nocloud_seed  (session) Path of a NoCloud seed disk (vfat, label CIDATA) whose
+                user-data authorizes ssh_keypair for root.
+  guest         (session) Guest booted from the ISO (default GRUB entry, 256 MiB,
+                seed disk attached), logged in over SSH; shared by every test that
+                only looks. Don't power it off or change it in ways other tests
+                would see. Powered off at the end of the session.
+  start_vm      (function) factory: start_vm(boot="iso"|"direct", append="",
+                memory_mb=256, seed=True, cmdline_key=False, iso=True, wait_login=True,
+                wait_ssh=True) -> Guest. "direct" boots kernel+initrd with the ISO's
+                default kernel arguments (+ append) and the ISO attached as CD-ROM.
+                Every guest it starts is stopped when the test ends.
+  boot_metrics  (session) dict: tests record measurements in it; they are printed
+                at the end of the run and written to artifacts/vm-metrics.json.
+
+Guest:
+  guest.ssh(cmd, timeout=60, check=True) -> CompletedProcess (text; stdout/stderr)
+  guest.sh(cmd) -> str                    stdout of a command that must succeed
+  guest.ssh_argv(*extra) -> list[str]     the ssh command line (for scp-like uses)
+  guest.port, guest.vm (mixbuild.vm.VM: wait_for, type, tail, console, elapsed)
+  guest.login_seconds                     QEMU start -> "login:" on the serial console
+  guest.ssh_seconds                       QEMU start -> first successful SSH command
+  guest.poweroff(timeout=60) -> int       ask the guest to power off, wait for QEMU
+Every wait is bounded; a timeout fails with the last 50 console lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mixbuild import iso as iso_stage
+from mixbuild.bootrun import ARTIFACTS
+from mixbuild.qemu import Machine, free_port, probe_accel
+from mixbuild.vm import VM, VMError
+
+LOGIN_PROMPT = r"login: ?"
+# Bounds on every wait. Generous: TCG on a loaded 2-core host can be slow, and a
+# boot that is merely slow should report its time, not fail.
+LOGIN_TIMEOUT = float(os.environ.get("MIXOS_LOGIN_TIMEOUT", "120"))
+SSH_TIMEOUT = 60.0
+POWEROFF_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Images:
+    iso: Path
+    kernel: Path
+    initrd: Path
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Path
+    public: str
+
+
+def _image(env: str, default: Path, how: str) -> Path:
+    path = Path(os.environ.get(env, default))
+    if not path.is_file():
+        pytest.fail(f"{path} not found: run '{how}' first (or set {env})", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mixos_images() -> Images:
+    iso = ARTIFACTS / f"mixos-{iso_stage.project_version()}.iso"
+    return Images(iso=_image("MIXOS_ISO", iso, "make iso"),
+                  kernel=_image("MIXOS_KERNEL", ARTIFACTS / "kernel" / "bzImage", "make kernel"),
+                  initrd=_image("MIXOS_INITRD", ARTIFACTS / "initramfs.img", "make initramfs"))
+
+
+@pytest.fixture(scope="session")
+def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mixos-vm")
+
+
+@pytest.fixture(scope="session")
+def vm_accel(mixos_images: Images, vm_workdir: Path) -> str:
+    return probe_accel(mixos_images.kernel, mixos_images.initrd, log_dir=vm_workdir)
+
+
+@pytest.fixture(scope="session")
+def ssh_keypair(vm_workdir: Path) -> KeyPair:
+    key = vm_workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mixos-vm-test",
+                    "-f", str(key)], check=True, stdin=subprocess.DEVNULL)
+    return KeyPair(private=key, public=key.with_suffix(".pub").read_text().strip())
+
+
+def make_nocloud_seed(path: Path, public_key: str, hostname: str = "mixos-test") -> Path:
+    """A 2 MiB vfat image labelled CIDATA holding NoCloud user-data and meta-data."""
+    src = path.parent / (path.name + ".d")
+    src.mkdir(exist_ok=True)
+    (src / "user-data").write_text(
+        f'#cloud-config\nssh_authorized_keys:\n  - "{public_key}"\n')
+    (src / "meta-data").write_text(f"instance-id: {hostname}\nlocal-hostname: {hostname}\n")
+    path.unlink(missing_ok=True)
+    subprocess.run(["mkfs.vfat", "-n", "CIDATA", "-C", str(path), "2048"], check=True,
+                   capture_output=True)
+    for name in ("user-data", "meta-data"):
+        subprocess.run(["mcopy", "-i", str(path), str(src / name), f"::{name}"], check=True,
+                       capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nocloud_seed(vm_workdir: Path, ssh_keypair: KeyPair) -> Path:
+    return make_nocloud_seed(vm_workdir / "seed.img", ssh_keypair.public)
+
+
+class Guest:
+    """A booted MixOS VM reachable over SSH on 127.0.0.1:port."""
+
+    def __init__(self, vm: VM, port: int, key: Path) -> None:
+        self.vm = vm
+        self.port = port
+        self.key = key
+        self.login_seconds: float | None = None
+        self.ssh_seconds: float | None = None
+
+    def ssh_argv(self, *extra: str) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-p", str(self.port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
+                "-o", "LogLevel=ERROR", *extra, "root@127.0.0.1"]
+
+    def ssh(self, cmd: str, timeout: float = 60, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = subprocess.run([*self.ssh_argv(), cmd], capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ssh command timed out after {timeout} s: {cmd}\n"
+                        f"--- console ---\n{self.vm.tail()}", pytrace=False)
+        if check and proc.returncode != 0:
+            pytest.fail(f"in the guest, {cmd!r} exited {proc.returncode}\nstdout: "
+                        f"{proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}", pytrace=False)
+        return proc
+
+    def sh(self, cmd: str, timeout: float = 60) -> str:
+        return self.ssh(cmd, timeout=timeout).stdout
+
+    def wait_login(self, timeout: float = LOGIN_TIMEOUT) -> float:
+        try:
+            self.vm.wait_for(LOGIN_PROMPT, timeout)
+        except VMError as e:
+            pytest.fail(str(e), pytrace=False)
+        self.login_seconds = self.vm.elapsed()
+        return self.login_seconds
+
+    def wait_ssh(self, timeout: float = SSH_TIMEOUT) -> float:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.vm.running:
+                pytest.fail(f"QEMU exited before SSH came up\n{self.vm.tail()}", pytrace=False)
+            proc = subprocess.run([*self.ssh_argv("-o", "ConnectTimeout=3"), "true"],
+                                  capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL, check=False)
+            if proc.returncode == 0:
+                self.ssh_seconds = self.vm.elapsed()
+                return self.ssh_seconds
+            last = proc.stderr.strip()
+            time.sleep(0.5)
+        pytest.fail(f"no SSH login to 127.0.0.1:{self.port} within {timeout:.0f} s "
+                    f"(last error: {last})\n--- last 50 console lines ---\n{self.vm.tail()}",
+                    pytrace=False)
+
+    def poweroff(self, timeout: float = POWEROFF_TIMEOUT) -> int:
+        # The connection may drop while the guest goes down: the exit status of
+        # this command says nothing; QEMU exiting does.
+        subprocess.run([*self.ssh_argv(), "poweroff"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL, check=False)
+        try:
+            return self.vm.wait_exit(timeout)
+        except VMError as e:
+            pytest.fail(str(e), pytrace=False)
+
+    def stop(self) -> None:
+        """Power off politely if possible, else kill QEMU (teardown)."""
+        if self.vm.running:
+            try:
+                subprocess.run([*self.ssh_argv("-o", "ConnectTimeout=3"), "poweroff"],
+                               capture_output=True, timeout=15, stdin=subprocess.DEVNULL,
+                               check=False)
+                self.vm.wait_exit(20)
+            except (VMError, subprocess.TimeoutExpired):
+                pass
+        self.vm.kill()
+
+
+StartVM = Callable[..., Guest]
+
+
+def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *,
+          boot: str = "iso", append: str = "", memory_mb: int = 256, with_seed: bool = True,
+          cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
+          wait_ssh: bool = True, name: str = "guest") -> Guest:
+    if boot not in ("iso", "direct"):
+        raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
+    port = free_port()
+    extra = append
+    if cmdline_key:
+        encoded = base64.b64encode(key.public.encode()).decode()
+        extra = f"{extra} mixos.ssh_key={encoded}".strip()
+    if boot == "iso":
+        machine = Machine(memory_mb=memory_mb, accel=accel, iso=images.iso, ssh_port=port,
+                          disks=(seed,) if with_seed else ())
+    else:
+        machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
+                          initrd=images.initrd, append=iso_stage.kernel_args(extra),
+                          iso=images.iso if with_iso else None, ssh_port=port,
+                          disks=(seed,) if with_seed else ())
+    vm = VM(machine, workdir / f"{name}-{port}.console.log").start()
+    guest = Guest(vm, port, key.private)
+    try:
+        if wait_login:
+            guest.wait_login()
+        if wait_ssh:
+            guest.wait_ssh()
+    except BaseException:
+        vm.kill()
+        raise
+    return guest
+
+
+@pytest.fixture
+def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
+             nocloud_seed: Path, request: pytest.FixtureRequest) -> Iterator[StartVM]:
+    started: list[Guest] = []
+
+    def start(boot: str = "iso", *, append: str = "", memory_mb: int = 256, seed: bool = True,
+              cmdline_key: bool = False, iso: bool = True, wait_login: bool = True,
+              wait_ssh: bool = True) -> Guest:
+        guest = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed,
+                      boot=boot, append=append, memory_mb=memory_mb, with_seed=seed,
+                      cmdline_key=cmdline_key, with_iso=iso, wait_login=wait_login,
+                      wait_ssh=wait_ssh, name=request.node.name)
+        started.append(guest)
+        return guest
+
+    yield start
+    for guest in started:
+        guest.stop()
+
+
+_METRICS: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def boot_metrics() -> dict[str, object]:
+    return _METRICS
+
+
+@pytest.fixture(scope="session")
+def guest(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
+          nocloud_seed: Path, boot_metrics: dict[str, object]) -> Iterator[Guest]:
+    g = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed, boot="iso",
+              name="session-guest")
+    boot_metrics["accel"] = vm_accel
+    boot_metrics["iso_login_prompt_s"] = round(g.login_seconds or 0, 2)
+    boot_metrics["iso_ssh_ready_s"] = round(g.ssh_seconds or 0, 2)
+    yield g
+    g.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _METRICS:
+        return
+    terminalreporter.section("MixOS boot measurements")
+    for key, value in sorted(_METRICS.items()):
+        terminalreporter.write_line(f"{key:32} {value}")
+    try:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "vm-metrics.json").write_text(json.dumps(_METRICS, indent=2) + "\n")
+    except OSError as e:
+        terminalreporter.write_line(f"(could not write artifacts/vm-metrics.json: {e})")
+

@@ -1,0 +1,137 @@
+"""MixOS boots from its ISO (and by direct kernel boot) to a login prompt, and a
+user logs in over SSH with a key handed in at boot.
+
+Measures, printed at the end of the run: QEMU start -> login prompt and -> SSH,
+ISO size, memory in use at the login prompt (MemTotal - MemAvailable).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import Guest, Images, StartVM
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
+
+QEMU_USER_NET_GUEST_IP = "10.0.2.15"  # the address QEMU's user network leases first
+
+
+def meminfo_kb(text: str) -> dict[str, int]:
+    values = {}
+    for line in text.splitlines():
+        m = re.match(r"(\w+):\s+(\d+) kB", line)
+        if m:
+            values[m.group(1)] = int(m.group(2))
+    return values
+
+
+def dependency_names(dep: str) -> list[str]:
+    """'a>=1 | b' -> ['a', 'b']"""
+    return [re.split(r"[\s<>=!]", alt.strip(), maxsplit=1)[0] for alt in dep.split("|")]
+
+
+def test_iso_boot_reaches_login_and_ssh(guest: Guest, mixos_images: Images,
+                                        boot_metrics: dict[str, object]) -> None:
+    used = meminfo_kb(guest.sh("cat /proc/meminfo"))
+    used_mb = (used["MemTotal"] - used["MemAvailable"]) / 1024
+    boot_metrics["iso_size_mb"] = round(mixos_images.iso.stat().st_size / 2**20, 1)
+    boot_metrics["iso_memory_in_use_mb"] = round(used_mb, 1)
+    boot_metrics["iso_memtotal_mb"] = round(used["MemTotal"] / 1024, 1)
+    assert guest.login_seconds is not None and guest.login_seconds > 0
+    assert guest.sh("id -u").strip() == "0"
+
+
+def test_console_shows_boot_messages_of_each_stage(guest: Guest) -> None:
+    console = guest.vm.console()
+    assert "GNU GRUB" in console, "the GRUB menu was not drawn on the serial console"
+    assert "mixos-initramfs: root image mounted" in console
+    assert re.search(r"login: ?", console)
+
+
+def test_mix_lists_base_and_its_dependencies(guest: Guest) -> None:
+    import json
+
+    installed = {p["name"]: p for p in json.loads(guest.sh("mix --json list --installed"))}
+    assert "mixos-base" in installed, f"mixos-base not installed; have {sorted(installed)}"
+    info = json.loads(guest.sh("mix --json info mixos-base"))
+    deps = info.get("dependencies") or []
+    assert deps, "mixos-base lists no dependencies"
+    missing = [d for d in deps if not any(n in installed for n in dependency_names(d))]
+    assert not missing, f"dependencies of mixos-base not installed: {missing}"
+
+
+def test_mix_verify_is_clean(guest: Guest) -> None:
+    out = guest.ssh("mix verify", check=False)
+    assert out.returncode == 0, f"mix verify found problems:\n{out.stdout}\n{out.stderr}"
+
+
+def test_network_has_a_dhcp_lease(guest: Guest) -> None:
+    addrs = guest.sh("ip -4 -o addr show")
+    assert f"inet {QEMU_USER_NET_GUEST_IP}/" in addrs, addrs
+    assert "default via" in guest.sh("ip -4 route show default")
+
+
+def test_root_is_a_tmpfs_overlay_over_a_read_only_squashfs(guest: Guest) -> None:
+    mounts = [line.split() for line in guest.sh("cat /proc/mounts").splitlines()]
+    root = [m for m in mounts if m[1] == "/"]
+    assert root and root[-1][2] == "overlay", f"/ is {root}"
+    lower = [m for m in mounts if m[1] == "/run/mixos/lower"]
+    assert lower and lower[0][2] == "squashfs" and "ro" in lower[0][3].split(","), lower
+    guest.sh("echo written > /var/tmp-overlay-check && rm /var/tmp-overlay-check")
+
+
+def test_uptime_is_sane(guest: Guest, boot_metrics: dict[str, object]) -> None:
+    uptime = float(guest.sh("cut -d' ' -f1 /proc/uptime"))
+    assert 0 < uptime < 3600
+    boot_metrics["iso_guest_uptime_at_check_s"] = round(uptime, 2)
+
+
+def test_nocloud_seed_set_the_host_name(guest: Guest) -> None:
+    assert guest.sh("hostname").strip() == "mixos-test"
+
+
+def test_boot_env_records_the_medium(guest: Guest) -> None:
+    env = dict(line.split("=", 1) for line in guest.sh("cat /run/mixos/boot.env").split())
+    assert env["MIXOS_ROOT_LABEL"] == "MIXOS"
+    assert env["MIXOS_VRAM"] == "off"  # 256 MiB is below VRAM=auto's threshold
+
+
+def test_direct_kernel_boot_with_key_on_the_command_line(
+        start_vm: StartVM, boot_metrics: dict[str, object]) -> None:
+    g = start_vm("direct", seed=False, cmdline_key=True)
+    boot_metrics["direct_login_prompt_s"] = round(g.login_seconds or 0, 2)
+    boot_metrics["direct_ssh_ready_s"] = round(g.ssh_seconds or 0, 2)
+    used = meminfo_kb(g.sh("cat /proc/meminfo"))
+    boot_metrics["direct_memory_in_use_mb"] = round(
+        (used["MemTotal"] - used["MemAvailable"]) / 1024, 1)
+    assert "mixos.ssh_key=" in g.sh("cat /proc/cmdline")
+    assert g.poweroff() == 0
+
+
+def test_vram_mode_copies_the_root_image_and_releases_the_medium(start_vm: StartVM) -> None:
+    g = start_vm("direct", append="VRAM=on", cmdline_key=True, seed=False)
+    env = g.sh("cat /run/mixos/boot.env")
+    assert "MIXOS_VRAM=on" in env, env
+    mounts = g.sh("cat /proc/mounts")
+    assert " /run/mixos/medium " not in mounts, "the boot medium is still mounted"
+    assert " /run/mixos/vram tmpfs " in mounts
+    assert g.poweroff() == 0
+
+
+def test_grub_rescue_entry_opens_a_shell_on_the_serial_console(start_vm: StartVM) -> None:
+    g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False)
+    g.vm.wait_for(r"rescue shell \(initramfs\)", 60)
+    g.vm.type("\x0e\x0e\r")  # Ctrl-N twice: the third entry; Enter boots it
+    g.vm.wait_for(r"'exit' retries the boot", 120)
+    mark = g.vm.mark()
+    g.vm.type("echo RESCUE-$((6 * 7)); cat /proc/cmdline\r")
+    g.vm.wait_for("RESCUE-42", 30, since=mark)
+    g.vm.wait_for(r"mixos\.root_label=MIXOS rescue", 30, since=mark)
+
+
+def test_missing_medium_stops_in_a_rescue_shell_with_a_reason(start_vm: StartVM) -> None:
+    g = start_vm("direct", append="mixos.wait=1", iso=False, seed=False, wait_login=False,
+                 wait_ssh=False)
+    g.vm.wait_for(r"no filesystem labelled MIXOS appeared within 1 s", 120)
+    g.vm.wait_for(r"'exit' retries the boot", 30)
