@@ -1,0 +1,233 @@
+"""The firewall rules file: both families parse (iptables-restore --test), the
+policy is default-deny, and, loaded by the real loader (mixos-firewall under
+BusyBox sh) into a network namespace of this host's kernel, it behaves as
+documented when probed from a second namespace over a veth pair: only SSH gets
+through, and a source opening SSH connections faster than the limit is dropped
+while another source still gets in. Addresses are from the documentation ranges
+(192.0.2.0/24, 2001:db8::/32) inside namespaces that exist only for the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from security_policy import FIREWALL_RULES, PROJECT, firewall_sections
+
+LOADER = PROJECT / "packages" / "mixos-hardening" / "files" / "mixos-firewall"
+RATE_BURST = 10  # --hashlimit-burst of the SSH rule
+
+
+def run(cmd: list[str], timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                            **kw)  # type: ignore[call-overload]
+    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr}"
+    return result
+
+
+def need_root_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    for tool in ("ip", "iptables-restore", "ip6tables-restore", "unshare", "busybox"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+def test_rules_file_has_both_families_with_default_deny() -> None:
+    sections = firewall_sections(FIREWALL_RULES.read_text())
+    assert set(sections) == {"ipv4", "ipv6"}
+    for fam, text in sections.items():
+        lines = text.splitlines()
+        assert ":INPUT DROP [0:0]" in lines, f"{fam}: INPUT policy is not DROP"
+        assert ":FORWARD DROP [0:0]" in lines, f"{fam}: FORWARD policy is not DROP"
+        assert "-A INPUT -i lo -j ACCEPT" in lines
+        assert any("--ctstate ESTABLISHED,RELATED -j ACCEPT" in ln for ln in lines)
+        ssh = [ln for ln in lines if "--dport 22" in ln]
+        assert ssh and all("-j MIXOS-SSH" in ln for ln in ssh), f"{fam}: SSH not rate-limited"
+        assert any("hashlimit-mode srcip" in ln and "-j ACCEPT" in ln for ln in lines)
+        echo = [ln for ln in lines if "echo-request" in ln]
+        assert echo and all("-m limit" in ln for ln in echo), f"{fam}: ping not limited"
+        logs = [ln for ln in lines if "-j LOG" in ln]
+        assert logs and all("-m limit" in ln for ln in logs), f"{fam}: LOG without a limit"
+        accepts = [ln for ln in lines if ln.startswith("-A INPUT") and ln.endswith("-j ACCEPT")]
+        for ln in accepts:  # every accepted new flow is named here, nothing else
+            assert any(s in ln for s in ("-i lo", "ESTABLISHED", "echo-request", "--sport 67",
+                                         "router-advertisement", "neighbour-")), ln
+
+
+def test_both_families_parse_with_iptables_restore_test() -> None:
+    need_root_tools()
+    sections = firewall_sections(FIREWALL_RULES.read_text())
+    for fam, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
+        run(["unshare", "--net", tool, "--test"], input=sections[fam])
+
+
+def test_loader_check_mode_rejects_a_broken_file(tmp_path: Path) -> None:
+    need_root_tools()
+    broken = tmp_path / "rules"
+    broken.write_text(FIREWALL_RULES.read_text().replace("--hashlimit-upto", "--hashlimit-upt0"))
+    result = subprocess.run(["unshare", "--net", "busybox", "sh", str(LOADER), "check"],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={"MIXOS_FIREWALL_RULES": str(broken), "PATH": os.environ["PATH"]})
+    assert result.returncode == 1
+    assert "the ipv4 rules do not parse" in result.stderr
+
+
+# ---- behaviour in two namespaces -------------------------------------------------
+
+PROBE = textwrap.dedent(r"""
+    import json, socket, sys, concurrent.futures as cf
+    host, ports, timeout, src = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    def probe(port):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            if src:
+                s.bind((src, 0))
+            s.connect((host, port))
+            return port, "open"
+        except ConnectionRefusedError:
+            return port, "refused"
+        except OSError:
+            return port, "filtered"
+        finally:
+            s.close()
+    with cf.ThreadPoolExecutor(64) as pool:
+        print(json.dumps(dict(pool.map(probe, ports))))
+""")
+
+LISTEN = textwrap.dedent(r"""
+    import socket, sys, time
+    socks = []
+    for port in map(int, sys.argv[1:]):
+        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((addr, port)); s.listen(128); socks.append(s)
+    print("ready", flush=True)
+    time.sleep(120)
+""")
+
+
+class Netns:
+    """Two namespaces joined by a veth pair: 'guest' (firewalled, 192.0.2.2 and
+    2001:db8::2) and 'scanner' (192.0.2.1, .3 and 2001:db8::1)."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.guest, self.scanner = f"mixsec-g-{tag}", f"mixsec-s-{tag}"
+        self.listener: subprocess.Popen[str] | None = None
+
+    def up(self) -> None:
+        for ns in (self.guest, self.scanner):
+            run(["ip", "netns", "add", ns])
+            self.exec(ns, ["ip", "link", "set", "lo", "up"])
+        run(["ip", "link", "add", "mxg0", "netns", self.guest, "type", "veth",
+             "peer", "name", "mxs0", "netns", self.scanner])
+        for ns, dev, addrs in ((self.guest, "mxg0", ["192.0.2.2/24", "2001:db8::2/64"]),
+                               (self.scanner, "mxs0", ["192.0.2.1/24", "192.0.2.3/24",
+                                                       "2001:db8::1/64"])):
+            for addr in addrs:
+                extra = ["nodad"] if ":" in addr else []
+                self.exec(ns, ["ip", "addr", "add", addr, "dev", dev, *extra])
+            self.exec(ns, ["ip", "link", "set", dev, "up"])
+
+    def exec(self, ns: str, cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", ns, *cmd], **kw)
+
+    def listen(self, ports: list[int]) -> None:
+        self.listener = subprocess.Popen(
+            ["ip", "netns", "exec", self.guest, sys.executable, "-c", LISTEN, *map(str, ports)],
+            stdout=subprocess.PIPE, text=True)
+        assert self.listener.stdout is not None
+        assert self.listener.stdout.readline().strip() == "ready"
+
+    def probe(self, host: str, ports: list[int], timeout: float = 1.0,
+              source: str = "") -> dict[int, str]:
+        out = self.exec(self.scanner, [sys.executable, "-c", PROBE, host, json.dumps(ports),
+                                       str(timeout), source], timeout=120).stdout
+        return {int(k): v for k, v in json.loads(out).items()}
+
+    def down(self) -> None:
+        if self.listener is not None:
+            self.listener.kill()
+            self.listener.wait(timeout=10)
+        for ns in (self.guest, self.scanner):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30,
+                           check=False)
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    need_root_tools()
+    pair = Netns()
+    try:
+        pair.up()
+        yield pair
+    finally:
+        pair.down()
+
+
+def load_rules(netns: Netns) -> None:
+    netns.exec(netns.guest, ["busybox", "sh", str(LOADER), "start"],
+               env={"MIXOS_FIREWALL_RULES": str(FIREWALL_RULES), "PATH": os.environ["PATH"]})
+
+
+def test_only_ssh_is_reachable_and_loopback_is_not_filtered(netns: Netns) -> None:
+    ports = [22, 80, 443, 2222, 8080]
+    netns.listen(ports)
+    # Control: without the firewall, every listener answers.
+    assert set(netns.probe("192.0.2.2", ports).values()) == {"open"}
+    load_rules(netns)
+    for host in ("192.0.2.2", "2001:db8::2"):
+        seen = netns.probe(host, ports + [23, 5000])
+        assert seen[22] == "open", f"{host}: SSH blocked"
+        others = {p: s for p, s in seen.items() if p != 22}
+        assert set(others.values()) == {"filtered"}, f"{host}: not silently dropped: {others}"
+    # Inside the firewalled namespace, loopback still reaches every service.
+    inner = netns.exec(netns.guest, [sys.executable, "-c", PROBE, "127.0.0.1", "[8080]", "1", ""])
+    assert '"open"' in inner.stdout
+
+
+def test_ssh_rate_limit_drops_a_fast_source_but_not_another(netns: Netns) -> None:
+    netns.listen([22])
+    load_rules(netns)
+    # 40 connection attempts at once from 192.0.2.1: only the burst gets through.
+    opened = connect_many(netns, "192.0.2.2", 40, "192.0.2.1")
+    assert 1 <= opened <= RATE_BURST + 1, f"{opened} of 40 fast connections got through"
+    # The limit is per source: another address is not affected.
+    assert connect_many(netns, "192.0.2.2", 3, "192.0.2.3") == 3
+    assert connect_many(netns, "2001:db8::2", 3, "") == 3
+
+
+CONNECT_MANY = textwrap.dedent(r"""
+    import socket, sys, concurrent.futures as cf
+    host, n, src = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    def one(_):
+        s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(1.5)
+        try:
+            if src: s.bind((src, 0))
+            s.connect((host, 22)); return 1
+        except OSError:
+            return 0
+        finally:
+            s.close()
+    with cf.ThreadPoolExecutor(n) as pool:
+        print(sum(pool.map(one, range(n))))
+""")
+
+
+def connect_many(netns: Netns, host: str, n: int, source: str) -> int:
+    out = netns.exec(netns.scanner, [sys.executable, "-c", CONNECT_MANY, host, str(n), source])
+    return int(out.stdout)
