@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +89,7 @@ def download(pkgs: list[DebPackage]) -> dict[str, Path]:
     todo = [p for p in pkgs if not paths[p.name].exists()]
     if todo:
         log(f"apt-get download {' '.join(p.name for p in todo)}")
-        tmp = target / ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=target))
         run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
              *[f"{p.name}={p.version}" for p in todo]], cwd=tmp, capture=True)
         for p in todo:
@@ -107,10 +106,15 @@ def unpacked(deb: Path) -> Path:
     root = debs_dir() / "unpacked" / deb.stem
     if (root / ".complete").exists():
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{deb.stem}-", dir=root.parent))
+    run(["dpkg-deb", "-x", deb, tmp], capture=True)
+    (tmp / ".complete").touch()
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    run(["dpkg-deb", "-x", deb, root], capture=True)
-    (root / ".complete").touch()
+    try:
+        tmp.rename(root)
+    except OSError:  # another build unpacked it first
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -65,8 +65,12 @@ class InlineFile:
 
 @dataclass(frozen=True)
 class Symlink:
-    path: str
+    """One symlink at `path`, or one per line of `paths_file` (recipe-relative),
+    all pointing at `target`."""
+
+    path: str | None
     target: str
+    paths_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,8 +263,13 @@ def parse_recipe(path: Path) -> Recipe:
         s.done()
     links = []
     for s in t.tables("symlink"):
-        links.append(Symlink(_abs_path(s, "path", s.str("path", required=True)),
-                             s.str("target", required=True)))
+        one, many = s.str("path"), s.str("paths_file")
+        if (one is None) == (many is None):
+            raise RecipeError(f"{s.where}: give exactly one of 'path' or 'paths_file'")
+        if many is not None and not (path.parent / many).is_file():
+            raise RecipeError(f"{s.where}: 'paths_file' {many!r} is not a file in {path.parent}")
+        links.append(Symlink(None if one is None else _abs_path(s, "path", one),
+                             s.str("target", required=True), many))
         s.done()
     dirs = []
     for s in t.tables("dir"):

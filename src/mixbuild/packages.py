@@ -1,0 +1,367 @@
+"""`make packages`: every recipe in packages/ -> a signed .mixpkg in artifacts/repo/,
+then the signed index. Rebuilds only recipes whose inputs changed.
+
+Per recipe, two cache levels under $MIXOS_CACHE/packages/:
+  <name>/stage.key, <name>/stage/, <name>/linkage.json   the staged tree and its ELF facts
+  built/<name>-<key>.mixpkg                               the package, keyed by stage + metadata
+A stage key hashes everything the staged tree depends on (docs/recipes.md, "Caching").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import debian, pyruntime, wheel
+from .elf import TreeLinkage, scan_tree
+from .pkgrun import (ARTIFACTS, PACKAGES_DIR, PROJECT, BuildError, cache_dir, cache_lock,
+                     hash_tree, log, source_date_epoch, step)
+from .recipe import Recipe, RecipeError, load_recipes
+from .staging import (MissingInput, StageInputs, Variables, make_variables, resolve_copy_src,
+                      stage_files, stage_scripts)
+
+REPO = ARTIFACTS / "repo"
+KEY_NAME = "mixos-repo"
+# The builder's own code: a change to any of these rebuilds every package.
+BUILDER_FILES = ("packages.py", "staging.py", "recipe.py", "debian.py", "elf.py",
+                 "pyruntime.py", "wheel.py")
+MIX_BUILD_FILES = ("build.py", "package.py")
+
+
+def pkg_cache() -> Path:
+    return cache_dir() / "packages"
+
+
+def signing_key() -> Path:
+    """$MIXOS_CACHE/keys/mixos-repo.key, generated with mix's own key code if absent."""
+    from mix.keys import generate
+
+    key = cache_dir() / "keys" / f"{KEY_NAME}.key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        log(f"generating the repository signing key {key}")
+        generate(key.with_suffix(""))
+    return key
+
+
+@dataclass
+class Staged:
+    recipe: Recipe
+    key: str
+    linkage: dict[str, Any]  # {"has_elf", "provides", "needs": {soname: [files]}}
+    version: str
+
+    @property
+    def stage_dir(self) -> Path:
+        return pkg_cache() / self.recipe.name / "stage"
+
+
+def _builder_hash() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in BUILDER_FILES:
+        h.update((here / name).read_bytes())
+    mix_dir = here.parent / "mix"
+    for name in MIX_BUILD_FILES:
+        if (mix_dir / name).exists():
+            h.update((mix_dir / name).read_bytes())
+    return h.hexdigest()
+
+
+def _needs_python(recipe: Recipe) -> bool:
+    return bool(recipe.bytecompile or recipe.python_runtime)
+
+
+class Builder:
+    """One packages run: resolved inputs shared by all recipes."""
+
+    def __init__(self, recipes: dict[str, Recipe], force: bool = False) -> None:
+        self.recipes = recipes
+        self.force = force
+        self.variables: Variables = make_variables()
+        names = {n for r in recipes.values() for n in r.debian_packages()}
+        if any(_needs_python(r) for r in recipes.values()):
+            names |= set(pyruntime.TARGET_PYTHON_DEBS)
+        with step(f"Resolving {len(names)} Debian packages"):
+            self.debs = debian.candidates(sorted(names))
+        self.builder_hash = _builder_hash()
+        signing_key()  # base-files ships its public half
+        self._python: list[str] | None = None
+
+    def target_python(self) -> list[str]:
+        if self._python is None:
+            self._python = pyruntime.target_python()
+        return self._python
+
+    def version_of(self, recipe: Recipe) -> str:
+        if recipe.version_from:
+            return debian.mix_version(self.debs[recipe.version_from].version, recipe.revision)
+        assert recipe.version is not None
+        return self.variables.expand(recipe.version, f"{recipe.path} version")
+
+    def stage_key(self, recipe: Recipe) -> str:
+        h = hashlib.sha256()
+        h.update(f"epoch={source_date_epoch()}\nbuilder={self.builder_hash}\n".encode())
+        hash_tree(h, recipe.directory)
+        debs = list(recipe.debian_packages())
+        if _needs_python(recipe):
+            debs += pyruntime.TARGET_PYTHON_DEBS
+        for name in sorted(set(debs)):
+            h.update(f"deb {name}={self.debs[name].version}\n".encode())
+        for w in recipe.wheel:
+            h.update(f"wheel {w.requirement} {wheel.download(w.requirement).name}\n".encode())
+        for c in recipe.copy:
+            src = resolve_copy_src(recipe, c, self.variables)
+            h.update(f"copy {src}\n".encode())
+            if src.exists() or src.is_symlink():
+                hash_tree(h, src)
+            elif not c.optional:
+                raise MissingInput(f"{recipe.path}: [[copy]] src {src} does not exist"
+                                   + ("; run 'make kernel'" if "kernel" in str(src) else ""))
+        text = recipe.path.read_text()
+        for var in ("kernel_version", "kernel_mix_version", "project_version", "repo_url"):
+            if "{" + var + "}" in text:
+                h.update(f"var {var}={self.variables[var]}\n".encode())
+        return h.hexdigest()
+
+    def _cached(self, recipe: Recipe, key: str) -> bool:
+        base = pkg_cache() / recipe.name
+        return (not self.force and (base / "stage.key").exists()
+                and (base / "stage.key").read_text() == key and (base / "linkage.json").exists())
+
+    def prefetch(self) -> None:
+        """Download, in one apt-get call, the .debs of every recipe that must be staged."""
+        names: set[str] = set()
+        for recipe in self.recipes.values():
+            try:
+                key = self.stage_key(recipe)
+            except MissingInput:
+                continue
+            if not self._cached(recipe, key):
+                names.update(recipe.debian_packages())
+                if _needs_python(recipe):
+                    names.update(pyruntime.TARGET_PYTHON_DEBS)
+        if names:
+            debian.download([self.debs[n] for n in sorted(names)])
+
+    def stage(self, recipe: Recipe) -> Staged:
+        """The staged tree of RECIPE, from cache when its key is unchanged."""
+        key = self.stage_key(recipe)
+        base = pkg_cache() / recipe.name
+        version = self.version_of(recipe)
+        if self._cached(recipe, key):
+            return Staged(recipe, key, json.loads((base / "linkage.json").read_text()), version)
+        with step(f"Staging {recipe.name} {version}"):
+            inputs = StageInputs(target_python=self.target_python)
+            pkgs = [self.debs[n] for n in recipe.debian_packages()]
+            debs = debian.download(pkgs)
+            inputs.debs.update({p.name: (p, debian.unpacked(debs[p.name])) for p in pkgs})
+            for w in recipe.wheel:
+                inputs.wheels[w.requirement] = wheel.unpacked(wheel.download(w.requirement))
+            (base / "stage.key").unlink(missing_ok=True)
+            stage_dir = base / "stage"
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            (stage_dir / "files").mkdir(parents=True)
+            stage_files(recipe, inputs, self.variables, stage_dir / "files")
+            stage_scripts(recipe, stage_dir / "scripts")
+            tree = scan_tree(stage_dir / "files")
+            linkage = linkage_json(tree)
+            (base / "linkage.json").write_text(json.dumps(linkage, indent=1, sort_keys=True))
+            (base / "stage.key").write_text(key)
+            log(f"{len(tree.files)} ELF files; provides {len(linkage['provides'])} "
+                f"sonames; needs {len(linkage['needs'])} from other packages")
+        return Staged(recipe, key, linkage, version)
+
+
+def linkage_json(tree: TreeLinkage) -> dict[str, Any]:
+    return {"has_elf": tree.has_elf, "provides": tree.provided_sonames(),
+            "needs": tree.external_needs()}
+
+
+def soname_providers(staged: dict[str, Staged]) -> dict[str, str]:
+    """soname -> the package that carries it; two packages carrying one is an error."""
+    providers: dict[str, str] = {}
+    for name, s in sorted(staged.items()):
+        for so in s.linkage["provides"]:
+            if so in providers and providers[so] != name:
+                raise BuildError(f"both {providers[so]} and {name} ship the shared library "
+                                 f"{so}; exclude it from one of the recipes")
+            providers[so] = name
+    return providers
+
+
+def check_sonames(packages: list[Staged], providers: dict[str, str]) -> None:
+    """Every DT_NEEDED of the packages is shipped by some recipe; else one error listing all."""
+    missing = []
+    for s in packages:
+        if not s.recipe.auto_dependencies:
+            continue
+        for so, users in s.linkage["needs"].items():
+            if so not in providers:
+                missing.append(f"  {so} (needed by {s.recipe.name}: {users[0]})")
+    if missing:
+        raise BuildError("shared libraries that no recipe ships:\n" + "\n".join(missing)
+                         + "\nadd each to a recipe (e.g. its Debian package), or set "
+                         "auto_dependencies = false in the recipe that needs it")
+
+
+def auto_dependencies(s: Staged, providers: dict[str, str]) -> list[str]:
+    """Package dependencies from DT_NEEDED; a soname nobody ships stops the build."""
+    deps = set()
+    for so, users in s.linkage["needs"].items():
+        if so not in providers:
+            raise BuildError(f"{s.recipe.name}: {users[0]} needs {so}, which no recipe ships; "
+                             "add the library to a recipe (e.g. its Debian package) "
+                             f"or set auto_dependencies = false in {s.recipe.path}")
+        if providers[so] != s.recipe.name:
+            deps.add(providers[so])
+    return sorted(deps)
+
+
+def metadata(s: Staged, providers: dict[str, str]) -> dict[str, Any]:
+    r = s.recipe
+    deps = list(r.dependencies)
+    if r.auto_dependencies:
+        deps += [d for d in auto_dependencies(s, providers) if d not in deps]
+    arch = r.arch if r.arch != "auto" else ("x86_64" if s.linkage["has_elf"] else "noarch")
+    provides = list(r.provides) + [so for so in s.linkage["provides"] if so not in r.provides]
+    md: dict[str, Any] = {
+        "name": r.name, "version": s.version, "description": r.description, "arch": arch,
+        "license": r.license, "url": r.url, "dependencies": deps, "provides": provides,
+        "conflicts": list(r.conflicts), "replaces": list(r.replaces),
+    }
+    return md
+
+
+def package_filename(md: dict[str, Any]) -> str:
+    return f"{md['name']}-{md['version'].replace(':', '_')}.{md['arch']}.mixpkg"
+
+
+def build_one(s: Staged, md: dict[str, Any]) -> Path:
+    """The .mixpkg for S with metadata MD, from $MIXOS_CACHE/packages/built when known."""
+    from mix.build import build_package
+
+    key = hashlib.sha256((s.key + json.dumps(md, sort_keys=True)).encode()).hexdigest()[:20]
+    built = pkg_cache() / "built" / f"{s.recipe.name}-{key}.mixpkg"
+    if built.exists():
+        return built
+    with step(f"Building {package_filename(md)}"):
+        (s.stage_dir / "metadata.json").write_text(json.dumps(md, indent=1, sort_keys=True))
+        built.parent.mkdir(parents=True, exist_ok=True)
+        tmp = built.with_name(built.name + ".tmp")
+        os.environ.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch()))
+        build_package(s.stage_dir, tmp)
+        tmp.rename(built)
+        for old in built.parent.glob(f"{s.recipe.name}-*.mixpkg"):
+            if old != built and old.name[len(s.recipe.name) + 1:].count("-") == 0:
+                old.unlink()
+    return built
+
+
+def check_closure(entries: list[dict[str, Any]]) -> None:
+    """Every dependency of every package is satisfiable by some package in the repo."""
+    from mix.package import parse_dependency
+
+    names = {e["name"] for e in entries}
+    for e in entries:
+        names.update(p.split("=")[0].split("<")[0].split(">")[0] for p in e.get("provides", []))
+    for e in entries:
+        for dep in e.get("dependencies", []):
+            if not any(spec.name in names for spec in parse_dependency(dep)):
+                raise BuildError(f"{e['name']} depends on {dep!r}, which no package in the "
+                                 "repository provides; add or fix a recipe")
+
+
+def stage_only(name: str) -> Path:
+    """Stage one recipe (cached) and return its files/ tree (used by pyruntime trace)."""
+    recipes = load_recipes(PACKAGES_DIR)
+    if name not in recipes:
+        raise BuildError(f"no recipe packages/{name}/recipe.toml")
+    with cache_lock("packages"):
+        b = Builder({name: recipes[name]})
+        return b.stage(recipes[name]).stage_dir / "files"
+
+
+def build_repo(only: list[str] | None = None, force: bool = False,
+               repo: Path = REPO) -> list[dict[str, Any]]:
+    """Build the packages (ONLY, or all) into REPO and sign the index; return the entries."""
+    from mix.index import scan_repo, write_index
+
+    recipes = load_recipes(PACKAGES_DIR)
+    unknown = sorted(set(only or []) - set(recipes))
+    if unknown:
+        raise BuildError(f"no recipe for {', '.join(unknown)}; recipes: {', '.join(recipes)}")
+    selected = sorted(only) if only else sorted(recipes)
+    builder = Builder(recipes, force=force)
+    builder.prefetch()
+    staged: dict[str, Staged] = {}
+    # Every recipe is staged (from cache when unchanged): the soname map needs them all.
+    for name in sorted(recipes):
+        try:
+            staged[name] = builder.stage(recipes[name])
+        except MissingInput as e:
+            if name in selected:
+                raise
+            log(f"skipping {name}: {e}")
+    providers = soname_providers(staged)
+    check_sonames([staged[n] for n in selected], providers)
+    repo.mkdir(parents=True, exist_ok=True)
+    wanted: set[str] = set()
+    for name in selected:
+        md = metadata(staged[name], providers)
+        built = build_one(staged[name], md)
+        target = repo / package_filename(md)
+        wanted.add(target.name)
+        if not target.exists() or target.read_bytes() != built.read_bytes():
+            shutil.copyfile(built, target)
+    if not only:
+        for old in repo.glob("*.mixpkg"):
+            if old.name not in wanted:
+                log(f"removing stale {old.name}")
+                old.unlink()
+    with step("Signing the repository index"):
+        entries = scan_repo(repo)
+        try:
+            check_closure(entries)
+        except BuildError as e:
+            if not only:
+                raise
+            log(f"warning: {e} (a partial build; 'make packages' builds them all)")
+        write_index(repo, entries, signing_key())
+    return entries
+
+
+def report(entries: list[dict[str, Any]]) -> None:
+    total = 0
+    for e in sorted(entries, key=lambda e: e["name"]):
+        total += e["installed_size"]
+        print(f"  {e['name']:<20} {e['version']:<28} {e['size'] / 1024:8.0f} KiB "
+              f"(installed {e['installed_size'] / 1024:8.0f} KiB)")
+    print(f"  {len(entries)} packages, installed total {total / 1048576:.1f} MiB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mixbuild packages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="build just these recipes")
+    parser.add_argument("--force", action="store_true", help="ignore the package caches")
+    args = parser.parse_args(argv)
+    try:
+        with step(f"Building packages into {REPO.relative_to(PROJECT)}"), cache_lock("packages"):
+            entries = build_repo(args.only, args.force)
+        report(entries)
+    except (BuildError, RecipeError) as e:
+        print(f"mixbuild packages: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The target's Python: Debian's CPython 3.11 trimmed to the stdlib modules that
+`mix` imports, compiled to sourceless .pyc.
+
+- `target_python()` gives a command running Debian's python3.11 (unpacked from
+  the cached .debs, full stdlib) on the build host: it byte-compiles for the
+  target, so the bytecode matches the interpreter that runs it.
+- `build_runtime()` stages the trimmed stdlib for the python3 recipe.
+- `python -m mixbuild.pyruntime trace` finds the module list: it runs `mix`
+  (as staged by the mix recipe) under that interpreter through a scenario of
+  commands plus every stdlib import named in mix's source, and prints the stdlib
+  modules that ended up loaded. Its output is packages/python3/modules.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import debian
+from .pkgrun import PACKAGES_DIR, PROJECT, BuildError, cache_dir, log, run, step
+from .recipe import Recipe
+
+TARGET_PYTHON_DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
+STDLIB = "usr/lib/python3.11"
+EXT_SUFFIX = ".cpython-311-x86_64-linux-gnu.so"
+# Always kept: what the interpreter needs to start in any locale, and the
+# landmark it uses to find its prefix (os.py -> os.pyc).
+BASE_MODULES = ("os", "site", "_sitebuiltins", "encodings", "encodings.aliases",
+                "encodings.ascii", "encodings.latin_1", "encodings.utf_8", "codecs", "io",
+                "abc", "stat", "posixpath", "genericpath", "_collections_abc")
+# Stdlib modules that need another `import` statement than their file suggests or
+# that are imported by C code at run time (mix's HTTP path: ssl, certificates).
+EXTRA_MODULES = ("urllib.request", "http.client", "ssl", "encodings.idna")
+
+
+def merged_interpreter(trees: list[Path], versions: list[str]) -> Path:
+    """One directory holding the given unpacked .debs, cached by their versions."""
+    key = hashlib.sha256("\n".join(versions).encode()).hexdigest()[:16]
+    root = cache_dir() / "python" / key
+    if (root / ".complete").exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root.parent))
+    for tree in trees:
+        shutil.copytree(tree, tmp, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".complete"))
+    (tmp / ".complete").touch()
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root
+
+
+def interpreter_root() -> Path:
+    fetched = debian.fetch(list(TARGET_PYTHON_DEBS))
+    return merged_interpreter([fetched[n][1] for n in TARGET_PYTHON_DEBS],
+                              [f"{n}={fetched[n][0].version}" for n in TARGET_PYTHON_DEBS])
+
+
+def python_command(root: Path) -> list[str]:
+    """argv prefix running the interpreter in ROOT with its own stdlib."""
+    return ["env", f"PYTHONHOME={root}/usr", "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1",
+            str(root / "usr/bin/python3.11"), "-s"]
+
+
+def target_python() -> list[str]:
+    return python_command(interpreter_root())
+
+
+def bytecompile(python: list[str], files: Path, dest: str, *, sourceless: bool = False) -> None:
+    """Compile every .py under files/DEST. Default: __pycache__/*.pyc in
+    unchecked-hash mode (valid on a read-only root, never rewritten). With
+    SOURCELESS, legacy X.pyc beside X.py, then the .py files are deleted."""
+    tree = files / dest.lstrip("/")
+    if not tree.is_dir():
+        raise BuildError(f"bytecompile: {dest} is not a directory in the package")
+    cmd = [*python, "-m", "compileall", "-q", "-f", "-j", "1",
+           "--invalidation-mode", "unchecked-hash", "-d", dest]
+    if sourceless:
+        cmd.append("-b")
+    run([*cmd, tree], capture=True)
+    if sourceless:
+        for py in sorted(tree.rglob("*.py")):
+            py.unlink()
+
+
+def module_files(stdlib: Path, name: str) -> list[str]:
+    """Files (relative to STDLIB) that make module NAME importable, parents included;
+    [] when STDLIB has no file for it (a builtin module)."""
+    parts = name.split(".")
+    found: list[str] = []
+    for i in range(1, len(parts)):
+        init = "/".join(parts[:i]) + "/__init__.py"
+        if (stdlib / init).is_file():
+            found.append(init)
+    rel = "/".join(parts)
+    for cand in (rel + ".py", rel + "/__init__.py", f"lib-dynload/{rel}{EXT_SUFFIX}"):
+        if (stdlib / cand).is_file():
+            return [*found, cand]
+    return []
+
+
+def read_module_list(path: Path) -> list[str]:
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    return names
+
+
+def build_runtime(recipe: Recipe, inputs: object, files: Path) -> None:
+    """Stage the trimmed stdlib of RECIPE.python_runtime into FILES."""
+    from .staging import StageInputs, copy_entry
+
+    assert isinstance(inputs, StageInputs) and recipe.python_runtime is not None
+    rt = recipe.python_runtime
+    trees = [inputs.debs[n][1] for n in rt.stdlib_from]
+    wanted = sorted(set(read_module_list(recipe.directory / rt.modules)) | set(BASE_MODULES))
+    dest = files / rt.dest.lstrip("/")
+    missing = []
+    for name in wanted:
+        for tree in trees:
+            rels = module_files(tree / STDLIB, name)
+            if rels:
+                for rel in rels:
+                    copy_entry(tree / STDLIB / rel, dest / rel)
+                break
+        else:
+            missing.append(name)
+    # Modules without a file are fine only if the interpreter has them built in.
+    if missing:
+        assert inputs.target_python is not None
+        out = run([*inputs.target_python(), "-c",
+                   "import sys; print(' '.join(sys.builtin_module_names))"], capture=True).stdout
+        builtin = set(out.split())
+        unknown = [m for m in missing if m not in builtin]
+        if unknown:
+            raise BuildError(f"{recipe.directory / rt.modules}: no stdlib file for "
+                             f"{', '.join(unknown)}; regenerate the list with "
+                             "'python -m mixbuild.pyruntime trace'")
+    assert inputs.target_python is not None
+    bytecompile(inputs.target_python(), files, rt.dest, sourceless=True)
+
+
+# --- tracing ---------------------------------------------------------------
+
+TRACER = r'''
+import importlib, json, os, sys, tempfile, traceback
+stdlib_imports, scenario, out = json.loads(sys.argv[1])
+for name in stdlib_imports:
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        print(f"trace: import {name}: {e!r}", file=sys.stderr)
+import mix.cli
+work = tempfile.mkdtemp(prefix="mixtrace-")
+os.chdir(work)
+for argv in scenario:
+    argv = [a.replace("@W", work) for a in argv]
+    try:
+        mix.cli.main(argv)
+    except SystemExit:
+        pass
+    except Exception:
+        print(f"trace: mix {' '.join(argv)} raised:", file=sys.stderr)
+        traceback.print_exc()
+with open(out, "w") as f:
+    json.dump(sorted(sys.modules), f)
+'''
+
+# Commands that exercise mix end to end against a throw-away repository.
+SCENARIO = [
+    ["--help"],
+    ["key", "generate", "@W/k"],
+    ["build", "@W/stage", "-o", "@W/repo/demo-1.0-r1.noarch.mixpkg"],
+    ["repo", "index", "@W/repo", "--key", "@W/k.key"],
+    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "update"],
+    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "-y",
+     "install", "demo"],
+    ["--root", "@W/root", "list"],
+    ["--root", "@W/root", "--json", "list"],
+    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "search", "demo"],
+    ["--root", "@W/root", "info", "demo"],
+    ["--root", "@W/root", "files", "demo"],
+    ["--root", "@W/root", "owner", "/etc/demo.conf"],
+    ["--root", "@W/root", "verify"],
+    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "upgrade"],
+    ["--root", "@W/root", "-y", "remove", "demo"],
+    ["--root", "@W/root", "--repo", "http://127.0.0.1:9/", "--keys-dir", "@W/keys",
+     "--timeout", "1", "update"],
+]
+
+
+def mix_stdlib_imports(src: Path) -> list[str]:
+    """Top-level stdlib modules imported anywhere in mix's source (lazy imports too)."""
+    names: set[str] = set()
+    for py in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(py.read_text(), str(py))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    return sorted(n for n in names if n.split(".")[0] in sys.stdlib_module_names)
+
+
+def trace(site_dir: Path, python: list[str], stdlib: Path) -> list[str]:
+    """Run the scenario with PYTHONPATH=SITE_DIR; return the stdlib modules loaded."""
+    work = Path(os.environ.get("TMPDIR", "/tmp"))
+    out = work / f"mixtrace-{os.getpid()}.json"
+    seed = sorted(set(mix_stdlib_imports(site_dir / "mix")) | set(EXTRA_MODULES))
+    # The scenario's staging directory: one config file, so install/owner/verify have work.
+    stage = Path(os.environ.get("TMPDIR", "/tmp")) / f"mixtrace-stage-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "files/etc").mkdir(parents=True)
+    (stage / "files/etc/demo.conf").write_text("demo\n")
+    (stage / "metadata.json").write_text(json.dumps({
+        "name": "demo", "version": "1.0-r1", "description": "trace", "arch": "noarch"}))
+    scenario = [[a.replace("@W/stage", str(stage)) for a in argv] for argv in SCENARIO]
+    env = ["env", f"PYTHONPATH={site_dir}"]
+    try:
+        proc = run([*env, *python, "-c", TRACER, json.dumps([seed, scenario, str(out)])],
+                   capture=True, timeout=300)
+        if proc.stderr.strip():
+            log(proc.stderr.strip()[-3000:])
+        loaded = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
+    # keep what the stdlib has a file for; mark the (Keep the list small & sorted.)
+    keep = [m for m in loaded if module_files(stdlib, m)]
+    # Also scan the scenario's own keys dir use: mix reads keys from --keys-dir.
+    return sorted(set(keep) | set(BASE_MODULES))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mixbuild.pyruntime",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("trace", help="print the stdlib modules mix loads")
+    t.add_argument("-o", "--output", type=Path, default=PACKAGES_DIR / "python3" / "modules.txt")
+    args = parser.parse_args(argv)
+    from .packages import stage_only
+
+    with step("Tracing the stdlib modules mix imports"):
+        root = interpreter_root()
+        files = stage_only("mix")
+        modules = trace(files / "usr/lib/python3/dist-packages", python_command(root),
+                        root / STDLIB)
+        header = ("# Stdlib modules kept in the python3 package (one per line).\n"
+                  "# Generated by 'python -m mixbuild.pyruntime trace'; see docs/recipes.md.\n")
+        args.output.write_text(header + "\n".join(modules) + "\n")
+        log(f"wrote {args.output.relative_to(PROJECT)} ({len(modules)} modules)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Staging: turn one recipe into the directory `mix build` packs (files/ +
+scripts/ + metadata.json without dependencies). Applies the recipe's sources in
+order, merges /usr, strips docs, fixes owners and mtimes. Rules: docs/recipes.md."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import stat
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .debian import DebPackage
+from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
+from .recipe import CopySource, Recipe
+
+DEFAULT_STRIP = (
+    "usr/share/doc/**", "usr/share/man/**", "usr/share/info/**", "usr/share/locale/**",
+    "usr/share/lintian/**", "usr/share/bug/**", "usr/share/doc-base/**",
+    "usr/share/bash-completion/**", "usr/share/zsh/**", "usr/share/menu/**",
+    "usr/share/apport/**", "usr/share/gdb/**", "usr/lib/systemd/**", "etc/systemd/**",
+    "etc/init.d/**", "etc/rc?.d/**", "usr/lib/tmpfiles.d/**", "usr/lib/sysusers.d/**",
+    "etc/default/**", "etc/logrotate.d/**", "usr/lib/**/*.a", "usr/include/**",
+)
+MERGED_DIRS = ("bin", "sbin", "lib", "lib64")
+DEFAULT_REPO_URL = "file:///run/mixos/medium/repo"
+
+
+class MissingInput(BuildError):
+    """A recipe input (a build product, usually) does not exist yet."""
+
+
+@functools.lru_cache(maxsize=512)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: `**` any depth, `*` and `?` within one component,
+    `[...]` classes. A pattern also matches everything below a matched directory."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + "(?:/.*)?")
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    """PATH (relative, no leading '/') matches one of PATTERNS."""
+    return any(glob_regex(p.strip("/")).fullmatch(path) for p in patterns)
+
+
+def select(paths: Iterable[str], include: Iterable[str], exclude: Iterable[str]) -> list[str]:
+    """The PATHS that match INCLUDE and not EXCLUDE. A path also matches under its
+    merged-/usr name (lib/x.so.1 matches "usr/lib/x.so.1"), so recipes may use
+    either form whatever the Debian package does."""
+    inc, exc = list(include), list(exclude)
+
+    def hit(p: str, patterns: list[str]) -> bool:
+        return matches(p, patterns) or matches(merged_path(p), patterns)
+
+    return [p for p in paths if hit(p, inc) and not hit(p, exc)]
+
+
+def walk_entries(root: Path) -> list[str]:
+    """Relative paths of every file and symlink under ROOT (directories implied),
+    plus empty directories, sorted; the '.complete' cache marker is left out."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        for name in dirnames[:]:
+            if (Path(dirpath) / name).is_symlink():
+                found.append((rel / name).as_posix())
+                dirnames.remove(name)
+        for name in filenames:
+            found.append((rel / name).as_posix())
+        if not dirnames and not filenames and rel != Path("."):
+            found.append(rel.as_posix() + "/")
+    return sorted(p for p in found if p != ".complete")
+
+
+def copy_entry(src: Path, dst: Path, mode: int | None = None) -> None:
+    """Copy one file, symlink or (empty) directory, keeping modes and symlinks."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        if dst.is_dir() and not dst.is_symlink():
+            if src.is_dir() and not src.is_symlink():
+                return
+            raise BuildError(f"staging: {dst} is a directory and {src} is not")
+        dst.unlink()
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        dst.mkdir(exist_ok=True)
+    else:
+        shutil.copyfile(src, dst)
+        st_mode = stat.S_IMODE(src.stat().st_mode) if mode is None else mode
+        os.chmod(dst, st_mode & ~0o6000 if mode is None else st_mode)
+
+
+def copy_tree(src_root: Path, dst_root: Path, include: Iterable[str],
+              exclude: Iterable[str], mode: int | None = None) -> int:
+    n = 0
+    for rel in select(walk_entries(src_root), include, exclude):
+        copy_entry(src_root / rel.rstrip("/"), dst_root / rel.rstrip("/"), mode)
+        n += 1
+    return n
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty lines of PATH without '#' comments."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+class Variables(dict[str, str]):
+    """{variables} of docs/recipes.md, computed when first used."""
+
+    def __missing__(self, key: str) -> str:
+        if key == "kernel_version":
+            path = ARTIFACTS / "kernel" / "version"
+            if not path.exists():
+                raise MissingInput(f"{path} does not exist; run 'make kernel' first")
+            value = path.read_text().strip()
+        elif key == "kernel_mix_version":
+            value = re.sub(r"[^A-Za-z0-9._+~^]", "_", self["kernel_version"])
+        elif key == "project_version":
+            value = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["version"]
+        elif key == "cache":
+            value = str(cache_dir())
+        elif key == "repo_url":
+            value = os.environ.get("MIXOS_REPO_URL", DEFAULT_REPO_URL)
+        else:
+            raise BuildError(f"unknown variable {{{key}}}; known: repo, artifacts, "
+                             "kernel_version, kernel_mix_version, project_version, repo_url, cache "
+                             "(docs/recipes.md)")
+        self[key] = value
+        return value
+
+    def expand(self, text: str, where: str) -> str:
+        try:
+            return text.format_map(self)
+        except (ValueError, IndexError) as e:
+            raise BuildError(f"{where}: bad {{variable}} in {text!r}: {e}") from e
+
+
+def make_variables() -> Variables:
+    v = Variables()
+    v["repo"] = str(PROJECT)
+    v["artifacts"] = str(ARTIFACTS)
+    return v
+
+
+def resolve_copy_src(recipe: Recipe, c: CopySource, variables: Variables) -> Path:
+    src = variables.expand(c.src, f"{recipe.path} [[copy]] src")
+    path = Path(src)
+    return path if path.is_absolute() else recipe.directory / path
+
+
+def _retarget(link: Path, old_parent: str, new_parent: str) -> None:
+    """Keep a relative symlink pointing at the same (merged-/usr) place after a move."""
+    target = os.readlink(link)
+    if target.startswith("/"):
+        return
+    absolute = os.path.normpath(os.path.join("/", old_parent, target))
+    absolute = merged_path(absolute.lstrip("/"))
+    new = os.path.relpath("/" + absolute, "/" + new_parent)
+    if new != target:
+        link.unlink()
+        os.symlink(new, link)
+
+
+def merged_path(rel: str) -> str:
+    """bin/x -> usr/bin/x (and sbin, lib, lib64); anything else unchanged."""
+    top, _, rest = rel.partition("/")
+    if top in MERGED_DIRS and rest:
+        return f"usr/{top}/{rest}"
+    return rel
+
+
+def merge_usr(files: Path) -> None:
+    """Move /bin, /sbin, /lib, /lib64 content under /usr (a top-level symlink stays)."""
+    for top in MERGED_DIRS:
+        src = files / top
+        if src.is_symlink() or not src.is_dir():
+            continue
+        for rel in walk_entries(src):
+            rel = rel.rstrip("/")
+            old = f"{top}/{rel}"
+            new = merged_path(old)
+            dst = files / new
+            if (dst.exists() or dst.is_symlink()) and not dst.is_dir():
+                raise BuildError(f"staging: both /{old} and /{new} exist; merged /usr "
+                                 "cannot hold both (exclude one in the recipe)")
+            if dst.is_dir() and not dst.is_symlink():
+                continue  # an empty directory both places: keep the /usr one
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src / rel, dst)
+            if dst.is_symlink():
+                _retarget(dst, os.path.dirname(old), os.path.dirname(new))
+        shutil.rmtree(src)
+
+
+def strip_tree(files: Path, extra: Iterable[str], keep: Iterable[str],
+               protected: Iterable[str] = ()) -> list[str]:
+    """Delete what the strip rules match; then prune empty directories except the
+    PROTECTED ones (declared by the recipe). Returns what was removed."""
+    rules = list(DEFAULT_STRIP) + list(extra)
+    keep = list(keep)
+    removed = []
+    for rel in walk_entries(files):
+        clean = rel.rstrip("/")
+        if matches(clean, rules) and not matches(clean, keep):
+            p = files / clean
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+            removed.append(clean)
+    keep_dirs = {p.strip("/") for p in protected}
+    for dirpath, _dirnames, _filenames in os.walk(files, topdown=False):
+        d = Path(dirpath)
+        rel = d.relative_to(files).as_posix()
+        if d != files and rel not in keep_dirs and not d.is_symlink() and not any(d.iterdir()):
+            d.rmdir()
+    return removed
+
+
+def normalize(files: Path, epoch: int) -> None:
+    """Owner root:root and mtime SOURCE_DATE_EPOCH for every entry."""
+    for dirpath, dirnames, filenames in os.walk(files):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            os.lchown(p, 0, 0)
+            os.utime(p, (epoch, epoch), follow_symlinks=False)
+    os.utime(files, (epoch, epoch))
+
+
+@dataclass
+class StageInputs:
+    """What the sources of a recipe resolved to (for the stage and its cache key)."""
+
+    debs: dict[str, tuple[DebPackage, Path]] = field(default_factory=dict)
+    wheels: dict[str, Path] = field(default_factory=dict)  # requirement -> unpacked tree
+    target_python: Callable[[], list[str]] | None = None
+
+
+def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:
+    """Fill FILES (the package tree) from the recipe's sources, in documented order."""
+    from . import pyruntime  # local import: pyruntime uses staging helpers
+
+    for d in recipe.debian:
+        tree = inputs.debs[d.package][1]
+        if copy_tree(tree, files, d.include, d.exclude) == 0:
+            raise BuildError(f"{recipe.path}: [[debian]] {d.package}: include {list(d.include)} "
+                             f"selects nothing from {tree}")
+    for w in recipe.wheel:
+        tree = inputs.wheels[w.requirement]
+        exclude = list(w.exclude)
+        if not any(".dist-info" in p for p in w.include):
+            exclude.append("*.dist-info")
+        dest = files / w.to.lstrip("/")
+        if copy_tree(tree, dest, w.include, exclude) == 0:
+            raise BuildError(f"{recipe.path}: [[wheel]] {w.requirement} selects nothing")
+    for c in recipe.copy:
+        src = resolve_copy_src(recipe, c, variables)
+        dest = files / variables.expand(c.to, f"{recipe.path} [[copy]] to").lstrip("/")
+        if not (src.exists() or src.is_symlink()):
+            if c.optional:
+                continue
+            raise MissingInput(f"{recipe.path}: [[copy]] src {src} does not exist"
+                               + ("; run 'make kernel'" if "kernel" in str(src) else ""))
+        if src.is_dir() and not src.is_symlink():
+            copy_tree(src, dest, c.include, list(c.exclude) + ["**/__pycache__"], c.mode)
+        else:
+            copy_entry(src, dest, c.mode)
+    for f in recipe.file:
+        dest = files / variables.expand(f.path, f"{recipe.path} [[file]]").lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        content = variables.expand(f.content, f"{recipe.path} [[file]] {f.path}") \
+            if f.template else f.content
+        dest.write_text(content)
+        os.chmod(dest, f.mode)
+    for d2 in recipe.dir:
+        dest = files / variables.expand(d2.path, f"{recipe.path} [[dir]]").lstrip("/")
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, d2.mode)
+    for s in recipe.symlink:
+        paths = [s.path] if s.path else read_lines(recipe.directory / str(s.paths_file))
+        target = variables.expand(s.target, f"{recipe.path} [[symlink]] target")
+        for link in (variables.expand(p, f"{recipe.path} [[symlink]]") for p in paths):
+            if not link.startswith("/") or "/../" in link + "/":
+                raise BuildError(f"{recipe.path}: symlink path {link!r} must be absolute")
+            dest = files / link.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink() or dest.exists():
+                dest.unlink()
+            os.symlink(target, dest)
+    if recipe.python_runtime:
+        pyruntime.build_runtime(recipe, inputs, files)
+    merge_usr(files)
+    strip_tree(files, recipe.strip, recipe.keep, [d2.path for d2 in recipe.dir])
+    if recipe.bytecompile:
+        if inputs.target_python is None:
+            raise BuildError(f"{recipe.path}: bytecompile needs the target Python")
+        for d3 in recipe.bytecompile:
+            pyruntime.bytecompile(inputs.target_python(), files, d3)
+    normalize(files, source_date_epoch())
+
+
+def stage_scripts(recipe: Recipe, scripts: Path) -> None:
+    for key, rel in sorted(recipe.scripts.items()):
+        scripts.mkdir(exist_ok=True)
+        shutil.copyfile(recipe.directory / rel, scripts / key)
+        os.chmod(scripts / key, 0o755)
