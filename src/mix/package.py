@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,7 +329,7 @@ class PackageReader:
             return next(self._iter)
         except StopIteration:
             return None
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
             raise PackageError(f"{self.where}: corrupt package archive: {e}",
                                "the file is truncated or not a .mixpkg; download or build it again") from None
 
@@ -413,7 +414,9 @@ class PackageReader:
             elif kind == "file":
                 if member.size != entry.size:
                     raise PackageError(f"{self.where}: {path} size differs from metadata")
-                yield entry, self._tar.extractfile(member), int(member.mtime)
+                stream = self._tar.extractfile(member)
+                assert stream is not None
+                yield entry, _CheckedStream(stream, self.where), int(member.mtime)
             else:
                 yield entry, None, int(member.mtime)
         missing = set(expected) - seen
@@ -423,6 +426,24 @@ class PackageReader:
         if set(md.scripts) - set(self.scripts):
             lacking = sorted(set(md.scripts) - set(self.scripts))
             raise PackageError(f"{self.where}: archive lacks scripts {lacking}")
+
+
+class _CheckedStream:
+    """A member's content stream whose read errors (truncation, bad gzip) are PackageErrors."""
+
+    def __init__(self, stream: IO[bytes], where: str) -> None:
+        self.stream = stream
+        self.where = where
+
+    def read(self, n: int = -1) -> bytes:
+        import zlib
+
+        try:
+            return self.stream.read(n)
+        except (tarfile.TarError, EOFError, zlib.error) as e:
+            raise PackageError(f"{self.where}: corrupt package archive: {e}",
+                               "the file is truncated or damaged; download or build it again"
+                               ) from None
 
 
 class _HashingFile:
