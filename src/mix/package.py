@@ -370,7 +370,7 @@ class PackageReader:
             while chunk := self._fh.read(1 << 20):
                 self.hasher.update(chunk)
 
-    def members(self) -> Iterator[tuple[FileEntry, IO[bytes] | None, int]]:
+    def members(self) -> Iterator[tuple[FileEntry, _CheckedStream | None, int]]:
         """Yield (entry, stream, mtime) in archive order; raise on anything undeclared."""
         assert self._tar is not None
         md = self.metadata
