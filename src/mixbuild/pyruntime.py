@@ -38,6 +38,9 @@ BASE_MODULES = ("os", "site", "_sitebuiltins", "encodings", "encodings.aliases",
 # Stdlib modules that need another `import` statement than their file suggests or
 # that are imported by C code at run time (mix's HTTP path: ssl, certificates).
 EXTRA_MODULES = ("urllib.request", "http.client", "ssl", "encodings.idna")
+# Never kept: Debian's sitecustomize (a symlink into /etc for apport hooks), and _uuid
+# (uuid falls back to os.urandom without it; it would pull in libuuid).
+EXCLUDED_MODULES = ("sitecustomize", "_uuid")
 
 
 def merged_interpreter(trees: list[Path], versions: list[str]) -> Path:
@@ -161,6 +164,8 @@ for name in stdlib_imports:
         print(f"trace: import {name}: {e!r}", file=sys.stderr)
 import mix.cli
 work = tempfile.mkdtemp(prefix="mixtrace-")
+for d in ("root", "keys", "repo"):
+    os.mkdir(os.path.join(work, d))
 os.chdir(work)
 for argv in scenario:
     argv = [a.replace("@W", work) for a in argv]
@@ -178,9 +183,9 @@ with open(out, "w") as f:
 # Commands that exercise mix end to end against a throw-away repository.
 SCENARIO = [
     ["--help"],
-    ["key", "generate", "@W/k"],
+    ["key", "generate", "@W/keys/k"],
     ["build", "@W/stage", "-o", "@W/repo/demo-1.0-r1.noarch.mixpkg"],
-    ["repo", "index", "@W/repo", "--key", "@W/k.key"],
+    ["repo", "index", "@W/repo", "--key", "@W/keys/k.key"],
     ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "update"],
     ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "-y",
      "install", "demo"],
@@ -233,9 +238,7 @@ def trace(site_dir: Path, python: list[str], stdlib: Path) -> list[str]:
     finally:
         out.unlink(missing_ok=True)
         shutil.rmtree(stage, ignore_errors=True)
-    # keep what the stdlib has a file for; mark the (Keep the list small & sorted.)
-    keep = [m for m in loaded if module_files(stdlib, m)]
-    # Also scan the scenario's own keys dir use: mix reads keys from --keys-dir.
+    keep = [m for m in loaded if module_files(stdlib, m) and m not in EXCLUDED_MODULES]
     return sorted(set(keep) | set(BASE_MODULES))
 
 

@@ -1,0 +1,142 @@
+"""`make rootfs`: the root filesystem, built BY mix from the signed repository
+(so the installed-package database in the image is true), then a reproducible
+compressed squashfs.
+
+  artifacts/rootfs/        mix --root artifacts/rootfs -y install mixos-base
+  artifacts/root.squashfs  mksquashfs, xz (or --comp zstd), all root-owned,
+                           every time stamp = SOURCE_DATE_EPOCH
+
+There are no post-install steps outside packages: everything in the tree comes
+from a package (or from mix's own state under /var/lib/mix), and a smoke test
+runs the image's own mix in a chroot before the squashfs is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, log, run, step
+
+ROOTFS = ARTIFACTS / "rootfs"
+SQUASHFS = ARTIFACTS / "root.squashfs"
+REPO = ARTIFACTS / "repo"
+META_PACKAGE = "mixos-base"
+# The ISO (with kernel, initramfs and GRUB) must stay within 32 MB.
+SQUASHFS_BUDGET = 22 * 1024 * 1024
+COMPRESSORS = {
+    "xz": ["-comp", "xz", "-Xbcj", "x86", "-b", "1M"],
+    "zstd": ["-comp", "zstd", "-Xcompression-level", "19", "-b", "1M"],
+}
+
+
+def host_mix(*args: str | Path) -> list[str]:
+    """The build host's mix (this checkout's src/mix under the build venv's Python)."""
+    return ["env", f"PYTHONPATH={PROJECT / 'src'}", sys.executable, "-m", "mix",
+            *[str(a) for a in args]]
+
+
+def trusted_keys(tmp: Path) -> Path:
+    """A keys directory holding only the public half of the repository key."""
+    pub = cache_dir() / "keys" / "mixos-repo.pub"
+    if not pub.exists():
+        raise BuildError(f"{pub} does not exist; run 'make packages' first")
+    keys = tmp / "keys"
+    keys.mkdir()
+    shutil.copyfile(pub, keys / pub.name)
+    return keys
+
+
+def install(root: Path, packages: list[str]) -> None:
+    if not (REPO / "index.json").exists():
+        raise BuildError(f"{REPO}/index.json does not exist; run 'make packages' first")
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="mixos-rootfs-") as tmp:
+        keys = trusted_keys(Path(tmp))
+        run(host_mix("--root", root, "--repo", f"file://{REPO}", "--keys-dir", keys,
+                     "-y", "install", *packages), capture=True, timeout=900)
+
+
+def installed(root: Path) -> list[dict[str, object]]:
+    """What mix says is installed in ROOT, with installed sizes from the repo index."""
+    out = run(host_mix("--root", root, "--json", "list", "--installed"), capture=True).stdout
+    index = json.loads((REPO / "index.json").read_text())
+    sizes = {(e["name"], e["version"]): e["installed_size"] for e in index["packages"]}
+    pkgs = json.loads(out)
+    for p in pkgs:
+        p["installed_size"] = sizes.get((p["name"], p["version"]), 0)
+    return list(pkgs)
+
+
+def smoke_test(root: Path) -> None:
+    """The image's own python3 and mix run in a chroot."""
+    if os.geteuid() != 0:
+        log("not root: skipping the chroot smoke test")
+        return
+    out = run(["chroot", root, "/usr/bin/mix", "list", "--installed"], capture=True,
+              env={"PATH": "/usr/sbin:/usr/bin"}).stdout
+    if META_PACKAGE not in out:
+        raise BuildError(f"chroot {root} /usr/bin/mix list does not show {META_PACKAGE}:\n{out}")
+
+
+def squash(root: Path, out: Path, comp: str) -> None:
+    """mksquashfs takes every time stamp from SOURCE_DATE_EPOCH (run() sets it)."""
+    out.unlink(missing_ok=True)
+    run(["mksquashfs", root, out, "-noappend", "-all-root", "-no-xattrs", "-quiet",
+         "-no-progress", "-processors", "2",
+         *COMPRESSORS[comp]], capture=True)
+
+
+def du(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            st = os.lstat(os.path.join(dirpath, name))
+            total += st.st_size if not os.path.isdir(os.path.join(dirpath, name)) else 0
+    return total
+
+
+def report(root: Path, out: Path, pkgs: list[dict[str, object]]) -> None:
+    print(f"  {'package':<20} {'version':<28} installed")
+    for p in sorted(pkgs, key=lambda p: -int(str(p.get("installed_size", 0)))):
+        print(f"  {p['name']!s:<20} {p['version']!s:<28} {int(str(p.get('installed_size', 0))) / 1024:8.0f} KiB")
+    size = out.stat().st_size
+    print(f"  {len(pkgs)} packages; rootfs {du(root) / 1048576:.1f} MiB of files; "
+          f"{out.relative_to(PROJECT)} {size / 1048576:.2f} MiB "
+          f"(budget {SQUASHFS_BUDGET / 1048576:.0f} MiB)")
+    if size > SQUASHFS_BUDGET:
+        log(f"warning: {out.name} is over its {SQUASHFS_BUDGET / 1048576:.0f} MiB budget")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mixbuild rootfs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comp", choices=sorted(COMPRESSORS), default="xz",
+                        help="squashfs compressor (default xz: smallest)")
+    parser.add_argument("--root", type=Path, default=ROOTFS)
+    parser.add_argument("--output", type=Path, default=SQUASHFS)
+    parser.add_argument("packages", nargs="*", default=[META_PACKAGE])
+    args = parser.parse_args(argv)
+    try:
+        with step(f"Installing {' '.join(args.packages)} into {args.root} with mix"):
+            install(args.root, args.packages)
+        with step("Smoke test: the image's mix runs in a chroot"):
+            smoke_test(args.root)
+        with step(f"Writing {args.output} ({args.comp})"):
+            squash(args.root, args.output, args.comp)
+        report(args.root, args.output, installed(args.root))
+    except BuildError as e:
+        print(f"mixbuild rootfs: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
