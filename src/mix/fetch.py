@@ -28,8 +28,12 @@ class Fetcher:
     def __init__(self, timeout: float = 30.0, retries: int = 3, progress: bool | None = None) -> None:
         self.timeout = timeout
         self.retries = retries
-        self.deadline_s = timeout * (retries + 1) + 2.0 * retries
+        # back-off pauses grow to at most one timeout; the whole fetch is bounded by:
+        self.deadline_s = timeout * (retries + 1) + sum(self._pause(a) for a in range(1, retries + 1))
         self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def _pause(self, attempt: int) -> float:
+        return min(1.0 * attempt, self.timeout)
 
     def _open(self, url: str, timeout: float) -> tuple[IO[bytes], int | None]:
         if url.startswith("file://"):
@@ -61,11 +65,14 @@ class Fetcher:
         fh, total = self._open(url, min(self.timeout, max(0.1, deadline - time.monotonic())))
         done = 0
         last_draw = 0.0
+        # read1: return what one socket read brings, so that a trickling server cannot keep
+        # a read (and the deadline check) waiting for a full chunk.
+        read = getattr(fh, "read1", fh.read)
         try:
             while True:
                 if time.monotonic() > deadline:
                     raise OSError("download took too long")
-                chunk = fh.read(CHUNK)
+                chunk = read(CHUNK)
                 if not chunk:
                     break
                 done += len(chunk)
@@ -90,7 +97,7 @@ class Fetcher:
         errors: list[str] = []
         for attempt in range(self.retries + 1):
             if attempt:
-                pause = min(2.0 * attempt, deadline - time.monotonic())
+                pause = min(self._pause(attempt), deadline - time.monotonic())
                 if pause <= 0:
                     break
                 time.sleep(pause)
