@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -50,7 +51,7 @@ __all__ = [
 Entry = dict[str, Any]
 
 # Bumped whenever what the .solv cache stores changes; older caches are rebuilt.
-CACHE_FORMAT = "mix-solv-1"
+CACHE_FORMAT = "mix-solv-2"
 
 _FLAGS = {
     "=": solv.REL_EQ,
@@ -61,9 +62,33 @@ _FLAGS = {
     ">=": solv.REL_GT | solv.REL_EQ,
 }
 
-# Fields kept in libsolv's own attributes; everything else of an entry is kept
-# verbatim as JSON under the custom key "mix:entry".
-_KEY_ENTRY = "mix:entry"
+# In the cache, entry fields live in libsolv's own attributes, so that loading
+# stays as small as the dependency data: descriptions and checksums are stored
+# "vertically" and paged in only when read. Fields mix does not know travel as
+# JSON under "mix:extra"; "mix:inrepo" marks an entry whose "repo" field was
+# the repository's own name.
+_STR_ATTRS = {
+    "description": solv.SOLVABLE_DESCRIPTION,
+    "license": solv.SOLVABLE_LICENSE,
+    "url": solv.SOLVABLE_URL,
+    "filename": solv.SOLVABLE_MEDIAFILE,
+}
+_NUM_ATTRS = {
+    "size": solv.SOLVABLE_DOWNLOADSIZE,
+    "installed_size": solv.SOLVABLE_INSTALLSIZE,
+    "build_date": solv.SOLVABLE_BUILDTIME,
+}
+_DEP_ATTRS = {
+    "dependencies": solv.SOLVABLE_REQUIRES,
+    "provides": solv.SOLVABLE_PROVIDES,
+    "conflicts": solv.SOLVABLE_CONFLICTS,
+    "replaces": solv.SOLVABLE_OBSOLETES,
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_KEY_EXTRA = "mix:extra"
+_ABSENT = (1 << 64) - 1  # lookup_num's "not found"; stored numbers stay below 1 << 63
+_KEY_INREPO = "mix:inrepo"
+_KEY_FILENAME = "mix:stdfilename"
 _KEY_FORMAT = "mix:cacheformat"
 _KEY_COUNT = "mix:count"
 _KEY_FAVORED = "mix:favored"
@@ -157,17 +182,30 @@ def _pkg(s: solv.XSolvable) -> str:
     return f"{s.name}-{s.evr}" + (" (installed)" if s.isinstalled() else "")
 
 
+def _default_filename(entry: Entry) -> str:
+    """The package file name ``mix repo index`` gives: NAME-VERSION.ARCH.mixpkg."""
+    return f"{entry['name']}-{entry['version']}.{entry.get('arch') or 'noarch'}.mixpkg"
+
+
 def _dep_text(pool: solv.Pool, dep: Any) -> str:
-    """A libsolv dependency in mix's syntax: ``a>=1 | b``."""
+    """A libsolv dependency in mix's syntax: ``(a >= 1 or b <> 2)`` -> ``a>=1 | b!=2``.
+
+    mix names and versions hold no spaces or parentheses, so libsolv's text
+    form splits unambiguously.
+    """
     dep_id = dep if isinstance(dep, int) else dep.id
     text = str(pool.dep2str(dep_id))
-    return (
-        text.replace(" or ", " | ")
-        .replace("(", "")
-        .replace(")", "")
-        .replace(" ", "")
-        .replace("|", " | ")
-    )
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    atoms = []
+    for atom in text.split(" or "):
+        parts = atom.split(" ")
+        if len(parts) == 3:
+            name, op, evr = parts
+            atoms.append(f"{name}{'!=' if op == '<>' else op}{evr}")
+        else:
+            atoms.append(atom)
+    return " | ".join(atoms)
 
 
 class _Builder:
@@ -239,10 +277,13 @@ class Solver:
         self.pool.setdisttype(solv.Pool.DISTTYPE_RPM)
         self.pool.setarch(arch)
         self._builder = _Builder(self.pool)
-        self._key_entry = self.pool.str2id(_KEY_ENTRY)
+        self._key_extra = self.pool.str2id(_KEY_EXTRA)
+        self._key_inrepo = self.pool.str2id(_KEY_INREPO)
+        self._key_inrepo_filename = self.pool.str2id(_KEY_FILENAME)
         # solvable id -> entry, filled while building or lazily from a cache.
         self._entries: dict[int, Entry] = {}
         self._reasons: dict[str, str] = {}
+        self._dep_texts: dict[int, str] = {}
         self._installed: solv.Repo | None = None
         self._whatprovides_ready = False
         # First choices of "a | b" requirements: preferred when libsolv must pick.
@@ -305,7 +346,6 @@ class Solver:
         self, repo: solv.Repo, entries: Sequence[Entry], where: str, keep_data: bool
     ) -> None:
         data = repo.add_repodata()
-        key_entry = self._key_entry
         favored = self._favored
         for entry in entries:
             s = self._builder.add(repo, data, entry, where)
@@ -314,13 +354,68 @@ class Solver:
                 if "|" in text:
                     favored.add(parse_dependency(text).name)
             if keep_data:
-                rest = {k: v for k, v in entry.items() if k != "description"}
-                data.set_str(s.id, key_entry, json.dumps(rest, separators=(",", ":")))
-                description = entry.get("description")
-                if description:
-                    data.set_str(s.id, solv.SOLVABLE_DESCRIPTION, str(description))
+                self._store(data, s.id, entry, repo.name)
         data.internalize()
         repo.internalize()
+
+    def _store(self, data: solv.Repodata, sid: int, entry: Entry, repo_name: str) -> None:
+        """Keep an entry's fields in libsolv attributes for the cache (see _STR_ATTRS)."""
+        extra: dict[str, Any] = {}
+        for key, value in entry.items():
+            if key in ("name", "version", "arch") or key in _DEP_ATTRS:
+                continue
+            if key == "filename" and value == _default_filename(entry):
+                # Rebuilt on load: saves a string per package in the cache.
+                data.set_void(sid, self._key_inrepo_filename)
+                continue
+            if key in _STR_ATTRS and isinstance(value, str):
+                data.set_str(sid, _STR_ATTRS[key], value)
+            elif (
+                key in _NUM_ATTRS
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and 0 <= value < 1 << 63
+            ):
+                data.set_num(sid, _NUM_ATTRS[key], value)
+            elif key == "sha256" and isinstance(value, str) and _SHA256.fullmatch(value):
+                data.set_checksum(
+                    sid, solv.SOLVABLE_CHECKSUM, solv.Chksum(solv.REPOKEY_TYPE_SHA256, value)
+                )
+            elif key == "repo" and value == repo_name:
+                data.set_void(sid, self._key_inrepo)
+            else:
+                extra[key] = value
+        if extra:
+            data.set_str(sid, self._key_extra, json.dumps(extra, separators=(",", ":")))
+
+    def _restore(self, s: solv.XSolvable) -> Entry:
+        """The entry a cached solvable was built from (dependency strings normalised)."""
+        pool = self.pool
+        entry: Entry = {"name": s.name, "version": s.evr, "arch": s.arch}
+        itself = pool.rel2id(s.nameid, s.evrid, solv.REL_EQ)
+        for key, attr in _DEP_ATTRS.items():
+            # Skip the implicit "name=version" that every package provides.
+            deps = s.lookup_deparray(attr)
+            entry[key] = [self._dep_str(d.id) for d in deps if key != "provides" or d.id != itself]
+        for key, attr in _STR_ATTRS.items():
+            text = s.lookup_str(attr)
+            if text is not None:
+                entry[key] = text
+        if "filename" not in entry and s.lookup_void(self._key_inrepo_filename):
+            entry["filename"] = _default_filename(entry)
+        for key, attr in _NUM_ATTRS.items():
+            number = s.lookup_num(attr, _ABSENT)
+            if number != _ABSENT:
+                entry[key] = number
+        checksum = s.lookup_checksum(solv.SOLVABLE_CHECKSUM)
+        if checksum is not None:
+            entry["sha256"] = checksum.hex()
+        if s.lookup_void(self._key_inrepo):
+            entry["repo"] = s.repo.name
+        extra = s.lookup_str(self._key_extra)
+        if extra:
+            entry.update(json.loads(extra))
+        return entry
 
     def _write_cache(self, repo: solv.Repo, cache: Path, count: int) -> None:
         meta = repo.add_repodata()
@@ -339,6 +434,7 @@ class Solver:
                 raise OSError(f"cannot open {tmp} for writing")
             repo.write(f)
             f.close()
+            os.chmod(tmp, 0o644)  # readers (mix search as a user) need it, like the index
             os.replace(tmp, cache)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -362,17 +458,17 @@ class Solver:
 
     # ---- entries --------------------------------------------------------
 
+    def _dep_str(self, dep_id: int) -> str:
+        text = self._dep_texts.get(dep_id)
+        if text is None:
+            text = self._dep_texts[dep_id] = _dep_text(self.pool, dep_id)
+        return text
+
     def entry(self, s: solv.XSolvable) -> Entry:
-        """The mix entry of a solvable (rebuilt from the cache's stored JSON if needed)."""
+        """The mix entry of a solvable (rebuilt from the cache's attributes if needed)."""
         entry = self._entries.get(s.id)
         if entry is None:
-            text = s.lookup_str(self._key_entry)
-            if text is None:
-                raise IndexEntryError(f"package {_pkg(s)} has no stored metadata; run 'mix update'")
-            entry = json.loads(text)
-            description = s.lookup_str(solv.SOLVABLE_DESCRIPTION)
-            entry["description"] = description or ""
-            self._entries[s.id] = entry
+            entry = self._entries[s.id] = self._restore(s)
         return entry
 
     def _ready(self) -> None:
@@ -383,7 +479,6 @@ class Solver:
 
     def search(self, term: str, limit: int | None = None) -> list[Entry]:
         """Available packages whose name or description contains ``term`` (case-insensitive)."""
-        self._ready()
         flags = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
         found: set[int] = set()
         for key in (solv.SOLVABLE_NAME, solv.SOLVABLE_DESCRIPTION):

@@ -10,6 +10,9 @@ import pytest
 
 from mix.solver import IndexEntryError, Request, Solver
 
+LISTS = {"dependencies": [], "provides": [], "conflicts": [], "replaces": []}
+
+# As in a signed index: every list field present (mix.index.write_index fills them in).
 ENTRIES: list[dict[str, Any]] = [
     {
         "name": "nginx",
@@ -21,11 +24,20 @@ ENTRIES: list[dict[str, Any]] = [
         "size": 1234,
         "sha256": "ab" * 32,
         "filename": "nginx-1.24-r1.x86_64.mixpkg",
+        "conflicts": ["apache2<2.4-r1", "lighttpd!=1.4"],
+        "replaces": ["nginx-light"],
+        "license": "BSD-2-Clause",
+        "url": "",
+        "installed_size": 4096,
+        "build_date": 1767225600,
+        "repo": "main",
+        "origin": {"recipe": "packages/nginx", "tags": ["web"]},
     },
     {"name": "libpcre", "version": "8.45", "arch": "x86_64", "description": "Regex library"},
     {"name": "libc", "version": "2.36", "arch": "x86_64", "description": "C library"},
     {"name": "musl", "version": "1.2", "arch": "x86_64", "description": "Another C LIBRARY"},
 ]
+ENTRIES = [{**LISTS, **e} for e in ENTRIES]
 
 
 def _names(entries: list[dict[str, Any]]) -> list[str]:
