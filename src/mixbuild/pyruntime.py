@@ -18,7 +18,9 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -154,8 +156,8 @@ def build_runtime(recipe: Recipe, inputs: object, files: Path) -> None:
 
 # --- tracing ---------------------------------------------------------------
 
-TRACER = r'''
-import importlib, json, os, sys, tempfile, traceback
+TRACER = r"""
+import importlib, json, os, sys, traceback
 stdlib_imports, scenario, out = json.loads(sys.argv[1])
 for name in stdlib_imports:
     try:
@@ -163,43 +165,42 @@ for name in stdlib_imports:
     except Exception as e:
         print(f"trace: import {name}: {e!r}", file=sys.stderr)
 import mix.cli
-work = tempfile.mkdtemp(prefix="mixtrace-")
-for d in ("root", "keys", "repo"):
-    os.mkdir(os.path.join(work, d))
-os.chdir(work)
 for argv in scenario:
-    argv = [a.replace("@W", work) for a in argv]
     try:
-        mix.cli.main(argv)
-    except SystemExit:
-        pass
+        code = mix.cli.main(argv)
+    except SystemExit as e:
+        code = e.code
     except Exception:
-        print(f"trace: mix {' '.join(argv)} raised:", file=sys.stderr)
+        code = "exception"
         traceback.print_exc()
+    if code not in (0, None) and argv[0] != "--help":
+        print(f"trace: mix {' '.join(argv)} exited {code}", file=sys.stderr)
 with open(out, "w") as f:
     json.dump(sorted(sys.modules), f)
-'''
+"""
 
-# Commands that exercise mix end to end against a throw-away repository.
+# Commands that exercise mix end to end against a throw-away repository, over
+# file:// and over HTTP (@H: a local server on 127.0.0.1 serving @W/repo).
+_R = ["--root", "@W/root", "--keys-dir", "@W/keys"]
 SCENARIO = [
     ["--help"],
     ["key", "generate", "@W/keys/k"],
     ["build", "@W/stage", "-o", "@W/repo/demo-1.0-r1.noarch.mixpkg"],
     ["repo", "index", "@W/repo", "--key", "@W/keys/k.key"],
-    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "update"],
-    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "-y",
-     "install", "demo"],
+    [*_R, "--repo", "file://@W/repo", "update"],
+    [*_R, "--repo", "@H", "update"],
+    [*_R, "--repo", "@H", "-y", "install", "demo"],
     ["--root", "@W/root", "list"],
     ["--root", "@W/root", "--json", "list"],
-    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "search", "demo"],
+    [*_R, "--repo", "@H", "search", "demo"],
     ["--root", "@W/root", "info", "demo"],
+    ["--root", "@W/root", "--json", "info", "demo"],
     ["--root", "@W/root", "files", "demo"],
     ["--root", "@W/root", "owner", "/etc/demo.conf"],
     ["--root", "@W/root", "verify"],
-    ["--root", "@W/root", "--repo", "file://@W/repo", "--keys-dir", "@W/keys", "upgrade"],
+    [*_R, "--repo", "@H", "list", "--upgradable"],
+    [*_R, "--repo", "@H", "-y", "upgrade"],
     ["--root", "@W/root", "-y", "remove", "demo"],
-    ["--root", "@W/root", "--repo", "http://127.0.0.1:9/", "--keys-dir", "@W/keys",
-     "--timeout", "1", "update"],
 ]
 
 
@@ -215,29 +216,44 @@ def mix_stdlib_imports(src: Path) -> list[str]:
     return sorted(n for n in names if n.split(".")[0] in sys.stdlib_module_names)
 
 
+def _serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    """A throw-away HTTP server on 127.0.0.1 (the host's Python), and its URL."""
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None
+    line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (...) ..."
+    m = re.search(r"port (\d+)", line)
+    if not m:
+        server.kill()
+        raise BuildError(f"could not start a local HTTP server for the trace: {line!r}")
+    return server, f"http://127.0.0.1:{m.group(1)}/"
+
+
 def trace(site_dir: Path, python: list[str], stdlib: Path) -> list[str]:
     """Run the scenario with PYTHONPATH=SITE_DIR; return the stdlib modules loaded."""
-    work = Path(os.environ.get("TMPDIR", "/tmp"))
-    out = work / f"mixtrace-{os.getpid()}.json"
     seed = sorted(set(mix_stdlib_imports(site_dir / "mix")) | set(EXTRA_MODULES))
-    # The scenario's staging directory: one config file, so install/owner/verify have work.
-    stage = Path(os.environ.get("TMPDIR", "/tmp")) / f"mixtrace-stage-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "files/etc").mkdir(parents=True)
-    (stage / "files/etc/demo.conf").write_text("demo\n")
-    (stage / "metadata.json").write_text(json.dumps({
-        "name": "demo", "version": "1.0-r1", "description": "trace", "arch": "noarch"}))
-    scenario = [[a.replace("@W/stage", str(stage)) for a in argv] for argv in SCENARIO]
-    env = ["env", f"PYTHONPATH={site_dir}"]
-    try:
-        proc = run([*env, *python, "-c", TRACER, json.dumps([seed, scenario, str(out)])],
-                   capture=True, timeout=300)
-        if proc.stderr.strip():
-            log(proc.stderr.strip()[-3000:])
-        loaded = json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
-        shutil.rmtree(stage, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="mixtrace-") as tmp:
+        work = Path(tmp)
+        for d in ("root", "keys", "repo", "stage/files/etc"):
+            (work / d).mkdir(parents=True)
+        # One config file, so that install/owner/verify have work to do.
+        (work / "stage/files/etc/demo.conf").write_text("demo\n")
+        (work / "stage/metadata.json").write_text(json.dumps({
+            "name": "demo", "version": "1.0-r1", "description": "trace", "arch": "noarch"}))
+        server, url = _serve(work / "repo")
+        try:
+            scenario = [[a.replace("@W", str(work)).replace("@H", url) for a in argv]
+                        for argv in SCENARIO]
+            out = work / "modules.json"
+            proc = run(["env", f"PYTHONPATH={site_dir}", *python, "-c", TRACER,
+                        json.dumps([seed, scenario, str(out)])], capture=True, timeout=300)
+            if proc.stderr.strip():
+                log(proc.stderr.strip()[-3000:])
+            loaded = json.loads(out.read_text())
+        finally:
+            server.kill()
+            server.wait(timeout=10)
     keep = [m for m in loaded if module_files(stdlib, m) and m not in EXCLUDED_MODULES]
     return sorted(set(keep) | set(BASE_MODULES))
 
