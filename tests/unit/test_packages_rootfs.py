@@ -1,0 +1,127 @@
+"""The built root filesystem (artifacts/rootfs from `make rootfs`), checked in a
+chroot: mix runs on the image's own Python, sshd accepts its configuration,
+BusyBox applets and iptables work, accounts are locked down, and every ELF
+file's libraries are in the image. Skipped until the rootfs exists."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mixbuild.elf import scan_tree
+from mixbuild.pkgrun import ARTIFACTS, PACKAGES_DIR
+
+ROOT = ARTIFACTS / "rootfs"
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "var/lib/mix").is_dir() or os.geteuid() != 0,
+    reason="needs artifacts/rootfs ('make rootfs') and root for chroot")
+
+
+def chroot(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run SCRIPT with the image's /bin/sh in a chroot, inside a private mount
+    namespace that has /dev, /proc, a tmpfs /run and /tmp (gone when it exits)."""
+    r = shlex.quote(str(ROOT))
+    setup = (f"mount --make-rprivate / && mount --bind /dev {r}/dev && "
+             f"mount -t proc proc {r}/proc && mount -t tmpfs tmpfs {r}/run && "
+             f"mount -t tmpfs tmpfs {r}/tmp && "
+             f"exec chroot {r} /bin/sh -c {shlex.quote(script)}")
+    return subprocess.run(["unshare", "--mount", "sh", "-c", setup], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={"PATH": "/usr/sbin:/usr/bin", "LC_ALL": "C"})
+
+
+def ok(script: str) -> str:
+    proc = chroot(script)
+    assert proc.returncode == 0, f"{script!r} failed ({proc.returncode}):\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_mix_runs_on_the_images_python_and_lists_mixos_base() -> None:
+    out = ok("mix list")
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {"mixos-base", "base-files", "busybox", "glibc", "python3", "mix",
+            "openssh-server", "iptables", "linux"} <= names
+
+
+def test_mix_verify_is_clean() -> None:
+    ok("mix verify")
+
+
+def test_sshd_accepts_its_configuration() -> None:
+    ok("mkdir -p /run/sshd && ssh-keygen -q -t ed25519 -N '' -f /tmp/hostkey && "
+       "/usr/sbin/sshd -t -h /tmp/hostkey")
+
+
+def test_busybox_applets_work() -> None:
+    out = ok("echo hi | sed s/hi/ok/; ls /etc/hostname; ip -V 2>&1 | head -1; "
+             "mount | grep -c proc; cat /etc/hostname")
+    assert out.splitlines()[0] == "ok" and out.splitlines()[-1] == "mixos"
+    for applet in ("sh", "init", "getty", "login", "udhcpc", "syslogd", "klogd", "ip", "mount"):
+        link = next(p for p in (ROOT / "usr/bin" / applet, ROOT / "usr/sbin" / applet)
+                    if p.is_symlink())
+        assert os.readlink(link) == "/usr/bin/busybox"
+
+
+def test_applet_list_matches_the_packaged_busybox() -> None:
+    listed = {line.strip() for line in (PACKAGES_DIR / "busybox/applets.txt").read_text()
+              .splitlines() if line.strip() and not line.startswith("#")}
+    out = ok("busybox --list-full")
+    actual = {"/" + p.replace("sbin/", "usr/sbin/", 1) if p.startswith("sbin/") else
+              "/" + p.replace("bin/", "usr/bin/", 1) if p.startswith("bin/") else "/" + p
+              for p in out.split()}
+    assert listed == actual - {"/linuxrc"}
+
+
+def test_iptables_uses_the_legacy_backend() -> None:
+    assert "(legacy)" in ok("iptables -V")
+    assert "(legacy)" in ok("ip6tables -V")
+
+
+def test_python_is_trimmed_and_runs() -> None:
+    out = ok("python3 -c 'import sys, ssl, sqlite3, json; print(sys.version_info[:2])'")
+    assert out.strip() == "(3, 11)"
+    stdlib = ROOT / "usr/lib/python3.11"
+    assert not (stdlib / "test").exists() and not (stdlib / "tkinter").exists()
+    assert not list(stdlib.rglob("*.py"))  # sourceless bytecode only
+
+
+def test_accounts_root_locked_no_empty_passwords_shadow_private() -> None:
+    shadow = ROOT / "etc/shadow"
+    assert stat.S_IMODE(shadow.stat().st_mode) & 0o077 == 0
+    entries = [line.split(":") for line in shadow.read_text().splitlines()]
+    assert entries and all(e[1] != "" for e in entries)
+    root = next(e for e in entries if e[0] == "root")
+    assert root[1].startswith("!") or root[1] == "*"
+    assert stat.S_IMODE((ROOT / "root").stat().st_mode) == 0o700
+
+
+def test_repository_key_and_url_are_configured() -> None:
+    assert (ROOT / "etc/mix/keys/mixos-repo.pub").is_file()
+    urls = [line for line in (ROOT / "etc/mix/repositories").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert len(urls) == 1 and "://" in urls[0]
+
+
+def test_every_elf_dependency_is_in_the_image() -> None:
+    linkage = scan_tree(ROOT)
+    libdirs = [ROOT / "usr/lib/x86_64-linux-gnu", ROOT / "usr/lib", ROOT / "usr/lib64"]
+    missing = []
+    for f in linkage.files:
+        here = (ROOT / f.path.lstrip("/")).parent
+        for so in f.needed:
+            # bundled wheel libraries are found through an $ORIGIN rpath
+            candidates = [d / so for d in libdirs] + [here / so, here.parent / "solv.libs" / so]
+            if not any(c.exists() for c in candidates):
+                missing.append(f"{f.path}: {so}")
+    assert not missing, "\n".join(missing)
+
+
+def test_no_setuid_files() -> None:
+    found = [str(p) for p in ROOT.rglob("*")
+             if not p.is_symlink() and p.is_file() and p.stat().st_mode & 0o6000]
+    assert not found
