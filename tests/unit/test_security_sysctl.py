@@ -97,13 +97,13 @@ def test_loader_applies_files_and_propagates_defaults_to_interfaces(tmp_path: Pa
 def test_loader_fails_when_the_kernel_does_not_keep_a_value(tmp_path: Path) -> None:
     proc_sys = tmp_path / "sys"
     (proc_sys / "kernel").mkdir(parents=True)
-    # A directory where a value file should be: the write fails, as on a read-only key.
-    (proc_sys / "kernel" / "sysrq").mkdir()
+    # A value file that swallows writes and reads back empty: a key the kernel refuses.
+    (proc_sys / "kernel" / "sysrq").symlink_to("/dev/null")
     conf = tmp_path / "x.conf"
     conf.write_text("kernel.sysrq = 0\n")
     result = run_loader(proc_sys, conf)
     assert result.returncode == 1
-    assert "cannot set kernel.sysrq = 0" in result.stderr
+    assert 'cannot set kernel.sysrq = 0 (reads back "")' in result.stderr
 
 
 def test_every_required_key_is_documented() -> None:
