@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,12 @@ def project_version() -> str:
         return str(tomllib.load(f)["project"]["version"])
 
 
-def hardening_cmdline(path: Path = CMDLINE_FILE) -> str:
-    """The kernel engineer's hardening arguments: the first non-comment line, or
-    nothing when the file does not exist yet."""
+def hardening_cmdline(path: Path | None = None) -> str:
+    """The kernel engineer's hardening arguments (configs/kernel/cmdline): its
+    first non-comment line, or nothing when the file does not exist yet."""
+    path = path or CMDLINE_FILE
     if not path.is_file():
-        log(f"note: {path.relative_to(PROJECT)} not found; no hardening arguments added")
+        log(f"note: {path} not found; no hardening arguments added")
         return ""
     for line in path.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -105,12 +107,40 @@ def grub_cfg(inputs: IsoInputs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reproducible_dates() -> list[str]:
+    """xorriso commands that set every date in the image to SOURCE_DATE_EPOCH
+    (the volume's creation/modification time, the boot catalog, every file)."""
+    sde = source_date_epoch()
+    stamp = time.strftime("%Y%m%d%H%M%S00", time.gmtime(sde))
+    return ["-volume_date", "uuid", stamp, "-volume_date", "all_file_dates", f"={sde}"]
+
+
+def fix_efi_volume_serial(image: Path) -> None:
+    """grub-mkrescue's EFI boot image is a FAT file system made by mformat with a
+    random volume serial number, the one byte range that differs between two
+    builds. Overwrite it with a value derived from SOURCE_DATE_EPOCH."""
+    report = run(["xorriso", "-indev", image, "-report_el_torito", "plain"],
+                 capture=True).stdout
+    lbas = [int(line.split()[-1]) for line in report.splitlines()
+            if line.startswith("El Torito boot img") and " UEFI " in line]
+    if len(lbas) != 1:
+        raise BuildError(f"{image}: expected one UEFI El Torito image, found {len(lbas)}")
+    with image.open("r+b") as f:
+        f.seek(lbas[0] * 2048)
+        boot = f.read(512)
+        if boot[510:512] != b"\x55\xaa" or boot[0x36:0x39] != b"FAT":
+            raise BuildError(f"{image}: the UEFI boot image is not FAT12/16; cannot fix its serial")
+        f.seek(lbas[0] * 2048 + 0x27)  # BPB volume ID of FAT12/16
+        f.write((source_date_epoch() & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
 def inputs_key(inputs: IsoInputs, cfg: str) -> str:
     h = hashlib.sha256()
     for path in (inputs.kernel, inputs.initrd, inputs.squashfs):
         with path.open("rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
     h.update(cfg.encode())
+    h.update(Path(__file__).read_bytes())  # this builder's own code
     h.update(json.dumps([GRUB_MODULES, source_date_epoch(), inputs.label]).encode())
     h.update(run(["grub-mkrescue", "--version"], capture=True).stdout.encode())
     return h.hexdigest()
@@ -146,7 +176,8 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         run(["grub-mkrescue", "-o", partial,
              f"--install-modules={GRUB_MODULES}", "--fonts=", "--locales=", "--themes=",
              "--compress=xz", "--product-name=MixOS", f"--product-version={inputs.version}",
-             tree, "--", "-volid", inputs.label], capture=True)
+             tree, "--", "-volid", inputs.label, *reproducible_dates()], capture=True)
+        fix_efi_volume_serial(partial)
         partial.replace(output)
         stamp.write_text(key)
         log(f"{output.name}: {output.stat().st_size / 2**20:.1f} MiB")
