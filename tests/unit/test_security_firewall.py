@@ -52,8 +52,11 @@ def test_rules_file_has_both_families_with_default_deny() -> None:
         ssh = [ln for ln in lines if "--dport 22" in ln]
         assert ssh and all("-j MIXOS-SSH" in ln for ln in ssh), f"{fam}: SSH not rate-limited"
         assert any("hashlimit-mode srcip" in ln and "-j ACCEPT" in ln for ln in lines)
-        echo = [ln for ln in lines if "echo-request" in ln]
+        echo = [ln for ln in lines if "echo-request" in ln and "-j ACCEPT" in ln]
         assert echo and all("-m limit" in ln for ln in echo), f"{fam}: ping not limited"
+        # Limited before conntrack: later requests of one ping run are ESTABLISHED.
+        established = next(i for i, ln in enumerate(lines) if "ESTABLISHED" in ln)
+        assert all(lines.index(ln) < established for ln in echo), f"{fam}: ping limit after ct"
         logs = [ln for ln in lines if "-j LOG" in ln]
         assert logs and all("-m limit" in ln for ln in logs), f"{fam}: LOG without a limit"
         accepts = [ln for ln in lines if ln.startswith("-A INPUT") and ln.endswith("-j ACCEPT")]
@@ -231,3 +234,19 @@ CONNECT_MANY = textwrap.dedent(r"""
 def connect_many(netns: Netns, host: str, n: int, source: str) -> int:
     out = netns.exec(netns.scanner, [sys.executable, "-c", CONNECT_MANY, host, str(n), source])
     return int(out.stdout)
+
+
+PROBE_SCRIPT = PROJECT / "tests" / "vm" / "security_probe.py"
+
+
+def test_ping_is_answered_but_limited(netns: Netns) -> None:
+    def ping(host: str, n: int) -> int:
+        out = netns.exec(netns.scanner, [sys.executable, str(PROBE_SCRIPT), "ping", host, str(n),
+                                         "--timeout", "2"]).stdout
+        return int(json.loads(out)["replies"])
+
+    assert ping("192.0.2.2", 60) == 60  # control: no firewall yet
+    load_rules(netns)
+    for host in ("192.0.2.2", "2001:db8::2"):
+        replies = ping(host, 60)
+        assert 1 <= replies <= 10 + 5, f"{host}: {replies} of 60 back-to-back pings answered"

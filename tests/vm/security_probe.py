@@ -1,0 +1,182 @@
+"""Network probes the VM security tests run from inside a host network namespace
+(`ip netns exec NS python3 security_probe.py ...`), against the guest's tap NIC.
+Stdlib only; every probe is bounded in time. Prints one JSON value.
+
+  scan HOST FIRST LAST [--batch N] [--timeout S] [--source ADDR]
+        TCP connect scan of ports FIRST..LAST: {"open": [ports], "refused": count,
+        "filtered": count, "seconds": s}. Non-blocking connects in batches, each
+        batch waited for with poll(): the kernel retransmits a SYN after 1 s and
+        3 s, so a --timeout of 3.5 s gives every port three tries.
+  connect HOST PORT N [--source ADDR] [--timeout S]
+        N simultaneous connects: {"opened": k, "attempts": N}
+  ping HOST N [--timeout S]
+        N ICMP echo requests sent back to back (raw socket): {"sent": N, "replies": k}
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import resource
+import select
+import socket
+import struct
+import time
+
+
+def family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def raise_fd_limit(want: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(soft, want), hard) if hard != resource.RLIM_INFINITY else max(soft, want)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def scan_batch(host: str, ports: list[int], timeout: float, source: str) -> dict[int, str]:
+    fam = family(host)
+    poller = select.poll()
+    socks: dict[int, tuple[socket.socket, int]] = {}
+    result: dict[int, str] = {}
+    for port in ports:
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setblocking(False)
+        if source:
+            s.bind((source, 0))
+        code = s.connect_ex((host, port))
+        if code in (0, errno.EINPROGRESS):
+            socks[s.fileno()] = (s, port)
+            poller.register(s.fileno(), select.POLLOUT)
+        else:
+            result[port] = "refused" if code == errno.ECONNREFUSED else "filtered"
+            s.close()
+    deadline = time.monotonic() + timeout
+    while socks and (left := deadline - time.monotonic()) > 0:
+        for fd, _event in poller.poll(left * 1000):
+            s, port = socks.pop(fd)
+            poller.unregister(fd)
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            result[port] = "open" if err == 0 else (
+                "refused" if err == errno.ECONNREFUSED else "filtered")
+            s.close()
+    for s, port in socks.values():
+        result[port] = "filtered"
+        s.close()
+    return result
+
+
+def scan(host: str, first: int, last: int, batch: int, timeout: float, source: str) -> dict:
+    batch = min(batch, raise_fd_limit(batch + 64) - 64)
+    start = time.monotonic()
+    states: dict[int, str] = {}
+    ports = list(range(first, last + 1))
+    for i in range(0, len(ports), batch):
+        states.update(scan_batch(host, ports[i:i + batch], timeout, source))
+    return {"open": sorted(p for p, s in states.items() if s == "open"),
+            "refused": sum(1 for s in states.values() if s == "refused"),
+            "filtered": sum(1 for s in states.values() if s == "filtered"),
+            "seconds": round(time.monotonic() - start, 1)}
+
+
+def connect(host: str, port: int, n: int, timeout: float, source: str) -> dict:
+    fam = family(host)
+    poller = select.poll()
+    socks: dict[int, socket.socket] = {}
+    for _ in range(n):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setblocking(False)
+        if source:
+            s.bind((source, 0))
+        s.connect_ex((host, port))
+        socks[s.fileno()] = s
+        poller.register(s.fileno(), select.POLLOUT)
+    opened = 0
+    deadline = time.monotonic() + timeout
+    while socks and (left := deadline - time.monotonic()) > 0:
+        for fd, _event in poller.poll(left * 1000):
+            s = socks.pop(fd)
+            poller.unregister(fd)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                opened += 1
+            s.close()
+    for s in socks.values():
+        s.close()
+    return {"opened": opened, "attempts": n}
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def ping(host: str, n: int, timeout: float) -> dict:
+    v6 = ":" in host
+    if v6:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        request, reply = 128, 129
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        request, reply = 8, 0
+    ident = os.getpid() & 0xFFFF
+    for seq in range(n):
+        header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
+        payload = b"mixos-ping-limit"
+        csum = 0 if v6 else checksum(header + payload)  # the kernel fills ICMPv6's
+        s.sendto(struct.pack("!BBHHH", request, 0, csum, ident, seq) + payload, (host, 0))
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = s.recv(2048)
+        except TimeoutError:
+            continue
+        icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
+        kind, _code, _sum, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
+        if kind == reply and rid == ident:
+            seen.add(rseq)
+    s.close()
+    return {"sent": n, "replies": len(seen)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("scan")
+    p.add_argument("host")
+    p.add_argument("first", type=int)
+    p.add_argument("last", type=int)
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--timeout", type=float, default=3.5)
+    p.add_argument("--source", default="")
+    c = sub.add_parser("connect")
+    c.add_argument("host")
+    c.add_argument("port", type=int)
+    c.add_argument("n", type=int)
+    c.add_argument("--timeout", type=float, default=2.0)
+    c.add_argument("--source", default="")
+    g = sub.add_parser("ping")
+    g.add_argument("host")
+    g.add_argument("n", type=int)
+    g.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args()
+    if args.cmd == "scan":
+        out = scan(args.host, args.first, args.last, args.batch, args.timeout, args.source)
+    elif args.cmd == "connect":
+        out = connect(args.host, args.port, args.n, args.timeout, args.source)
+    else:
+        out = ping(args.host, args.n, args.timeout)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
