@@ -51,7 +51,7 @@ __all__ = [
 Entry = dict[str, Any]
 
 # Bumped whenever what the .solv cache stores changes; older caches are rebuilt.
-CACHE_FORMAT = "mix-solv-2"
+CACHE_FORMAT = "mix-solv-4"
 
 _FLAGS = {
     "=": solv.REL_EQ,
@@ -286,8 +286,12 @@ class Solver:
         self._dep_texts: dict[int, str] = {}
         self._installed: solv.Repo | None = None
         self._whatprovides_ready = False
-        # First choices of "a | b" requirements: preferred when libsolv must pick.
-        self._favored: set[str] = set()
+        # "a | b" requirements per repository, and what they make mix prefer (see _favor_for).
+        self._groups: dict[str, set[tuple[str, ...]]] = {}
+        # Per repository: packages providing names other than their own.
+        self._provided: dict[str, list[tuple[int, set[str]]]] = {}
+        # Per repository: (favoured, favoured more, disfavoured) solvable ids.
+        self._favor: dict[str, tuple[list[int], list[int], list[int]]] = {}
 
     # ---- loading --------------------------------------------------------
 
@@ -346,13 +350,19 @@ class Solver:
         self, repo: solv.Repo, entries: Sequence[Entry], where: str, keep_data: bool
     ) -> None:
         data = repo.add_repodata()
-        favored = self._favored
+        groups = self._groups.setdefault(repo.name, set())
+        provided = self._provided.setdefault(repo.name, [])
         for entry in entries:
             s = self._builder.add(repo, data, entry, where)
             self._entries[s.id] = entry
+            if entry.get("provides"):
+                names = {parse_dependency(text).name for text in entry["provides"]}
+                names.discard(entry["name"])
+                if names:
+                    provided.append((s.id, names))
             for text in entry.get("dependencies") or ():
                 if "|" in text:
-                    favored.add(parse_dependency(text).name)
+                    groups.add(tuple(c.name for c in parse_dependency(text).choices()))
             if keep_data:
                 self._store(data, s.id, entry, repo.name)
         data.internalize()
@@ -421,8 +431,14 @@ class Solver:
         meta = repo.add_repodata()
         meta.set_str(solv.SOLVID_META, self.pool.str2id(_KEY_FORMAT), CACHE_FORMAT)
         meta.set_num(solv.SOLVID_META, self.pool.str2id(_KEY_COUNT), count)
+        self.pool.createwhatprovides()
+        first = self._favor_for(repo)
+        base = first[0] if first else 0
+        levels = self._favor[repo.name]
         meta.set_str(
-            solv.SOLVID_META, self.pool.str2id(_KEY_FAVORED), "\n".join(sorted(self._favored))
+            solv.SOLVID_META,
+            self.pool.str2id(_KEY_FAVORED),
+            "\n".join(" ".join(str(sid - base) for sid in level) for level in levels),
         )
         meta.internalize()
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -451,9 +467,12 @@ class Solver:
         if not ok or repo.meta.lookup_str(self.pool.str2id(_KEY_FORMAT)) != CACHE_FORMAT:
             repo.empty()
             return False
-        favored = repo.meta.lookup_str(self.pool.str2id(_KEY_FAVORED))
-        if favored:
-            self._favored.update(favored.split("\n"))
+        favored = repo.meta.lookup_str(self.pool.str2id(_KEY_FAVORED)) or "\n\n"
+        base = next(iter(repo.solvables)).id if repo.nsolvables else 0
+        low, high, standins = (
+            [base + int(offset) for offset in line.split()] for line in favored.split("\n", 2)
+        )
+        self._favor[repo.name] = (low, high, standins)
         return True
 
     # ---- entries --------------------------------------------------------
@@ -476,6 +495,44 @@ class Solver:
             self.pool.addfileprovides()
             self.pool.createwhatprovides()
             self._whatprovides_ready = True
+            for repo in self.pool.repos_iter():
+                if repo.name not in self._favor:
+                    self._favor_for(repo)
+
+    def _favor_for(self, repo: solv.Repo) -> list[int]:
+        """Work out which of ``repo``'s packages "a | b" requirements make mix prefer.
+
+        For each requirement, the first alternative that anything provides wins:
+        its providers are preferred (low level) and a package carrying exactly
+        that name more so (high level). Packages that provide the name of
+        another real package ("stand-ins", like a codec build that provides
+        the plain codec library's name) are disfavoured, so that a requirement
+        on that name gets the real package, as apt would choose. libsolv takes
+        these as SOLVER_FAVOR / SOLVER_DISFAVOR jobs: global hints, not per
+        requirement. Needs whatprovides. Returns the repository's solvable ids.
+        """
+        ids = [s.id for s in repo.solvables]
+        mine = set(ids)
+        low: set[int] = set()
+        high: set[int] = set()
+        pool = self.pool
+        for group in self._groups.get(repo.name, ()):
+            for name in group:
+                name_id = pool.str2id(name)
+                providers = [p for p in pool.whatprovides(name_id) if p.id in mine]
+                if providers:
+                    low.update(p.id for p in providers)
+                    high.update(p.id for p in providers if p.nameid == name_id)
+                    break
+        standins = set()
+        for sid, names in self._provided.get(repo.name, ()):
+            for name in names:
+                name_id = pool.str2id(name)
+                if any(p.nameid == name_id for p in pool.whatprovides(name_id)):
+                    standins.add(sid)
+                    break
+        self._favor[repo.name] = (sorted(low), sorted(high), sorted(standins))
+        return ids
 
     def search(self, term: str, limit: int | None = None) -> list[Entry]:
         """Available packages whose name or description contains ``term`` (case-insensitive)."""
@@ -526,15 +583,16 @@ class Solver:
                         solv.Job.SOLVER_USERINSTALLED | solv.Job.SOLVER_SOLVABLE_NAME, s.nameid
                     )
                 )
-        if self._favored:
-            favored = [pool.str2id(name) for name in sorted(self._favored)]
-            providers = [p.id for n in favored for p in pool.whatprovides(n) if p.nameid == n]
-            if providers:
+        # Later favor jobs weigh more: providers first, exact names last.
+        for level, how in (
+            (2, solv.Job.SOLVER_DISFAVOR),
+            (0, solv.Job.SOLVER_FAVOR),
+            (1, solv.Job.SOLVER_FAVOR),
+        ):
+            chosen = [sid for levels in self._favor.values() for sid in levels[level]]
+            if chosen:
                 jobs.append(
-                    pool.Job(
-                        solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE_ONE_OF,
-                        pool.towhatprovides(providers),
-                    )
+                    pool.Job(how | solv.Job.SOLVER_SOLVABLE_ONE_OF, pool.towhatprovides(chosen))
                 )
 
         solver = pool.Solver()
