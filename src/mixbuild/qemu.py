@@ -138,7 +138,8 @@ def probe_accel(kernel: Path, initrd: Path, *, timeout: float = 8.0,
             vm.wait_for(PROBE_LINE, timeout)
             return "kvm"
     except VMError as e:
-        log(f"KVM probe: no userspace within {timeout:.0f} s; using TCG ({str(e).splitlines()[0]})")
+        log(f"KVM probe: the guest did not reach userspace ({str(e).splitlines()[0]}); "
+            "using TCG")
         return "tcg"
 
 
