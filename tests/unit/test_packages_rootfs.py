@@ -45,7 +45,7 @@ def test_mix_runs_on_the_images_python_and_lists_mixos_base() -> None:
     out = ok("mix list")
     names = {line.split()[0] for line in out.splitlines() if line.strip()}
     assert {"mixos-base", "base-files", "busybox", "glibc", "python3", "mix",
-            "openssh-server", "iptables", "linux"} <= names
+            "openssh-server", "iptables", "mixos-init", "mixos-hardening"} <= names
 
 
 def test_mix_verify_is_clean() -> None:
