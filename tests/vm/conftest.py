@@ -17,9 +17,10 @@ Fixture API (use these from any tests/vm/test_*.py; mark modules `pytest.mark.vm
                 would see. Powered off at the end of the session.
   start_vm      (function) factory: start_vm(boot="iso"|"direct", append="",
                 memory_mb=256, seed=True, cmdline_key=False, iso=True, wait_login=True,
-                wait_ssh=True) -> Guest. "direct" boots kernel+initrd with the ISO's
-                default kernel arguments (+ append) and the ISO attached as CD-ROM.
-                Every guest it starts is stopped when the test ends.
+                wait_ssh=True, uefi=False) -> Guest. "direct" boots kernel+initrd with
+                the ISO's default kernel arguments (+ append) and the ISO attached as
+                CD-ROM; uefi=True boots with OVMF instead of SeaBIOS. Every guest it
+                starts is stopped when the test ends.
   boot_metrics  (session) dict: tests record measurements in it; they are printed
                 at the end of the run and written to artifacts/vm-metrics.json.
 
@@ -214,7 +215,7 @@ StartVM = Callable[..., Guest]
 def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *,
           boot: str = "iso", append: str = "", memory_mb: int = 256, with_seed: bool = True,
           cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
-          wait_ssh: bool = True, name: str = "guest") -> Guest:
+          wait_ssh: bool = True, uefi: bool = False, name: str = "guest") -> Guest:
     if boot not in ("iso", "direct"):
         raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
     port = free_port()
@@ -224,12 +225,12 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
         extra = f"{extra} mixos.ssh_key={encoded}".strip()
     if boot == "iso":
         machine = Machine(memory_mb=memory_mb, accel=accel, iso=images.iso, ssh_port=port,
-                          disks=(seed,) if with_seed else ())
+                          disks=(seed,) if with_seed else (), uefi=uefi)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
                           initrd=images.initrd, append=iso_stage.kernel_args(extra),
                           iso=images.iso if with_iso else None, ssh_port=port,
-                          disks=(seed,) if with_seed else ())
+                          disks=(seed,) if with_seed else (), uefi=uefi)
     vm = VM(machine, workdir / f"{name}-{port}.console.log").start()
     guest = Guest(vm, port, key.private)
     try:
@@ -250,11 +251,11 @@ def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair:
 
     def start(boot: str = "iso", *, append: str = "", memory_mb: int = 256, seed: bool = True,
               cmdline_key: bool = False, iso: bool = True, wait_login: bool = True,
-              wait_ssh: bool = True) -> Guest:
+              wait_ssh: bool = True, uefi: bool = False) -> Guest:
         guest = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed,
                       boot=boot, append=append, memory_mb=memory_mb, with_seed=seed,
                       cmdline_key=cmdline_key, with_iso=iso, wait_login=wait_login,
-                      wait_ssh=wait_ssh, name=request.node.name)
+                      wait_ssh=wait_ssh, uefi=uefi, name=request.node.name)
         started.append(guest)
         return guest
 

@@ -135,3 +135,11 @@ def test_missing_medium_stops_in_a_rescue_shell_with_a_reason(start_vm: StartVM)
                  wait_ssh=False)
     g.vm.wait_for(r"no filesystem labelled MIXOS appeared within 1 s", 120)
     g.vm.wait_for(r"'exit' retries the boot", 30)
+
+
+def test_iso_boots_with_uefi_firmware_too(start_vm: StartVM,
+                                          boot_metrics: dict[str, object]) -> None:
+    g = start_vm("iso", uefi=True)
+    boot_metrics["uefi_iso_login_prompt_s"] = round(g.login_seconds or 0, 2)
+    assert g.sh("test -d /sys/firmware/efi && echo efi").strip() == "efi"
+    assert g.poweroff() == 0
