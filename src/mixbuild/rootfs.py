@@ -5,10 +5,13 @@ compressed squashfs.
   artifacts/rootfs/        mix --root artifacts/rootfs -y install mixos-base
   artifacts/root.squashfs  mksquashfs, xz (or --comp zstd), all root-owned,
                            every time stamp = SOURCE_DATE_EPOCH
+  artifacts/medium-repo/   the signed repository the ISO carries as /repo: the
+                           packages not installed in the image (nginx, openssh...)
 
-There are no post-install steps outside packages: everything in the tree comes
-from a package (or from mix's own state under /var/lib/mix), and a smoke test
-runs the image's own mix in a chroot before the squashfs is written.
+Everything in the tree comes from a package or is mix's own state under
+/var/lib/mix; the one post-install step (drop_build_repo_cache) removes mix's
+cached copy of the build repository's index. A smoke test runs the image's own
+mix in a chroot before the squashfs is written.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, log, run, step
 ROOTFS = ARTIFACTS / "rootfs"
 SQUASHFS = ARTIFACTS / "root.squashfs"
 REPO = ARTIFACTS / "repo"
+MEDIUM_REPO = ARTIFACTS / "medium-repo"
 META_PACKAGE = "mixos-base"
 # The ISO (with kernel, initramfs and GRUB) must stay within 32 MB.
 SQUASHFS_BUDGET = 22 * 1024 * 1024
@@ -62,6 +66,41 @@ def install(root: Path, packages: list[str]) -> None:
         keys = trusted_keys(Path(tmp))
         run(host_mix("--root", root, "--repo", f"file://{REPO}", "--keys-dir", keys,
                      "-y", "install", *packages), capture=True, timeout=900)
+
+
+def drop_build_repo_cache(root: Path) -> None:
+    """The one post-install step: mix keeps a copy of the index of the repository it
+    installed from under var/lib/mix/repos/<id of file:///.../artifacts/repo>. In the
+    image that repository does not exist (/etc/mix/repositories names the medium's),
+    and the copy carries the index's signing time, which would make the squashfs
+    differ on every packages build. `mix update` in the image fetches the real one."""
+    repos = root / "var/lib/mix/repos"
+    if repos.is_dir():
+        for entry in sorted(repos.iterdir()):
+            shutil.rmtree(entry)
+
+
+def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) -> int:
+    """A signed repository for the boot medium (the ISO's /repo, which the image's
+    /etc/mix/repositories names): an index of every package except EXCLUDE, and the
+    files of those that are not already installed in ROOT (`mix install nginx`
+    works offline; installed ones never need their file again). Returns its size."""
+    from mix.index import write_index
+
+    from .packages import signing_key
+
+    index = json.loads((REPO / "index.json").read_text())
+    have = {(p["name"], p["version"]) for p in installed(root)}
+    entries = [e for e in index["packages"] if e["name"] not in exclude]
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for e in entries:
+        if (e["name"], e["version"]) not in have:
+            shutil.copyfile(REPO / e["filename"], out / e["filename"])
+    # A medium outlives a month: its index stays valid for a year.
+    write_index(out, entries, signing_key(), valid_days=365)
+    return sum(p.stat().st_size for p in out.iterdir())
 
 
 def installed(root: Path) -> list[dict[str, object]]:
@@ -127,10 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with step(f"Installing {' '.join(args.packages)} into {args.root} with mix"):
             install(args.root, args.packages)
+        drop_build_repo_cache(args.root)
         with step("Smoke test: the image's mix runs in a chroot"):
             smoke_test(args.root)
         with step(f"Writing {args.output} ({args.comp})"):
             squash(args.root, args.output, args.comp)
+        with step(f"Writing the boot medium's repository {MEDIUM_REPO.relative_to(PROJECT)}"):
+            size = medium_repo(args.root, MEDIUM_REPO)
+            log(f"{size / 1048576:.2f} MiB")
         report(args.root, args.output, installed(args.root))
     except BuildError as e:
         print(f"mixbuild rootfs: error: {e}", file=sys.stderr)

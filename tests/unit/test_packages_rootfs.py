@@ -17,22 +17,39 @@ from mixbuild.elf import scan_tree
 from mixbuild.pkgrun import ARTIFACTS, PACKAGES_DIR
 
 ROOT = ARTIFACTS / "rootfs"
+MEDIUM_REPO = ARTIFACTS / "medium-repo"
 pytestmark = pytest.mark.skipif(
     not (ROOT / "var/lib/mix").is_dir() or os.geteuid() != 0,
     reason="needs artifacts/rootfs ('make rootfs') and root for chroot")
 
 
-def chroot(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run SCRIPT with the image's /bin/sh in a chroot, inside a private mount
-    namespace that has /dev, /proc, a tmpfs /run and /tmp (gone when it exits)."""
+def chroot(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run SCRIPT with the image's /bin/sh in a chroot of an overlay over the rootfs
+    (writes go to a tmpfs, artifacts/rootfs stays untouched), inside a private mount
+    namespace with /dev, /proc, a tmpfs /run and /tmp, and the boot medium's
+    repository at /run/mixos/medium/repo. Everything is gone when it exits."""
     r = shlex.quote(str(ROOT))
-    setup = (f"mount --make-rprivate / && mount --bind /dev {r}/dev && "
-             f"mount -t proc proc {r}/proc && mount -t tmpfs tmpfs {r}/run && "
-             f"mount -t tmpfs tmpfs {r}/tmp && "
-             f"exec chroot {r} /bin/sh -c {shlex.quote(script)}")
+    medium = shlex.quote(str(MEDIUM_REPO))
+    setup = f"""
+set -e
+mount --make-rprivate /
+t=$(mktemp -d)
+mount -t tmpfs tmpfs $t
+mkdir $t/upper $t/work $t/root
+mount -t overlay overlay -o lowerdir={r},upperdir=$t/upper,workdir=$t/work $t/root
+mount --bind /dev $t/root/dev
+mount -t proc proc $t/root/proc
+mount -t tmpfs tmpfs $t/root/run
+mount -t tmpfs tmpfs $t/root/tmp
+if [ -d {medium} ]; then
+    mkdir -p $t/root/run/mixos/medium/repo
+    mount --bind {medium} $t/root/run/mixos/medium/repo
+fi
+exec chroot $t/root /bin/sh -c {shlex.quote(script)}
+"""
     return subprocess.run(["unshare", "--mount", "sh", "-c", setup], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env={"PATH": "/usr/sbin:/usr/bin", "LC_ALL": "C"})
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
 
 
 def ok(script: str) -> str:
@@ -50,6 +67,13 @@ def test_mix_runs_on_the_images_python_and_lists_mixos_base() -> None:
 
 def test_mix_verify_is_clean() -> None:
     ok("mix verify")
+
+
+@pytest.mark.skipif(not (MEDIUM_REPO / "index.json").exists(), reason="no medium repository")
+def test_nginx_and_ssh_client_install_from_the_medium_repository() -> None:
+    out = ok("mix update && mix -y install nginx openssh && mkdir -p /run/nginx && "
+             "nginx -t 2>&1 && ssh -V 2>&1 && mix verify")
+    assert "syntax is ok" in out and "OpenSSH_9.2" in out
 
 
 def test_sshd_accepts_its_configuration() -> None:
