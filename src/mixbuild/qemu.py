@@ -41,6 +41,7 @@ class Machine:
 
     memory_mb: int = 256
     cpus: int = 1
+    machine: str = "pc"  # QEMU machine type: "pc" (i440fx, IDE CD-ROM) or "q35" (AHCI)
     accel: str = "tcg"  # "tcg" or "kvm"
     iso: Path | None = None  # attached as an IDE CD-ROM; booted unless kernel is set
     kernel: Path | None = None  # direct kernel boot (-kernel/-initrd/-append)
@@ -72,7 +73,7 @@ def ovmf_firmware() -> Path:
 
 def command(m: Machine) -> list[str]:
     """The qemu-system-x86_64 argv for machine M."""
-    argv = [QEMU, "-nodefaults", "-no-user-config", "-machine", f"pc,accel={m.accel}",
+    argv = [QEMU, "-nodefaults", "-no-user-config", "-machine", f"{m.machine},accel={m.accel}",
             "-m", f"{m.memory_mb}M", "-smp", str(m.cpus),
             "-display", "gtk" if m.graphics else "none", "-serial", m.serial,
             "-no-reboot"]
@@ -89,6 +90,7 @@ def command(m: Machine) -> list[str]:
         if m.append:
             argv += ["-append", m.append]
     if m.iso is not None:
+        # index=2: the secondary IDE master on pc; on q35, AHCI port 2.
         argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
         if m.kernel is None:
             argv += ["-boot", "order=d"]

@@ -33,6 +33,7 @@ class VM:
         self.console_log = console_log
         self.argv = command(machine)
         self._buf = bytearray()
+        self._arrivals: list[tuple[int, float]] = []  # (end offset of a chunk, elapsed s)
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -61,6 +62,7 @@ class VM:
                 with self._cond:
                     if chunk:
                         self._buf += chunk
+                        self._arrivals.append((len(self._buf), self.elapsed()))
                     self._cond.notify_all()
                 if not chunk:
                     return
@@ -144,6 +146,15 @@ class VM:
                     raise VMError(self._explain(
                         f"timed out after {timeout:.0f} s waiting for {pattern!r} on the console"))
                 self._cond.wait(min(left, 0.5))
+
+    def arrival_of(self, pattern: str) -> float | None:
+        """Seconds after QEMU's start at which the first match of regex PATTERN
+        had fully arrived on the console, or None if it has not."""
+        with self._cond:
+            match = re.search(pattern.encode(), bytes(self._buf))
+            if match is None:
+                return None
+            return next(t for end, t in self._arrivals if end >= match.end())
 
     def mark(self) -> int:
         """The console's current length, for wait_for(since=...)."""

@@ -1,0 +1,109 @@
+"""Boot time of MixOS under QEMU, stage by stage, from the serial console.
+
+Boots the ISO (firmware + GRUB) and the kernel directly (-kernel/-initrd, ISO
+attached for the root image) several times each, alternating, and prints for
+each milestone the minimum and median seconds since QEMU started. The minimum
+is the number to compare: on a shared host, other work only ever adds time.
+
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --runs 5
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine q35 --runs 3
+
+Milestones (the first console line that marks each):
+    grub      GRUB's menu is drawn            ("GNU GRUB")
+    kernel    the kernel's console is up      ("Linux version", absent with quiet)
+    initramfs /init runs                      ("mixos-initramfs:")
+    init      switch_root to BusyBox init     ("root image mounted")
+    login     the serial getty prompts        ("login:")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from mixbuild import iso as iso_stage
+from mixbuild.bootrun import ARTIFACTS
+from mixbuild.qemu import Machine, probe_accel
+from mixbuild.vm import VM, VMError
+
+MILESTONES = [
+    ("grub", r"GNU GRUB"),
+    ("kernel", r"Linux version"),
+    ("initramfs", r"mixos-initramfs:"),
+    ("init", r"root image mounted"),
+    ("login", r"login: ?"),
+]
+
+
+def boot_once(machine: Machine, log: Path, timeout: float) -> dict[str, float | None]:
+    with VM(machine, log) as vm:
+        vm.wait_for(r"login: ?", timeout)
+        return {name: vm.arrival_of(pattern) for name, pattern in MILESTONES}
+
+
+def summarize(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float] | None]:
+    summary: dict[str, dict[str, float] | None] = {}
+    for name, _ in MILESTONES:
+        values = [r[name] for r in runs if r.get(name) is not None]
+        summary[name] = None if not values else {
+            "min": round(min(v for v in values if v is not None), 2),
+            "median": round(statistics.median(v for v in values if v is not None), 2)}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iso", type=Path,
+                        default=ARTIFACTS / f"mixos-{iso_stage.project_version()}.iso")
+    parser.add_argument("--kernel", type=Path, default=ARTIFACTS / "kernel" / "bzImage")
+    parser.add_argument("--initrd", type=Path, default=ARTIFACTS / "initramfs.img")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--memory", type=int, default=256)
+    parser.add_argument("--machine", choices=("pc", "q35"), default="pc")
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    for path in (args.iso, args.kernel, args.initrd):
+        if not path.is_file():
+            print(f"boot_times: {path} not found; run 'make iso'", file=sys.stderr)
+            return 1
+    accel = probe_accel(args.kernel, args.initrd)
+    modes = {
+        "iso": Machine(accel=accel, memory_mb=args.memory, machine=args.machine, iso=args.iso),
+        "direct": Machine(accel=accel, memory_mb=args.memory, machine=args.machine,
+                          kernel=args.kernel, initrd=args.initrd, iso=args.iso,
+                          append=iso_stage.kernel_args()),
+    }
+    results: dict[str, list[dict[str, float | None]]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="mixos-boot-bench-") as tmp:
+        for i in range(args.runs):
+            for mode, machine in modes.items():
+                try:
+                    results[mode].append(boot_once(machine, Path(tmp) / f"{mode}-{i}.log",
+                                                   args.timeout))
+                except VMError as e:
+                    print(f"boot_times: {mode} run {i + 1} failed:\n{e}", file=sys.stderr)
+                    return 1
+    report = {"accel": accel, "machine": args.machine, "runs": args.runs,
+              "iso_mb": round(args.iso.stat().st_size / 2**20, 1),
+              **{mode: summarize(r) for mode, r in results.items()}}
+    print(f"accel={accel} machine={args.machine} runs={args.runs} ISO {report['iso_mb']} MiB")
+    print(f"{'milestone':<10} {'iso min':>8} {'iso med':>8} {'direct min':>11} {'direct med':>11}")
+    for name, _ in MILESTONES:
+        cells = []
+        for mode in modes:
+            s = report[mode][name]  # type: ignore[index]
+            cells += ["-", "-"] if s is None else [f"{s['min']:.2f}", f"{s['median']:.2f}"]
+        print(f"{name:<10} {cells[0]:>8} {cells[1]:>8} {cells[2]:>11} {cells[3]:>11}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
