@@ -11,6 +11,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -74,15 +75,15 @@ def read_elf(path: Path, inside: str) -> ElfInfo | None:
             needed: list[str] = []
             interp = None
             for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_INTERP":
+                if isinstance(seg, InterpSegment):
                     interp = seg.get_interp_name()
             for section in elf.iter_sections():
                 if isinstance(section, DynamicSection):
                     for tag in section.iter_tags():
                         if tag.entry.d_tag == "DT_NEEDED":
-                            needed.append(tag.needed)
+                            needed.append(tag.needed)  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_SONAME":
-                            soname = tag.soname
+                            soname = tag.soname  # type: ignore[attr-defined]
         except ELFError as e:
             raise ValueError(f"{path}: unreadable ELF file: {e}") from e
     return ElfInfo(inside, soname, tuple(needed), interp)

@@ -21,11 +21,28 @@ from typing import Any
 
 from . import debian, pyruntime, wheel
 from .elf import TreeLinkage, scan_tree
-from .pkgrun import (ARTIFACTS, PACKAGES_DIR, PROJECT, BuildError, cache_dir, cache_lock,
-                     hash_tree, log, source_date_epoch, step)
+from .pkgrun import (
+    ARTIFACTS,
+    PACKAGES_DIR,
+    PROJECT,
+    BuildError,
+    cache_dir,
+    cache_lock,
+    hash_tree,
+    log,
+    source_date_epoch,
+    step,
+)
 from .recipe import Recipe, RecipeError, load_recipes
-from .staging import (MissingInput, StageInputs, Variables, make_variables, resolve_copy_src,
-                      stage_files, stage_scripts)
+from .staging import (
+    MissingInput,
+    StageInputs,
+    Variables,
+    make_variables,
+    resolve_copy_src,
+    stage_files,
+    stage_scripts,
+)
 
 REPO = ARTIFACTS / "repo"
 KEY_NAME = "mixos-repo"

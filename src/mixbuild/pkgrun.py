@@ -78,7 +78,7 @@ def run(cmd: Sequence[str | Path], *, cwd: Path | None = None,
     return proc
 
 
-def hash_tree(h: "hashlib._Hash", path: Path, *, ignore: Iterable[str] = ("__pycache__",)) -> None:
+def hash_tree(h: hashlib._Hash, path: Path, *, ignore: Iterable[str] = ("__pycache__",)) -> None:
     """Feed PATH (a file, symlink or directory, recursively, in sorted order) into H:
     relative names, modes, symlink targets and file contents."""
     skip = set(ignore)

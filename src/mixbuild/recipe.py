@@ -154,13 +154,13 @@ class _Table:
             raise RecipeError(f"{self.where}: '{key}' must be {names}, got {value!r}")
         return value
 
-    def str(self, key: str, default: str | None = None, required: bool = False) -> Any:
+    def text(self, key: str, default: str | None = None, required: bool = False) -> Any:
         return self._get(key, (str,), default, required)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         return bool(self._get(key, (bool,), default, False))
 
-    def int(self, key: str, default: int) -> int:
+    def integer(self, key: str, default: int) -> int:
         return int(self._get(key, (int,), default, False))
 
     def strs(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -217,14 +217,14 @@ def parse_recipe(path: Path) -> Recipe:
     except OSError as e:
         raise RecipeError(f"{path}: cannot read: {e}") from e
     t = _Table(data, str(path))
-    name = t.str("name", required=True)
+    name = t.text("name", required=True)
     if not NAME_RE.fullmatch(name):
         raise RecipeError(f"{path}: name {name!r} must match {NAME_RE.pattern}")
     if name != path.parent.name:
         raise RecipeError(f"{path}: name {name!r} differs from its directory "
                           f"{path.parent.name!r}; rename one of them")
-    version = t.str("version")
-    version_from = t.str("version_from")
+    version = t.text("version")
+    version_from = t.text("version_from")
     if (version is None) == (version_from is None):
         raise RecipeError(f"{path}: give exactly one of 'version' (a mix version like "
                           "\"1.0-r1\") or 'version_from' (a Debian package name)")
@@ -233,48 +233,48 @@ def parse_recipe(path: Path) -> Recipe:
             parse_version(version)
         except InvalidVersion as e:
             raise RecipeError(f"{path}: 'version': {e}") from e
-    arch = t.str("arch", "auto")
+    arch = t.text("arch", "auto")
     if arch not in ARCHES:
         raise RecipeError(f"{path}: 'arch' must be one of {', '.join(ARCHES)}, got {arch!r}")
 
     debian = []
     for s in t.tables("debian"):
-        debian.append(DebianSource(s.str("package", required=True),
+        debian.append(DebianSource(s.text("package", required=True),
                                    s.strs("include", ("**",)), s.strs("exclude")))
         s.done()
     wheels = []
     for s in t.tables("wheel"):
-        wheels.append(WheelSource(s.str("requirement", required=True),
-                                  _abs_path(s, "to", s.str("to", DEFAULT_SITE)),
+        wheels.append(WheelSource(s.text("requirement", required=True),
+                                  _abs_path(s, "to", s.text("to", DEFAULT_SITE)),
                                   s.strs("include", ("**",)), s.strs("exclude")))
         s.done()
     copies = []
     for s in t.tables("copy"):
-        copies.append(CopySource(s.str("src", required=True),
-                                 _abs_path(s, "to", s.str("to", required=True)),
+        copies.append(CopySource(s.text("src", required=True),
+                                 _abs_path(s, "to", s.text("to", required=True)),
                                  s.mode("mode", None), s.strs("include", ("**",)),
-                                 s.strs("exclude"), s.bool("optional", False)))
+                                 s.strs("exclude"), s.flag("optional", False)))
         s.done()
     files = []
     for s in t.tables("file"):
-        files.append(InlineFile(_abs_path(s, "path", s.str("path", required=True)),
-                                s.str("content", required=True), s.mode("mode", 0o644) or 0o644,
-                                s.bool("template", False)))
+        files.append(InlineFile(_abs_path(s, "path", s.text("path", required=True)),
+                                s.text("content", required=True), s.mode("mode", 0o644) or 0o644,
+                                s.flag("template", False)))
         s.done()
     links = []
     for s in t.tables("symlink"):
-        one, many = s.str("path"), s.str("paths_file")
+        one, many = s.text("path"), s.text("paths_file")
         if (one is None) == (many is None):
             raise RecipeError(f"{s.where}: give exactly one of 'path' or 'paths_file'")
         if many is not None and not (path.parent / many).is_file():
             raise RecipeError(f"{s.where}: 'paths_file' {many!r} is not a file in {path.parent}")
         links.append(Symlink(None if one is None else _abs_path(s, "path", one),
-                             s.str("target", required=True), many))
+                             s.text("target", required=True), many))
         s.done()
     dirs = []
     for s in t.tables("dir"):
         mode = s.mode("mode", 0o755)
-        dirs.append(Directory(_abs_path(s, "path", s.str("path", required=True)),
+        dirs.append(Directory(_abs_path(s, "path", s.text("path", required=True)),
                               0o755 if mode is None else mode))
         s.done()
     scripts: dict[str, str] = {}
@@ -282,7 +282,7 @@ def parse_recipe(path: Path) -> Recipe:
         s = _Table(t.data["scripts"], f"{path} [scripts]")
         t.seen.add("scripts")
         for key in SCRIPT_NAMES:
-            value = s.str(key)
+            value = s.text(key)
             if value is not None:
                 if not (path.parent / value).is_file():
                     raise RecipeError(f"{s.where}: '{key}' names {value!r}, which is not a file "
@@ -293,8 +293,8 @@ def parse_recipe(path: Path) -> Recipe:
     if "python_runtime" in data:
         s = _Table(t.data["python_runtime"], f"{path} [python_runtime]")
         t.seen.add("python_runtime")
-        runtime = PythonRuntime(s.strs("stdlib_from"), s.str("modules", required=True),
-                                _abs_path(s, "dest", s.str("dest", "/usr/lib/python3.11")))
+        runtime = PythonRuntime(s.strs("stdlib_from"), s.text("modules", required=True),
+                                _abs_path(s, "dest", s.text("dest", "/usr/lib/python3.11")))
         if not runtime.stdlib_from:
             raise RecipeError(f"{s.where}: 'stdlib_from' must name the Debian packages "
                               "holding the standard library")
@@ -306,19 +306,19 @@ def parse_recipe(path: Path) -> Recipe:
 
     recipe = Recipe(
         name=name,
-        description=t.str("description", required=True),
-        license=t.str("license", required=True),
+        description=t.text("description", required=True),
+        license=t.text("license", required=True),
         directory=path.parent,
         version=version,
         version_from=version_from,
-        revision=t.int("revision", 0),
-        url=t.str("url", ""),
+        revision=t.integer("revision", 0),
+        url=t.text("url", ""),
         arch=arch,
         dependencies=_check_deps(t, "dependencies", t.strs("dependencies")),
         provides=_check_deps(t, "provides", t.strs("provides")),
         conflicts=_check_deps(t, "conflicts", t.strs("conflicts")),
         replaces=_check_deps(t, "replaces", t.strs("replaces")),
-        auto_dependencies=t.bool("auto_dependencies", True),
+        auto_dependencies=t.flag("auto_dependencies", True),
         strip=t.strs("strip"),
         keep=t.strs("keep"),
         bytecompile=tuple(_abs_path(t, "bytecompile", p) for p in t.strs("bytecompile")),

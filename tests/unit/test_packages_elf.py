@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from mixbuild.elf import read_elf, scan_tree
-from mixbuild.packages import Staged, auto_dependencies, check_sonames, linkage_json, soname_providers
+from mixbuild.packages import (
+    Staged,
+    auto_dependencies,
+    check_sonames,
+    linkage_json,
+    soname_providers,
+)
 from mixbuild.pkgrun import BuildError
 from mixbuild.recipe import Recipe
 

@@ -11,8 +11,15 @@ import pytest
 
 from mixbuild.pkgrun import BuildError
 from mixbuild.recipe import parse_recipe
-from mixbuild.staging import (StageInputs, make_variables, matches, merge_usr, select,
-                              stage_files, strip_tree)
+from mixbuild.staging import (
+    StageInputs,
+    make_variables,
+    matches,
+    merge_usr,
+    select,
+    stage_files,
+    strip_tree,
+)
 
 
 @pytest.mark.parametrize("path, pattern, hit", [
