@@ -27,7 +27,9 @@ class Repository:
     priority: int = 0
 
     def file_url(self, filename: str) -> str:
-        return self.url.rstrip("/") + "/" + filename
+        from urllib.parse import quote
+
+        return self.url.rstrip("/") + "/" + quote(filename, safe="")
 
 
 @dataclass(frozen=True)

@@ -309,6 +309,9 @@ def cmd_install(args: argparse.Namespace) -> int:
                 if (e["name"], e["version"], e["sha256"]) not in trusted:
                     raise TrustError(f"{e['_local']} is not in any signed repository index",
                                      "pass --allow-untrusted to install it anyway")
+        elif local:
+            for e in local:
+                e["_untrusted"] = True
         solver = s.solver() if s.cfg.repos else _bare_solver(s)
         if local:
             solver.add_repo("@local", local, priority=1000)

@@ -8,6 +8,7 @@ so a package can only ever write what its (signed) metadata declares.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from mix.errors import PackageError
+from mix.gunzip import GzipError, ThreadedGunzip
 
 FORMAT = 1
 ARCHES = ("x86_64", "noarch")
@@ -28,6 +30,7 @@ SPECIAL_BITS = 0o7000  # setuid, setgid, sticky
 SUID_BITS = 0o6000
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,127}$")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # Fields that `mix build` computes; a staging metadata.json may omit them.
@@ -94,7 +97,7 @@ def check_path(path: Any, where: str) -> str:
         if part in ("", ".", ".."):
             raise PackageError(f"{where}: path {path!r} has an empty, '.' or '..' component",
                                "package paths must be normalized and stay inside the root")
-        if any(ord(c) < 32 or c == "\x7f" for c in part):
+        if _CONTROL.search(part):
             raise PackageError(f"{where}: path {path!r} contains a control character")
     if len(path.encode()) > 4000:
         raise PackageError(f"{where}: path {path[:60]!r}... is too long")
@@ -178,6 +181,7 @@ class Metadata:
     files: tuple[FileEntry, ...]
     scripts: tuple[str, ...]
     raw: dict[str, Any] = field(compare=False, repr=False)
+    source: bytes = field(default=b"", compare=False, repr=False)  # metadata.json as read
 
     @property
     def nv(self) -> str:
@@ -299,12 +303,18 @@ class PackageReader:
     scripts come back as `r.scripts` once members() is exhausted.
     """
 
-    def __init__(self, path: Path, hasher: Any = None) -> None:
-        """hasher (e.g. hashlib.sha256()) sees every byte of the file read through the reader;
-        call finish() after members() to feed it the rest of the file."""
+    def __init__(self, path: Path, hasher: Any = None, known: Metadata | None = None,
+                 threaded: bool = False) -> None:
+        """hasher (e.g. hashlib.sha256()) sees every byte of the file; call finish() after
+        members() to hash the rest. known: metadata parsed earlier from the same bytes
+        (reused when metadata.json is byte-identical). threaded: inflate on a second thread
+        (for extracting whole packages)."""
         self.path = Path(path)
         self.where = str(path)
         self.hasher = hasher
+        self.known = known
+        self.threaded = threaded
+        self._gunzip: Any = None
         self._fh: IO[bytes] | None = None
         self._tar: tarfile.TarFile | None = None
         self._iter: Iterator[tarfile.TarInfo] | None = None
@@ -320,6 +330,8 @@ class PackageReader:
     def close(self) -> None:
         if self._tar is not None:
             self._tar.close()
+        if self._gunzip is not None:
+            self._gunzip.close()
         if self._fh is not None:
             self._fh.close()
 
@@ -329,7 +341,7 @@ class PackageReader:
             return next(self._iter)
         except StopIteration:
             return None
-        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, GzipError) as e:
             raise PackageError(f"{self.where}: corrupt package archive: {e}",
                                "the file is truncated or not a .mixpkg; download or build it again") from None
 
@@ -342,10 +354,15 @@ class PackageReader:
             self.close()
             raise PackageError(f"{self.where}: not a gzip file, so not a .mixpkg")
         self._fh.seek(0)
-        source: Any = self._fh if self.hasher is None else _HashingFile(self._fh, self.hasher)
         try:
-            self._tar = tarfile.open(fileobj=source, mode="r|gz")  # noqa: SIM115
-        except (tarfile.TarError, EOFError, OSError) as e:
+            if self.threaded:
+                self._gunzip = ThreadedGunzip(self._fh, self.hasher)
+                self._tar = tarfile.open(fileobj=self._gunzip, mode="r|")  # noqa: SIM115
+            else:
+                source: Any = self._fh if self.hasher is None else \
+                    _HashingFile(self._fh, self.hasher)
+                self._tar = tarfile.open(fileobj=source, mode="r|gz")  # noqa: SIM115
+        except (tarfile.TarError, EOFError, OSError, GzipError) as e:
             self.close()
             raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
         self._iter = iter(self._tar)
@@ -359,14 +376,23 @@ class PackageReader:
         assert stream is not None
         try:
             data = stream.read()
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except (tarfile.TarError, EOFError, OSError, GzipError) as e:
             raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
-        return Metadata.parse(load_json(data, f"{self.where}: metadata.json"),
-                              f"{self.where}: metadata.json")
+        self.metadata_bytes = data
+        if self.known is not None and data == self.known.source:
+            return self.known
+        md = Metadata.parse(load_json(data, f"{self.where}: metadata.json"),
+                            f"{self.where}: metadata.json")
+        return dataclasses.replace(md, source=data)
 
     def finish(self) -> None:
         """Feed the hasher the bytes after the tar end marker (gzip trailer, padding)."""
-        if self.hasher is not None and self._fh is not None:
+        if self._gunzip is not None:
+            try:
+                self._gunzip.drain()
+            except (GzipError, OSError) as e:
+                raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
+        elif self.hasher is not None and self._fh is not None:
             while chunk := self._fh.read(1 << 20):
                 self.hasher.update(chunk)
 
@@ -440,7 +466,7 @@ class _CheckedStream:
 
         try:
             return self.stream.read(n)
-        except (tarfile.TarError, EOFError, zlib.error) as e:
+        except (tarfile.TarError, EOFError, zlib.error, GzipError) as e:
             raise PackageError(f"{self.where}: corrupt package archive: {e}",
                                "the file is truncated or damaged; download or build it again"
                                ) from None

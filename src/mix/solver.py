@@ -214,6 +214,7 @@ class _Builder:
     def __init__(self, pool: solv.Pool) -> None:
         self.pool = pool
         self._deps: dict[str, int] = {}
+        self._parsed: dict[str, Dependency] = {}
         self._evrs: dict[str, int] = {}
 
     def evr(self, text: str) -> int:
@@ -226,8 +227,14 @@ class _Builder:
     def dep(self, text: str) -> int:
         dep_id = self._deps.get(text)
         if dep_id is None:
-            dep_id = self._deps[text] = self._dep_id(parse_dependency(text))
+            dep_id = self._deps[text] = self._dep_id(self.parsed(text))
         return dep_id
+
+    def parsed(self, text: str) -> Dependency:
+        dep = self._parsed.get(text)
+        if dep is None:
+            dep = self._parsed[text] = parse_dependency(text)
+        return dep
 
     def _dep_id(self, dep: Dependency) -> int:
         pool = self.pool
@@ -356,13 +363,13 @@ class Solver:
             s = self._builder.add(repo, data, entry, where)
             self._entries[s.id] = entry
             if entry.get("provides"):
-                names = {parse_dependency(text).name for text in entry["provides"]}
+                names = {self._builder.parsed(text).name for text in entry["provides"]}
                 names.discard(entry["name"])
                 if names:
                     provided.append((s.id, names))
             for text in entry.get("dependencies") or ():
                 if "|" in text:
-                    groups.add(tuple(c.name for c in parse_dependency(text).choices()))
+                    groups.add(tuple(c.name for c in self._builder.parsed(text).choices()))
             if keep_data:
                 self._store(data, s.id, entry, repo.name)
         data.internalize()

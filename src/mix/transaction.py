@@ -116,19 +116,15 @@ class Transaction:
         self.out = Outcome()
 
     # --- phase 1 -----------------------------------------------------------------------
-    def _verify_and_read(self) -> None:
+    def _read_metadata(self) -> None:
+        """Plan from each package's metadata.json. The package is not verified yet: staging
+        hashes every byte it reads and nothing of a package that fails is committed."""
         for c in self.changes:
             if c.kind == "remove":
                 continue
             assert c.new is not None and c.path is not None
-            want = c.new.get("sha256")
-            if want:
-                got = sha256_file(c.path)
-                if got != want:
-                    raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
-                                     f"({want}) for {c.name} {c.new['version']}",
-                                     "run 'mix update'; if it persists the mirror is corrupt")
-            md = PackageReader(c.path).metadata
+            with PackageReader(c.path) as reader:
+                md = reader.metadata
             if (md.name, md.version, md.arch) != (c.new["name"], c.new["version"],
                                                   c.new.get("arch", md.arch)):
                 raise PackageError(f"{c.path} holds {md.name} {md.version} ({md.arch}), but the "
@@ -136,7 +132,7 @@ class Transaction:
             self.meta[c.name] = md
 
     def prepare(self) -> dict[str, Any]:
-        self._verify_and_read()
+        self._read_metadata()
         leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade")}
         by_path: dict[str, list[dict[str, Any]]] = {}
         for row in self.db.all_files():
@@ -279,23 +275,36 @@ class Transaction:
             assert c.path is not None and c.new is not None
             done += 1
             self._draw(done, total, f"extracting {c.name}")
-            hasher = hashlib.sha256() if c.new.get("sha256") else None
+            hasher = hashlib.sha256()
+            # The package's own sha256 (from the signed index) covers every byte, so per-file
+            # hashes are only re-checked for untrusted local files (--allow-untrusted).
+            check_files = bool(c.new.get("_untrusted"))
             wanted = by_pkg.get(c.name, {})
-            with PackageReader(c.path, hasher) as reader:
-                for entry, stream, mtime in reader.members():
-                    r = wanted.get(entry.path)
-                    if r is None:
-                        continue
-                    self._write_temp(r, entry, stream, mtime, str(c.path))
-                reader.finish()
-                self.scripts_of[c.name] = dict(reader.scripts)
-            if hasher is not None and hasher.hexdigest() != c.new["sha256"]:
-                raise TrustError(f"{c.path} changed while it was being installed "
-                                 "(sha256 no longer matches the signed index)")
+            want = c.new.get("sha256")
+            try:
+                with PackageReader(c.path, hasher, known=self.meta[c.name],
+                                   threaded=True) as reader:
+                    for entry, stream, mtime in reader.members():
+                        r = wanted.get(entry.path)
+                        if r is None:
+                            continue
+                        self._write_temp(r, entry, stream, mtime, str(c.path), check_files)
+                    reader.finish()
+                    self.scripts_of[c.name] = dict(reader.scripts)
+                got = hasher.hexdigest()
+            except PackageError:
+                # a damaged file is first of all one that is not what the index signed
+                got = sha256_file(c.path) if want else ""
+                if not want or got == want:
+                    raise
+            if want and got != want:
+                raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
+                                 f"({want}) for {c.name} {c.new['version']}",
+                                 "run 'mix update'; if it persists the mirror is corrupt")
         self._draw(0, 0, "")
 
     def _write_temp(self, r: dict[str, Any], entry: FileEntry, stream: Any, mtime: int,
-                    where: str) -> None:
+                    where: str, check: bool) -> None:
         temp = r["temp"]
         if entry.type == "symlink":
             os.symlink(entry.target, temp)
@@ -305,12 +314,14 @@ class Transaction:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
-            h = hashlib.sha256()
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                while chunk := stream.read(1 << 20):
+            h = hashlib.sha256() if check else None
+            while chunk := stream.read(1 << 20):
+                if h is not None:
                     h.update(chunk)
-                    out.write(chunk)
-            if h.hexdigest() != entry.sha256:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            if h is not None and h.hexdigest() != entry.sha256:
                 raise PackageError(f"{where}: {entry.path} does not match its sha256 in "
                                    "metadata.json", "the package is corrupt; rebuild it")
             os.fchmod(fd, entry.mode)
@@ -355,8 +366,10 @@ class Transaction:
             Database.set_journal(c, "staging", data)
         _failpoint()
         try:
-            self._pre_scripts()
             self._stage(data)
+            # pre-* scripts run once every package is verified and staged, before anything
+            # is visible: a failure still changes nothing
+            self._pre_scripts()
             sync_root(self.root)
             _failpoint()
             self._commit(data)
@@ -379,13 +392,8 @@ class Transaction:
         if not self.run_scripts:
             return
         for c in self.changes:
-            if c.kind == "install" and "pre-install" in self.meta[c.name].scripts:
-                assert c.path is not None
-                with PackageReader(c.path) as reader:
-                    for _ in reader.members():  # scripts precede files in a built package
-                        if "pre-install" in reader.scripts:
-                            break
-                    pre = reader.scripts["pre-install"]
+            pre = self.scripts_of.get(c.name, {}).get("pre-install")
+            if c.kind == "install" and pre:
                 run_script(self.root, c.name, "pre-install", pre,
                            {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings)
             elif c.kind == "remove":

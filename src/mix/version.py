@@ -13,7 +13,7 @@ written out with examples in ``docs/versions.md``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = [
     "OPERATORS",
@@ -259,7 +259,9 @@ class Dependency:
 
     def choices(self) -> tuple[Dependency, ...]:
         """Every alternative in order, each without further alternatives."""
-        return (replace(self, alternatives=()), *self.alternatives)
+        if not self.alternatives:
+            return (self,)
+        return (Dependency(self.name, self.op, self.version), *self.alternatives)
 
     def matches(self, name: str, version: str | None) -> bool:
         """Whether a package or provide ``name`` at ``version`` satisfies one of the choices.
@@ -309,5 +311,7 @@ def parse_dependency(text: str) -> Dependency:
     if not isinstance(text, str):
         raise InvalidDependency(repr(text), "not a string")
     terms = [_parse_term(t, text) for t in text.split("|")]
-    first, rest = terms[0], tuple(terms[1:])
-    return replace(first, alternatives=rest)
+    first = terms[0]
+    if len(terms) == 1:
+        return first
+    return Dependency(first.name, first.op, first.version, tuple(terms[1:]))

@@ -44,7 +44,7 @@ HARDENING_CHECKLIST: dict[str, str | None] = {
     "CONFIG_SLAB_MERGE_DEFAULT": None,
     "CONFIG_SHUFFLE_PAGE_ALLOCATOR": "y",
     "CONFIG_INIT_ON_ALLOC_DEFAULT_ON": "y",
-    "CONFIG_INIT_ON_FREE_DEFAULT_ON": "y",
+    # init_on_free: on through the boot entries (CMDLINE_REQUIRED), not by default.
     # structure integrity checks
     "CONFIG_DEBUG_LIST": "y",
     "CONFIG_DEBUG_SG": "y",
@@ -101,7 +101,10 @@ HARDENING_CHECKLIST: dict[str, str | None] = {
 }
 LSMS_ACTIVE = ("landlock", "lockdown", "yama", "apparmor")
 CMDLINE_REQUIRED = ("slab_nomerge", "init_on_alloc=1", "init_on_free=1", "page_alloc.shuffle=1",
-                    "pti=on", "randomize_kstack_offset=on", "vsyscall=none", "lockdown=")
+                    "pti=on", "randomize_kstack_offset=on", "vsyscall=none", "lockdown=",
+                    "debugfs=off", "mitigations=")
+# page_poison=1 would silently switch init_on_free off ("will take precedence").
+CMDLINE_FORBIDDEN = ("page_poison=1", "init_on_free=0", "init_on_alloc=0", "mitigations=off")
 
 
 def built_config() -> Path:
@@ -151,6 +154,8 @@ def test_cmdline_is_one_line_with_the_kspp_arguments() -> None:
                if not any(arg == want or (want.endswith("=") and arg.startswith(want))
                           for arg in args)]
     assert not missing, f"{kernel.CMDLINE_FILE} lacks {missing}"
+    forbidden = [arg for arg in args if arg in CMDLINE_FORBIDDEN]
+    assert not forbidden, f"{kernel.CMDLINE_FILE} weakens the hardening with {forbidden}"
 
 
 def test_every_fragment_file_is_merged() -> None:
