@@ -51,7 +51,7 @@ __all__ = [
 Entry = dict[str, Any]
 
 # Bumped whenever what the .solv cache stores changes; older caches are rebuilt.
-CACHE_FORMAT = "mix-solv-4"
+CACHE_FORMAT = "mix-solv-5"
 
 _FLAGS = {
     "=": solv.REL_EQ,
@@ -386,7 +386,8 @@ class Solver:
                 data.set_void(sid, self._key_inrepo_filename)
                 continue
             if key in _STR_ATTRS and isinstance(value, str):
-                data.set_str(sid, _STR_ATTRS[key], value)
+                if value:  # an absent string comes back as "" (as mix.index fills it in)
+                    data.set_str(sid, _STR_ATTRS[key], value)
             elif (
                 key in _NUM_ATTRS
                 and isinstance(value, int)
@@ -416,8 +417,8 @@ class Solver:
             entry[key] = [self._dep_str(d.id) for d in deps if key != "provides" or d.id != itself]
         for key, attr in _STR_ATTRS.items():
             text = s.lookup_str(attr)
-            if text is not None:
-                entry[key] = text
+            if text is not None or key != "filename":
+                entry[key] = text or ""
         if "filename" not in entry and s.lookup_void(self._key_inrepo_filename):
             entry["filename"] = _default_filename(entry)
         for key, attr in _NUM_ATTRS.items():

@@ -10,9 +10,16 @@ import pytest
 
 from mix.solver import IndexEntryError, Request, Solver
 
-LISTS = {"dependencies": [], "provides": [], "conflicts": [], "replaces": []}
+LISTS = {
+    "dependencies": [],
+    "provides": [],
+    "conflicts": [],
+    "replaces": [],
+    "license": "",
+    "url": "",
+}
 
-# As in a signed index: every list field present (mix.index.write_index fills them in).
+# As in a signed index: every list and text field present (mix.index.write_index fills them in).
 ENTRIES: list[dict[str, Any]] = [
     {
         "name": "nginx",
