@@ -142,6 +142,12 @@ class Builder:
             elif not c.optional:
                 raise MissingInput(f"{recipe.path}: [[copy]] src {src} does not exist"
                                    + ("; run 'make kernel'" if "kernel" in str(src) else ""))
+        rt = recipe.python_runtime
+        if rt and rt.trace:
+            if rt.trace not in self.recipes:
+                raise BuildError(f"{recipe.path}: [python_runtime] trace names {rt.trace!r}, "
+                                 "which has no recipe")
+            h.update(f"trace {self.stage_key(self.recipes[rt.trace])}\n".encode())
         text = recipe.path.read_text()
         for var in ("kernel_version", "kernel_mix_version", "project_version", "repo_url"):
             if "{" + var + "}" in text:
@@ -177,6 +183,11 @@ class Builder:
             return Staged(recipe, key, json.loads((base / "linkage.json").read_text()), version)
         with step(f"Staging {recipe.name} {version}"):
             inputs = StageInputs(target_python=self.target_python)
+            rt = recipe.python_runtime
+            if rt and rt.trace:
+                traced = self.recipes[rt.trace]
+                inputs.trace_site = lambda: (self.stage(traced).stage_dir / "files"
+                                             / pyruntime.SITE.lstrip("/"))
             pkgs = [self.debs[n] for n in recipe.debian_packages()]
             debs = debian.download(pkgs)
             inputs.debs.update({p.name: (p, debian.unpacked(debs[p.name])) for p in pkgs})

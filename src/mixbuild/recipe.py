@@ -87,6 +87,7 @@ class PythonRuntime:
     stdlib_from: tuple[str, ...]
     modules: str
     dest: str = "/usr/lib/python3.11"
+    trace: str | None = None  # a recipe whose Python code is traced at build time too
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ def parse_recipe(path: Path) -> Recipe:
         s = _Table(t.data["python_runtime"], f"{path} [python_runtime]")
         t.seen.add("python_runtime")
         runtime = PythonRuntime(s.strs("stdlib_from"), s.text("modules", required=True),
-                                _abs_path(s, "dest", s.text("dest", "/usr/lib/python3.11")))
+                                _abs_path(s, "dest", s.text("dest", "/usr/lib/python3.11")),
+                                s.text("trace"))
         if not runtime.stdlib_from:
             raise RecipeError(f"{s.where}: 'stdlib_from' must name the Debian packages "
                               "holding the standard library")
