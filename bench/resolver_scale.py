@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,21 +40,35 @@ TARGETS = ["0ad", "gnome-core", "kde-standard", "texlive-latex-extra", "libreoff
 SEARCH_TERMS = ["editor", "python3-nacl", "libssl", "zzzz-no-such-thing"]
 
 
+class Timing(NamedTuple):
+    """Wall-clock and CPU (user + system) seconds of one command.
+
+    The build host is shared: wall time swings with other people's builds,
+    CPU time much less, so both are reported.
+    """
+
+    wall: float
+    cpu: float
+
+
 def run(
     cmd: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)
-) -> tuple[float, str]:
-    """Run a command, return (wall seconds, stdout); on failure print the exact command."""
+) -> tuple[Timing, str]:
+    """Run a command, return its timing and stdout; on failure print the exact command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, check=False
     )
-    elapsed = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode not in ok:
         raise SystemExit(
             f"resolver_scale: command failed ({proc.returncode}):\n  {' '.join(cmd)}\n"
             f"{proc.stderr[-3000:]}"
         )
-    return elapsed, proc.stdout
+    return Timing(wall, cpu), proc.stdout
 
 
 def mix_cmd(root: Path, *args: str) -> list[str]:
@@ -79,7 +94,7 @@ class Apt:
         for name in ("pkgcache.bin", "srcpkgcache.bin"):
             (self.dir / "cache" / name).unlink(missing_ok=True)
 
-    def simulate(self, target: str) -> tuple[float, set[str]]:
+    def simulate(self, target: str) -> tuple[Timing, set[str]]:
         cmd = [
             "apt-get", "install", "-s", "--no-install-recommends", "-q",
             "-o", f"Dir::State::status={self.status}",
@@ -105,8 +120,8 @@ def setup_root(work: Path) -> Path:
     return root
 
 
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+def median(xs: list[Timing]) -> Timing:
+    return Timing(statistics.median(t.wall for t in xs), statistics.median(t.cpu for t in xs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,38 +136,43 @@ def main(argv: list[str] | None = None) -> int:
     env = mix_env()
     results: dict[str, Any] = {"load_before": os.getloadavg(), "targets": {}}
     if args.reconvert or not (WORK / "repo" / "index.json").exists():
-        elapsed, out = run([sys.executable, str(HERE / "debian_index.py"), str(WORK)], env)
+        timing, out = run([sys.executable, str(HERE / "debian_index.py"), str(WORK)], env)
         print(out.strip())
-        results["convert_s"] = elapsed
+        results["convert"] = timing._asdict()
     index = json.loads((WORK / "repo" / "index.json").read_bytes())["packages"]
     results["packages"] = len(index)
 
     root = setup_root(WORK)
-    results["update_s"], _ = run(mix_cmd(root, "update"), env)
-    print(f"mix update of {len(index)} packages: {results['update_s']:.2f} s")
+    update, _ = run(mix_cmd(root, "update"), env)
+    results["update"] = update._asdict()
+    print(f"mix update of {len(index)} packages: {update.wall:.2f} s wall, {update.cpu:.2f} s CPU")
 
-    # Without the .solv cache (what a first command would cost if update did not build it).
-    cache = root / "var/lib/mix/repos/debian/index.solv"
     apt = Apt(WORK)
-    print(f"{'target':22} {'pkgs mix/apt':>13} {'mix cold':>9} {'apt cold':>9} "
-          f"{'mix warm':>9} {'apt warm':>9} {'warm x':>7}  check")  # fmt: skip
+    print("times: wall s (CPU s); warm = median of", args.runs, "runs, mix and apt interleaved")
+    print(f"{'target':20} {'pkgs mix/apt':>12} {'mix cold':>13} {'apt cold':>13} "
+          f"{'mix warm':>13} {'apt warm':>13} {'x wall':>6} {'x CPU':>6}  check")  # fmt: skip
     for target in args.targets:
         r: dict[str, Any] = {}
         sim = mix_cmd(root, "--json", "--simulate", "install", target)
-        r["mix_cold_s"], out = run(sim, env)
+        mix_cold, out = run(sim, env)
         plan = json.loads(out)["plan"]
         apt.drop_caches()
-        r["apt_cold_s"], apt_names = apt.simulate(target)
-        mix_warm, apt_warm = [], []
+        apt_cold, apt_names = apt.simulate(target)
+        mix_runs, apt_runs = [], []
         for _ in range(args.runs):  # interleaved, so load from others hits both alike
-            mix_warm.append(run(sim, env)[0])
-            apt_warm.append(apt.simulate(target)[0])
-        r["mix_warm_s"], r["apt_warm_s"] = median(mix_warm), median(apt_warm)
-        r["warm_ratio"] = r["apt_warm_s"] / r["mix_warm_s"]
+            mix_runs.append(run(sim, env)[0])
+            apt_runs.append(apt.simulate(target)[0])
+        mix_warm, apt_warm = median(mix_runs), median(apt_runs)
         packages = final_set(index, [], plan)
         mix_names = {p["name"] for p in packages}
         problems = check_mix(packages) + check_debian(packages, "/var/lib/apt/lists/*_Packages*")
         r.update(
+            mix_cold=mix_cold._asdict(),
+            apt_cold=apt_cold._asdict(),
+            mix_warm=mix_warm._asdict(),
+            apt_warm=apt_warm._asdict(),
+            warm_ratio_wall=apt_warm.wall / mix_warm.wall,
+            warm_ratio_cpu=apt_warm.cpu / mix_warm.cpu,
             mix_packages=len(mix_names),
             apt_packages=len(apt_names),
             only_mix=sorted(mix_names - apt_names),
@@ -160,32 +180,41 @@ def main(argv: list[str] | None = None) -> int:
             problems=problems,
         )
         results["targets"][target] = r
-        print(
-            f"{target:22} {len(mix_names):>6}/{len(apt_names):<6} {r['mix_cold_s']:>8.2f}s "
-            f"{r['apt_cold_s']:>8.2f}s {r['mix_warm_s']:>8.3f}s {r['apt_warm_s']:>8.3f}s "
-            f"{r['warm_ratio']:>6.1f}x  {'valid' if not problems else f'{len(problems)} PROBLEMS'}"
-        )
-        if r["only_mix"] or r["only_apt"]:
-            print(f"    only mix: {' '.join(r['only_mix'][:12])}{' ...' if len(r['only_mix']) > 12 else ''}")
-            print(f"    only apt: {' '.join(r['only_apt'][:12])}{' ...' if len(r['only_apt']) > 12 else ''}")
 
-    # No cache: the JSON index parsed and the pool built in the command itself.
-    cache.unlink()
-    results["mix_nocache_s"], _ = run(mix_cmd(root, "--simulate", "install", args.targets[0]), env)
-    print(f"mix --simulate install {args.targets[0]} with no .solv cache (rebuilt): "
-          f"{results['mix_nocache_s']:.2f} s")  # fmt: skip
+        def fmt(t: Timing) -> str:
+            return f"{t.wall:6.2f} ({t.cpu:4.2f})"
+
+        print(
+            f"{target:20} {len(mix_names):>5}/{len(apt_names):<6} {fmt(mix_cold)} {fmt(apt_cold)} "
+            f"{fmt(mix_warm)} {fmt(apt_warm)} {r['warm_ratio_wall']:>5.1f}x "
+            f"{r['warm_ratio_cpu']:>5.1f}x  {'valid' if not problems else f'{len(problems)} PROBLEMS'}"
+        )
+        for who, names in (("mix", r["only_mix"]), ("apt", r["only_apt"])):
+            if names:
+                more = f" ... ({len(names)})" if len(names) > 12 else ""
+                print(f"    only {who}: {' '.join(names[:12])}{more}")
+
+    # No cache: the command parses the JSON index and builds the pool itself.
+    (root / "var/lib/mix/repos/debian/index.solv").unlink()
+    nocache, _ = run(mix_cmd(root, "--simulate", "install", args.targets[0]), env)
+    results["mix_nocache"] = nocache._asdict()
+    print(f"mix --simulate install {args.targets[0]} without a .solv cache (rebuilds it): "
+          f"{nocache.wall:.2f} s ({nocache.cpu:.2f} s CPU)")  # fmt: skip
 
     search: dict[str, Any] = {}
     for term in SEARCH_TERMS:
         # `mix search` exits 9 when nothing matches.
-        times = [run(mix_cmd(root, "search", term), env, ok=(0, 9))[0] for _ in range(args.runs)]
-        search[term] = median(times)
-    results["search_s"] = search
+        runs = [run(mix_cmd(root, "search", term), env, ok=(0, 9))[0] for _ in range(args.runs)]
+        search[term] = median(runs)._asdict()
+    results["search"] = search
+    baseline = median([run([sys.executable, "-c", "pass"], env)[0] for _ in range(args.runs)])
+    results["python_startup"] = baseline._asdict()
     results["search_inprocess_s"] = inprocess_search(root)
-    print("mix search (whole command, median): "
-          + ", ".join(f"{t!r} {s * 1000:.0f} ms" for t, s in search.items()))  # fmt: skip
-    print("  of which load + search in the process: "
-          + ", ".join(f"{t!r} {s * 1000:.0f} ms" for t, s in results["search_inprocess_s"].items()))
+    print("mix search, whole command, median wall (CPU) ms: " + ", ".join(
+        f"{t!r} {v['wall'] * 1000:.0f} ({v['cpu'] * 1000:.0f})" for t, v in search.items()))  # fmt: skip
+    print(f"  python -c pass alone: {baseline.wall * 1000:.0f} ({baseline.cpu * 1000:.0f}) ms; "
+          "cache load + Solver.search in one process: " + ", ".join(
+        f"{t!r} {s * 1000:.0f} ms" for t, s in results["search_inprocess_s"].items()))  # fmt: skip
     results["load_after"] = os.getloadavg()
     out_path = ROOT / "artifacts" / "bench" / "resolver_scale.json"
     out_path.write_text(json.dumps(results, indent=1))
@@ -195,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def inprocess_search(root: Path) -> dict[str, float]:
-    """Cache load + Solver.search inside one process, as `mix search` does after imports."""
+    """Cache load + Solver.search inside this process (what `mix search` costs after imports)."""
     sys.path.insert(0, str(ROOT / "src"))
     from mix.solver import Solver
 
     cache = root / "var/lib/mix/repos/debian/index.solv"
     if not cache.exists():
-        run(mix_cmd(root, "search", "x"), mix_env())  # rebuilds the cache
+        run(mix_cmd(root, "search", "x"), mix_env(), ok=(0, 9))  # rebuilds the cache
     out = {}
     for term in SEARCH_TERMS:
         times = []
@@ -211,7 +240,7 @@ def inprocess_search(root: Path) -> dict[str, float]:
             s.add_repo("debian", None, cache=cache)
             s.search(term)
             times.append(time.perf_counter() - t0)
-        out[term] = median(times)
+        out[term] = statistics.median(times)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mix.solver import IndexEntryError, Request, Solver
+from mix.solver import IndexEntryError, Request, SearchIndex, Solver, search_index_path
 
 LISTS = {
     "dependencies": [],
@@ -151,3 +151,29 @@ def test_bad_entries_are_refused_naming_repository_and_package(
         Solver().add_repo("main", [entry])
     assert message in str(info.value)
     assert "repository main" in str(info.value)
+
+
+def test_search_index_beside_the_cache_finds_what_the_solver_finds(tmp_path: Path) -> None:
+    cache, index = tmp_path / "index.solv", tmp_path / "index.json"
+    index.write_text("{}")
+    os.utime(index, (1_000_000, 1_000_000))
+    assert SearchIndex.load(cache, index) is None  # nothing written yet
+    Solver().add_repo("main", ENTRIES, cache=cache)
+    assert search_index_path(cache) == tmp_path / "index.search.solv"
+    light = SearchIndex.load(cache, index)
+    assert light is not None
+    full = Solver()
+    full.add_repo("main", None, cache=cache)
+    for term in ("c library", "NGINX", "regex", "nothing-like-this"):
+        assert _names(light.search(term)) == _names(full.search(term))
+    assert light.search("nginx") == [
+        {
+            "name": "nginx",
+            "version": "1.24-r1",
+            "arch": "x86_64",
+            "description": "Small, fast HTTP server",
+        }
+    ]
+    later = search_index_path(cache).stat().st_mtime + 100
+    os.utime(index, (later, later))
+    assert SearchIndex.load(cache, index) is None  # stale: the index is newer
