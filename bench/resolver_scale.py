@@ -76,8 +76,10 @@ def mix_cmd(root: Path, *args: str) -> list[str]:
 
 
 def mix_env() -> dict[str, str]:
+    """mix as installed: its modules byte-compiled (an installed package ships .pyc files)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from plan_check import check_debian, check_mix, final_set
 
     env = mix_env()
+    run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "mix")], env)
     results: dict[str, Any] = {"load_before": os.getloadavg(), "targets": {}}
     if args.reconvert or not (WORK / "repo" / "index.json").exists():
         timing, out = run([sys.executable, str(HERE / "debian_index.py"), str(WORK)], env)
