@@ -1,6 +1,6 @@
 """ELF dynamic-linking facts of a staged tree (read with pyelftools): which shared
 libraries it carries (DT_SONAME) and which it needs (DT_NEEDED). These become a
-package's `so:` provides and its automatic dependencies."""
+package's soname provides and its automatic dependencies."""
 
 from __future__ import annotations
 
