@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, log, run, step
+from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, cache_lock, log, run, step
 
 ROOTFS = ARTIFACTS / "rootfs"
 SQUASHFS = ARTIFACTS / "root.squashfs"
@@ -154,6 +154,21 @@ def report(root: Path, out: Path, pkgs: list[dict[str, object]]) -> None:
         log(f"warning: {out.name} is over its {SQUASHFS_BUDGET / 1048576:.0f} MiB budget")
 
 
+def build(args: argparse.Namespace) -> None:
+    """The stage's steps, in order (see the module docstring)."""
+    with step(f"Installing {' '.join(args.packages)} into {args.root} with mix"):
+        install(args.root, args.packages)
+    drop_build_repo_cache(args.root)
+    with step("Smoke test: the image's mix runs in a chroot"):
+        smoke_test(args.root)
+    with step(f"Writing {args.output} ({args.comp})"):
+        squash(args.root, args.output, args.comp)
+    with step(f"Writing the boot medium's repository {MEDIUM_REPO.relative_to(PROJECT)}"):
+        size = medium_repo(args.root, MEDIUM_REPO)
+        log(f"{size / 1048576:.2f} MiB")
+    report(args.root, args.output, installed(args.root))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mixbuild rootfs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,22 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("packages", nargs="*", default=[META_PACKAGE])
     args = parser.parse_args(argv)
     try:
-        with step(f"Installing {' '.join(args.packages)} into {args.root} with mix"):
-            install(args.root, args.packages)
-        drop_build_repo_cache(args.root)
-        with step("Smoke test: the image's mix runs in a chroot"):
-            smoke_test(args.root)
-        with step(f"Writing {args.output} ({args.comp})"):
-            squash(args.root, args.output, args.comp)
-        with step(f"Writing the boot medium's repository {MEDIUM_REPO.relative_to(PROJECT)}"):
-            size = medium_repo(args.root, MEDIUM_REPO)
-            log(f"{size / 1048576:.2f} MiB")
-        report(args.root, args.output, installed(args.root))
+        with cache_lock("packages"):  # not while a packages build rewrites the repository
+            build(args)
     except BuildError as e:
         print(f"mixbuild rootfs: error: {e}", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
