@@ -13,7 +13,9 @@ Mapping (what differs from Debian is written out in docs/benchmarks.md,
 - Version: ``[epoch:]upstream[-revision]``; a missing revision becomes ``-0``
   (dpkg treats them as equal, and a release on both sides makes libsolv compare
   full versions as dpkg does); ``-`` and ``:`` inside the upstream part become
-  ``_`` (mix allows one ``-``; both are plain separators in mix's ordering).
+  ``_`` (mix allows one ``-``; both are plain separators in mix's ordering); a
+  trailing ``+`` or ``.`` (dpkg's "just after X" idiom) becomes ``^``, and a
+  separator before ``~`` (``1.0+~cs2``) becomes ``^``.
 - Depends + Pre-Depends -> dependencies (``a (>= 1) | b`` -> ``a>=1-0 | b``;
   ``<<``/``>>`` -> ``<``/``>``; ``:any``/``:native`` qualifiers dropped).
 - Provides -> provides; Conflicts + Breaks -> conflicts.
@@ -98,8 +100,43 @@ def mix_version(deb: str) -> str:
     upstream, sep, revision = deb.rpartition("-")
     if not sep:
         upstream, revision = deb, "0"
-    upstream = upstream.replace("-", "_").replace(":", "_")
-    return f"{epoch}{upstream}-{revision}"
+    upstream = _trailing_separators(upstream.replace("-", "_").replace(":", "_"))
+    return f"{epoch}{upstream}-{_trailing_separators(revision)}"
+
+
+def relation_version(deb: str) -> str:
+    """A version in a relation: like mix_version, plus dpkg's "every revision of X" bounds.
+
+    ``<< 2.0.3-z`` or ``<< 1:2.39.5-.`` use a revision that sorts after every
+    numeric revision in dpkg (letters and ``.`` beat digits there, not in mix);
+    they become ``2.0.3^``, which sorts after every ``2.0.3-N`` and before ``2.0.4``.
+    """
+    m = re.match(r"^(?:[0-9]+:)?(.*)-([^-]*)$", deb)
+    if m is not None and re.fullmatch(r"[A-Za-z]+|[.+]+", m.group(2)):
+        epoch = deb.split(":", 1)[0] + ":" if re.match(r"^[0-9]+:", deb) else ""
+        upstream = _trailing_separators(m.group(1).replace("-", "_").replace(":", "_"))
+        return f"{epoch}{upstream}^"
+    return mix_version(deb)
+
+
+_TAIL = re.compile(r"^(.*[A-Za-z0-9])([^A-Za-z0-9]+)$")
+_SEP_TILDE = re.compile(r"(?<=[A-Za-z0-9])[+._]+~")
+
+
+def _trailing_separators(part: str) -> str:
+    """dpkg's ``1.0+`` idiom ("after every 1.0-x, before 1.0.1") becomes mix's ``1.0^``,
+    and ``1.0+~x`` becomes ``1.0^~x``.
+
+    A trailing ``+`` or ``.`` counts in dpkg's ordering but is ignored by
+    mix's; ``^`` gives the same place (see docs/versions.md). ``~`` keeps its
+    meaning in both, so a tail of tildes is left alone.
+    """
+    # "1.0+~cs2" (common for bundled JavaScript): the separator before "~" counts in dpkg.
+    part = _SEP_TILDE.sub("^~", part)
+    m = _TAIL.match(part)
+    if m is None or m.group(2).startswith(("~", "^")):
+        return part
+    return m.group(1) + "^" + m.group(2)[1:].replace("+", "").replace(".", "").replace("_", "")
 
 
 VIRTUAL = "@any"
@@ -112,7 +149,7 @@ def parse_atom(atom: str) -> tuple[str, str | None, str | None]:
         raise ValueError(f"cannot read Debian relation {atom!r}")
     if m.group("op") is None:
         return m.group("name"), None, None
-    return m.group("name"), DEB_OPS[m.group("op")], mix_version(m.group("ver"))
+    return m.group("name"), DEB_OPS[m.group("op")], relation_version(m.group("ver"))
 
 
 def clauses(field: str) -> list[list[tuple[str, str | None, str | None]]]:

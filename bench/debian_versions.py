@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from debian_index import DEFAULT_LISTS, mix_version, read_list, stanzas
+from debian_index import DEFAULT_LISTS, mix_version, read_list, relation_version, stanzas
 from plan_check import _DEB_TEST, dpkg_compare
 
 from mix.version import matches
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for candidate in sorted(versions.get(name, ())):
             decisions += 1
             deb = _DEB_TEST[op](dpkg_compare(candidate, ver))
-            mix = matches(mix_version(candidate), MIX_OP[op], mix_version(ver))
+            mix = matches(mix_version(candidate), MIX_OP[op], relation_version(ver))
             if deb != mix:
                 disagreements.append((name, candidate, op, ver, deb, mix))
     print(

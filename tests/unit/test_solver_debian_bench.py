@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from debian_index import entry, mix_version
+from debian_index import entry, mix_version, relation_version
 from plan_check import check_debian, check_mix, dpkg_compare, final_set
 
 from mix.solver import Request, Solver
-from mix.version import compare
+from mix.version import compare, matches
 
 PAIRS = [
     ("1.0", "1.0-0"),
@@ -37,6 +37,28 @@ def _sign(x: int) -> int:
 @pytest.mark.parametrize(("a", "b"), PAIRS)
 def test_mapped_versions_keep_dpkg_order_on_common_shapes(a: str, b: str) -> None:
     assert _sign(compare(mix_version(a), mix_version(b))) == _sign(dpkg_compare(a, b))
+
+
+@pytest.mark.parametrize(
+    ("candidate", "op", "bound", "expected"),
+    [
+        ("0.5.4.0", "<", "0.5.4.0+", True),  # dpkg's "just after X": X+ -> X^
+        ("0.5.4.0.1", "<", "0.5.4.0+", False),
+        ("4.3.4+~cs4.1.7-1", ">=", "4.3.4", True),  # bundled-JS versions: +~ -> ^~
+        ("2.0.3-17", "<", "2.0.3-z", True),  # "every revision of 2.0.3"
+        ("1:2.39.5-0+deb12u2", "<", "1:2.39.5-.", True),
+        ("2.0.4-1", "<", "2.0.3-z", False),
+        ("1.2.0-1", ">=", "1.2.0-~~", True),  # lowest revision bound keeps its meaning
+    ],
+)
+def test_dpkg_idioms_in_relations_keep_their_meaning(
+    candidate: str, op: str, bound: str, expected: bool
+) -> None:
+    deb_op = {"<": "<<", ">=": ">="}[op]
+    from plan_check import _DEB_TEST
+
+    assert _DEB_TEST[deb_op](dpkg_compare(candidate, bound)) == expected
+    assert matches(mix_version(candidate), op, relation_version(bound)) == expected
 
 
 @pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg")
