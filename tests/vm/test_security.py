@@ -1,0 +1,494 @@
+"""MixOS is hardened as docs/security.md says, checked on a booted image.
+
+The guest boots from the ISO with two NICs: the harness's user-mode NIC (SSH from
+127.0.0.1, used to look inside) and a tap NIC inside a network namespace made for
+this test (the "outside" host: 192.0.2.1, .3, .4 and 2001:db8::1; the guest is
+192.0.2.2 and 2001:db8::2, documentation ranges that exist nowhere else). Network
+probes run from that namespace (tests/vm/security_probe.py), so they cross the
+guest's INPUT chain exactly as traffic from another machine would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import Guest, Images, KeyPair
+
+from mixbuild import elfhardening
+from mixbuild.bootrun import ARTIFACTS, PROJECT
+from mixbuild.qemu import Machine, free_port
+from mixbuild.vm import VM
+
+sys.path.insert(0, str(PROJECT / "tests" / "unit"))
+from security_policy import (
+    ALLOWED_SETID,
+    SYSCTL_FEATURE,
+    kernel_config,
+    parse_sshd_effective,
+    read_sysctl_files,
+    sshd_violations,
+)
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+PROBE = Path(__file__).with_name("security_probe.py")
+TAP_MAC = "52:54:00:00:5e:02"
+GUEST4, GUEST6 = "192.0.2.2", "2001:db8::2"
+OUTSIDE4, OUTSIDE6 = "192.0.2.1", "2001:db8::1"
+FLOOD_SOURCE, OTHER_SOURCE = "192.0.2.3", "192.0.2.4"
+SSH_BURST = 20  # --hashlimit-burst in configs/security/firewall/rules
+TEST_USER, TEST_PASSWORD = "tester", "Corr3ct-Horse-Battery"
+CONTROL_SSHD_PORT = 2222
+
+
+def host_run(cmd: list[str], timeout: float = 60, check: bool = True,
+             **kw: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                            **kw)  # type: ignore[call-overload]
+    if check and result.returncode != 0:
+        pytest.fail(f"on the host, {shlex.join(cmd)} exited {result.returncode}:\n"
+                    f"{result.stderr[-2000:]}", pytrace=False)
+    return result
+
+
+@dataclass
+class SecureGuest:
+    """The guest, its tap NIC's namespace, and one multiplexed SSH connection (the
+    firewall limits new SSH connections per source, and under user-mode networking
+    every host connection comes from the same address)."""
+
+    guest: Guest
+    netns: str
+    control_dir: Path
+    workdir: Path
+    key: Path
+
+    def ssh_argv(self, *extra: str) -> list[str]:
+        return self.guest.ssh_argv("-o", "ControlMaster=auto",
+                                   "-o", f"ControlPath={self.control_dir}/%C",
+                                   "-o", "ControlPersist=600", *extra)
+
+    def ssh(self, cmd: str, timeout: float = 120,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*self.ssh_argv(), cmd], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        if check and proc.returncode != 0:
+            pytest.fail(f"in the guest, {cmd!r} exited {proc.returncode}\nstdout: "
+                        f"{proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}", pytrace=False)
+        return proc
+
+    def sh(self, cmd: str, timeout: float = 120) -> str:
+        return self.ssh(cmd, timeout=timeout).stdout
+
+    def outside(self, cmd: list[str], timeout: float = 300,
+                check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+        return host_run(["ip", "netns", "exec", self.netns, *cmd], timeout=timeout,
+                        check=check, **kw)
+
+    def probe(self, *args: str, timeout: float = 300) -> dict:
+        out = self.outside([sys.executable, str(PROBE), *args], timeout=timeout).stdout
+        return json.loads(out)
+
+    def log(self) -> str:
+        return self.sh("cat /var/log/messages")
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the tap NIC and its network namespace need root")
+
+
+@pytest.fixture(scope="module")
+def sec(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
+        nocloud_seed: Path) -> Iterator[SecureGuest]:
+    need_root()
+    tag = f"{os.getpid() % 100000}"
+    tap, netns = f"mxsec{tag}", f"mixos-sec-{tag}"
+    control = vm_workdir / "sec-ssh"
+    control.mkdir(exist_ok=True)
+    host_run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
+    port = free_port()
+    machine = Machine(accel=vm_accel, iso=mixos_images.iso, ssh_port=port, disks=(nocloud_seed,),
+                      extra=("-netdev", f"tap,id=sec1,ifname={tap},script=no,downscript=no",
+                             "-device", f"virtio-net-pci,netdev=sec1,romfile=,mac={TAP_MAC}"))
+    vm = VM(machine, vm_workdir / f"security-{port}.console.log").start()
+    guest = Guest(vm, port, ssh_keypair.private)
+    sg = SecureGuest(guest, netns, control, vm_workdir, ssh_keypair.private)
+    try:
+        guest.wait_login()
+        guest.wait_ssh()
+        # QEMU holds the tap open; move it into the namespace that plays "outside".
+        host_run(["ip", "netns", "add", netns])
+        host_run(["ip", "link", "set", tap, "netns", netns])
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "addr", "add", f"{OUTSIDE4}/24", "dev", tap],
+                    ["ip", "addr", "add", f"{FLOOD_SOURCE}/24", "dev", tap],
+                    ["ip", "addr", "add", f"{OTHER_SOURCE}/24", "dev", tap],
+                    ["ip", "-6", "addr", "add", f"{OUTSIDE6}/64", "dev", tap, "nodad"],
+                    ["ip", "link", "set", tap, "up"]):
+            sg.outside(cmd)
+        nic = sg.sh(f"for d in /sys/class/net/*; do [ \"$(cat $d/address)\" = {TAP_MAC} ] && "
+                    "echo ${d##*/}; done; true").strip()
+        assert nic, f"the guest has no NIC with MAC {TAP_MAC}"
+        sg.sh(f"ip addr add {GUEST4}/24 dev {nic} && ip -6 addr add {GUEST6}/64 dev {nic} && "
+              f"ip link set {nic} up && i=0; while ip -6 addr show dev {nic} | grep -q tentative "
+              f"&& [ $i -lt 50 ]; do sleep 0.2; i=$((i+1)); done")
+        yield sg
+    finally:
+        subprocess.run([*sg.ssh_argv(), "-O", "exit"], capture_output=True, timeout=15,
+                       check=False)
+        guest.stop()
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30,
+                       check=False)
+        subprocess.run(["ip", "link", "del", tap], capture_output=True, timeout=30, check=False)
+
+
+# ---- kernel ---------------------------------------------------------------------------
+
+def test_kernel_command_line_has_every_hardening_argument(sec: SecureGuest) -> None:
+    wanted = (PROJECT / "configs" / "kernel" / "cmdline").read_text().split()
+    running = sec.sh("cat /proc/cmdline").split()
+    missing = [arg for arg in wanted if arg not in running]
+    assert not missing, f"/proc/cmdline lacks {missing}\n(is: {' '.join(running)})"
+
+
+def test_every_sysctl_reads_back(sec: SecureGuest) -> None:
+    values = read_sysctl_files()
+    # The per-interface copies of conf.default.* for the NICs that existed at boot.
+    for key, value in list(values.items()):
+        if ".conf.default." in key:
+            values[key.replace(".default.", ".eth0.")] = value
+    keys = " ".join(sorted(values))
+    out = sec.sh(f"for k in {keys}; do f=/proc/sys/$(echo $k | tr . /); "
+                 "if [ -e $f ]; then echo \"$k=$(cat $f)\"; else echo \"$k=<absent>\"; fi; done")
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    config = kernel_config(ARTIFACTS / "kernel" / "config")
+    wrong = []
+    for key, want in values.items():
+        have = " ".join(got.get(key, "<not read>").split())
+        if have == "<absent>":
+            option = SYSCTL_FEATURE.get(key)
+            if option and option not in config:
+                continue  # the kernel leaves the feature out: nothing to restrict
+            wrong.append(f"{key} is missing although {option or 'its feature'} is built in")
+        elif have != want:
+            wrong.append(f"{key} = {have} (want {want})")
+    assert not wrong, "sysctl values in the running guest:\n  " + "\n  ".join(wrong)
+
+
+def test_lsms_active_and_lockdown_in_confidentiality_mode(sec: SecureGuest) -> None:
+    lsms = sec.sh("cat /sys/kernel/security/lsm").strip().split(",")
+    for lsm in ("lockdown", "yama", "landlock", "apparmor"):
+        assert lsm in lsms, f"{lsm} is not active; /sys/kernel/security/lsm: {lsms}"
+    assert "[confidentiality]" in sec.sh("cat /sys/kernel/security/lockdown")
+
+
+def test_apparmor_profiles_enforced_and_services_confined(sec: SecureGuest) -> None:
+    profiles = sec.sh("cat /sys/kernel/security/apparmor/profiles")
+    assert "sshd (enforce)" in profiles and "udhcpc (enforce)" in profiles, profiles
+    listener = sec.sh("cat /proc/$(cat /run/sshd.pid)/attr/current").strip()
+    assert listener == "sshd (enforce)", f"the SSH server runs as {listener!r}"
+    dhcp = sec.sh("for p in $(pidof udhcpc); do cat /proc/$p/attr/current; echo; done").split("\n")
+    dhcp = [d for d in dhcp if d]
+    assert dhcp and all(d == "udhcpc (enforce)" for d in dhcp), (
+        f"the DHCP client runs as {dhcp}: start it with /usr/lib/mixos/confine udhcpc udhcpc ...")
+
+
+def test_ssh_server_effective_configuration(sec: SecureGuest) -> None:
+    effective = parse_sshd_effective(sec.sh("/usr/sbin/sshd -T"))
+    problems = sshd_violations(effective)
+    assert not problems, "sshd -T in the guest:\n  " + "\n  ".join(problems)
+
+
+# ---- accounts, files, mounts -------------------------------------------------------
+
+def test_root_locked_no_empty_passwords_and_shadow_private(sec: SecureGuest) -> None:
+    shadow = [line.split(":") for line in sec.sh("cat /etc/shadow").splitlines() if line]
+    fields = {entry[0]: entry[1] for entry in shadow}
+    assert not fields["root"].startswith("$"), "root has a password hash: it must be locked"
+    assert fields["root"] in ("*", "!") or fields["root"].startswith("!"), fields["root"]
+    empty = [user for user, pw in fields.items() if pw == ""]
+    assert not empty, f"accounts with an empty password: {empty}"
+    passwd_pw = {line.split(":")[0]: line.split(":")[1]
+                 for line in sec.sh("cat /etc/passwd").splitlines() if line}
+    assert all(pw == "x" for pw in passwd_pw.values()), f"/etc/passwd holds passwords: {passwd_pw}"
+    mode, owner = sec.sh("stat -c '%a %u' /etc/shadow").split()
+    assert owner == "0" and int(mode, 8) & 0o177 == 0, f"/etc/shadow is mode {mode} owner {owner}"
+
+
+def mount_options(sec: SecureGuest) -> dict[str, set[str]]:
+    opts: dict[str, set[str]] = {}
+    for line in sec.sh("cat /proc/mounts").splitlines():
+        fields = line.split()
+        opts[fields[1]] = set(fields[3].split(","))
+    return opts
+
+
+def test_tmp_and_dev_shm_are_nosuid_nodev_noexec_and_proc_hides_pids(sec: SecureGuest) -> None:
+    opts = mount_options(sec)
+    for mountpoint in ("/tmp", "/dev/shm"):
+        assert {"nosuid", "nodev", "noexec"} <= opts[mountpoint], (mountpoint, opts[mountpoint])
+    assert opts["/proc"] & {"hidepid=2", "hidepid=invisible"}, opts["/proc"]
+    # noexec is real: a copy of a program in /tmp does not run.
+    run = sec.ssh("cp /usr/bin/busybox /tmp/bb && /tmp/bb true; echo rc=$?; rm -f /tmp/bb",
+                  check=False)
+    assert "rc=126" in run.stdout, run.stdout + run.stderr
+
+
+def test_root_squashfs_is_read_only_beneath_the_overlay(sec: SecureGuest) -> None:
+    mounts = [line.split() for line in sec.sh("cat /proc/mounts").splitlines()]
+    squash = [m for m in mounts if m[2] == "squashfs"]
+    assert squash and all("ro" in m[3].split(",") for m in squash), squash
+    assert [m for m in mounts if m[1] == "/"][-1][2] == "overlay"
+
+
+def test_no_setuid_or_setgid_files(sec: SecureGuest) -> None:
+    found = sec.sh("find / -xdev -type f \\( -perm -4000 -o -perm -2000 \\) 2>/dev/null").split()
+    print("\nsetuid/setgid files in the running image:", found or "none")
+    unexpected = [path for path in found if path not in ALLOWED_SETID]
+    assert not unexpected, f"setuid/setgid files not justified in docs/security.md: {unexpected}"
+
+
+# ---- firewall -----------------------------------------------------------------------
+
+def test_firewall_default_deny_policies_are_loaded(sec: SecureGuest) -> None:
+    for tool in ("iptables", "ip6tables"):
+        rules = sec.sh(f"{tool} -S").splitlines()
+        assert "-P INPUT DROP" in rules and "-P FORWARD DROP" in rules, f"{tool}: {rules[:3]}"
+        assert any("hashlimit" in r for r in rules), f"{tool}: no SSH rate limit loaded"
+
+
+def start_listener(sec: SecureGuest, port: int) -> None:
+    """A TCP service on PORT (IPv4 and IPv6) in the guest, as a user might start one
+    (BusyBox httpd), and proof that loopback reaches it: what the outside cannot
+    see is filtered, not absent."""
+    sec.sh(f"nc -w 2 127.0.0.1 {port} </dev/null 2>/dev/null || "
+           f"{{ mkdir -p /run/www-test && httpd -p {port} -h /run/www-test; }}")
+    sec.sh(f"i=0; until nc -w 2 127.0.0.1 {port} </dev/null; do "
+           f"i=$((i+1)); [ $i -lt 25 ] || exit 1; sleep 0.2; done")
+
+
+def test_full_tcp_scan_from_outside_finds_only_ssh(sec: SecureGuest,
+                                                    boot_metrics: dict[str, object]) -> None:
+    start_listener(sec, 8080)  # a real service that the firewall must hide
+    v4 = sec.probe("scan", GUEST4, "1", "65535", "--batch", "4000", "--source", OUTSIDE4,
+                   timeout=600)
+    boot_metrics["security_tcp_scan_ipv4_s"] = v4["seconds"]
+    assert v4["open"] == [22], f"open TCP ports on {GUEST4}: {v4['open']}"
+    assert v4["refused"] == 0, f"{v4['refused']} ports answered with a reset instead of silence"
+    v6 = sec.probe("scan", GUEST6, "1", "65535", "--batch", "4000", timeout=600)
+    boot_metrics["security_tcp_scan_ipv6_s"] = v6["seconds"]
+    assert v6["open"] == [22], f"open TCP ports on {GUEST6}: {v6['open']}"
+
+
+def test_scan_sees_a_port_once_the_firewall_opens_it(sec: SecureGuest) -> None:
+    """Control for the scan above: the same probe, same path, finds 8080 when a rule
+    allows it, so 'filtered' there means the firewall and nothing else."""
+    start_listener(sec, 8080)
+    sec.sh("iptables -I INPUT -p tcp --dport 8080 -j ACCEPT")
+    try:
+        seen = sec.probe("scan", GUEST4, "8000", "8100", "--source", OUTSIDE4)
+    finally:
+        sec.sh("iptables -D INPUT -p tcp --dport 8080 -j ACCEPT")
+    assert seen["open"] == [8080], seen
+    assert sec.probe("scan", GUEST4, "8080", "8080", "--source", OUTSIDE4)["open"] == []
+
+
+def test_ssh_connections_faster_than_the_limit_are_dropped_per_source(sec: SecureGuest) -> None:
+    flood = sec.probe("connect", GUEST4, "22", "60", "--source", FLOOD_SOURCE, "--timeout", "2")
+    assert 1 <= flood["opened"] <= SSH_BURST + 1, f"{flood['opened']} of 60 fast connections in"
+    assert sec.probe("connect", GUEST4, "22", "5", "--source", FLOOD_SOURCE)["opened"] == 0
+    # Another source is not affected: the limit is per source address.
+    assert sec.probe("connect", GUEST4, "22", "3", "--source", OTHER_SOURCE)["opened"] == 3
+    assert "mixos-fw ssh-limit: " in sec.log()
+
+
+def test_ping_is_answered_but_rate_limited(sec: SecureGuest) -> None:
+    for host in (GUEST4, GUEST6):
+        pings = sec.probe("ping", host, "60", "--timeout", "3")
+        assert 1 <= pings["replies"] <= 10 + 5, f"{host}: {pings['replies']} of 60 pings answered"
+
+
+def test_dropped_packets_are_logged_with_a_limit(sec: SecureGuest) -> None:
+    log = sec.log()
+    drops = [line for line in log.splitlines() if "mixos-fw drop: " in line]
+    assert drops, "no 'mixos-fw drop:' lines in /var/log/messages after a full port scan"
+    uptime_min = float(sec.sh("cut -d' ' -f1 /proc/uptime")) / 60
+    # 12 per minute after a burst of 12, per rule; two rules (IPv4 and IPv6) log.
+    bound = 2 * (12 + 12 * uptime_min) + 4
+    assert len(drops) <= bound, f"{len(drops)} drop log lines in {uptime_min:.1f} min"
+
+
+# ---- SSH authentication -------------------------------------------------------------
+
+def add_test_user(sec: SecureGuest) -> None:
+    if TEST_USER in sec.sh("cut -d: -f1 /etc/passwd").split():
+        return
+    sec.sh(f"""set -e
+echo '{TEST_USER}:x:1000:1000:MixOS test user:/home/{TEST_USER}:/bin/sh' >> /etc/passwd
+echo '{TEST_USER}:x:1000:' >> /etc/group
+echo "{TEST_USER}:$(mkpasswd -m sha512 '{TEST_PASSWORD}'):20454:0:99999:7:::" >> /etc/shadow
+mkdir -p /home/{TEST_USER}/.ssh
+cp /root/.ssh/authorized_keys /home/{TEST_USER}/.ssh/
+chown -R 1000:1000 /home/{TEST_USER}
+chmod 700 /home/{TEST_USER} /home/{TEST_USER}/.ssh
+chmod 600 /home/{TEST_USER}/.ssh/authorized_keys""")
+
+
+def password_login(sec: SecureGuest, user: str, methods: str, *, host: str = "127.0.0.1",
+                   port: int | None = None, outside: bool = False) -> tuple[int, str, bool]:
+    """Try USER's correct password (METHODS: password / keyboard-interactive), answered
+    by an askpass program. Returns (exit status, stderr, whether ssh asked for it)."""
+    marker = sec.workdir / f"askpass-{user}-{methods}-{port}.asked"
+    marker.unlink(missing_ok=True)
+    askpass = sec.workdir / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho asked >> \"$ASKPASS_MARKER\"\necho '{TEST_PASSWORD}'\n")
+    askpass.chmod(0o700)
+    env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force",
+               DISPLAY=":0", ASKPASS_MARKER=str(marker))
+    argv = ["ssh", "-F", "/dev/null", "-p", str(port or sec.guest.port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "PubkeyAuthentication=no", "-o", f"PreferredAuthentications={methods}",
+            "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=15",
+            "-o", "LogLevel=ERROR", f"{user}@{host}", "id -un"]
+    if outside:
+        argv = ["ip", "netns", "exec", sec.netns, *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL, start_new_session=True, check=False)
+    return proc.returncode, proc.stdout + proc.stderr, marker.exists()
+
+
+def test_password_login_with_the_correct_password_is_refused(sec: SecureGuest) -> None:
+    add_test_user(sec)
+    for methods in ("password", "keyboard-interactive"):
+        for user in (TEST_USER, "root"):
+            rc, out, asked = password_login(sec, user, methods)
+            assert rc == 255 and "Permission denied (publickey)" in out, (user, methods, out)
+            assert not asked, f"the server let {user} try a password ({methods})"
+
+
+def test_control_sshd_with_passwords_on_accepts_that_password(sec: SecureGuest) -> None:
+    """The password the test above tries is right: a second sshd in the guest that
+    allows passwords lets the same user in with it (reached over the tap NIC)."""
+    add_test_user(sec)
+    # In the foreground (-D) under a shell that records its pid: the sshd profile
+    # lets sshd write only its own pid file.
+    sec.sh(f"iptables -I INPUT -p tcp --dport {CONTROL_SSHD_PORT} -j ACCEPT && "
+           f"(/usr/sbin/sshd -D -p {CONTROL_SSHD_PORT} -o PidFile=none "
+           "-o PasswordAuthentication=yes -o AuthenticationMethods=password "
+           "-h /etc/ssh/ssh_host_ed25519_key </dev/null >/dev/null 2>&1 & "
+           "echo $! > /run/sshd-control.pid) && sleep 2")
+    try:
+        rc, out, asked = password_login(sec, TEST_USER, "password", host=GUEST4,
+                                        port=CONTROL_SSHD_PORT, outside=True)
+    finally:
+        sec.sh(f"kill $(cat /run/sshd-control.pid); "
+               f"iptables -D INPUT -p tcp --dport {CONTROL_SSHD_PORT} -j ACCEPT")
+    assert asked and rc == 0 and out.strip().endswith(TEST_USER), (rc, out)
+
+
+def test_key_login_of_a_user_succeeds_and_proc_hides_other_users(sec: SecureGuest) -> None:
+    add_test_user(sec)
+    argv = [a if a != "root@127.0.0.1" else f"{TEST_USER}@127.0.0.1" for a in sec.ssh_argv()]
+    proc = subprocess.run([*argv, "id -un; ls -d /proc/[0-9]* | wc -l; test -e /proc/1 && echo pid1; true"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines[0] == TEST_USER
+    assert "pid1" not in lines, "hidepid: an unprivileged user sees init's /proc entry"
+    assert int(lines[1]) < 10, f"an unprivileged user sees {lines[1]} processes"
+
+
+# ---- audit and logs -----------------------------------------------------------------
+
+def test_audit_is_on_without_per_syscall_records(sec: SecureGuest) -> None:
+    status = dict(line.split(None, 1) for line in sec.sh("auditctl -s").splitlines()
+                  if len(line.split(None, 1)) == 2)
+    assert status.get("enabled") == "1", status
+    assert "-a never,task" in sec.sh("auditctl -l")
+
+
+def test_logins_leave_audit_and_auth_records_in_var_log(sec: SecureGuest) -> None:
+    # A terminal login (ssh -tt) is what sshd reports to the audit subsystem.
+    subprocess.run([*sec.guest.ssh_argv("-tt"), "true"], capture_output=True, timeout=60,
+                   stdin=subprocess.DEVNULL, check=False)
+    password_login(sec, "nosuchuser", "password")
+    deadline = time.monotonic() + 20
+    while True:
+        log = sec.log()
+        ok = re.search(r"type=1112 .*op=login .*exe=\"/usr/sbin/sshd\".*res=success", log)
+        failed = re.search(r"type=1112 .*op=login .*res=failed", log)
+        if (ok and failed) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert ok, "no audit USER_LOGIN success record in /var/log/messages"
+    assert failed, "no audit USER_LOGIN failure record in /var/log/messages"
+    assert re.search(r"sshd\[\d+\]: Accepted publickey for root from", log)
+    assert re.search(r"sshd\[\d+\]: (Invalid user nosuchuser|Connection closed by invalid user)",
+                     log)
+
+
+def test_sshd_profile_denied_nothing_during_the_tests(sec: SecureGuest) -> None:
+    denials = [line for line in sec.log().splitlines()
+               if 'apparmor="DENIED"' in line and 'profile="sshd"' in line]
+    assert not denials, "AppArmor denied sshd:\n" + "\n".join(denials[:10])
+
+
+def test_log_rotation_keeps_var_log_bounded(sec: SecureGuest) -> None:
+    conf = dict(re.findall(r"^(\w+)=\"?([^\"\n]*)\"?$", sec.sh("cat /etc/mixos/logrotate.conf"),
+                           re.MULTILINE))
+    max_kb, keep, interval = int(conf["MAX_KB"]), int(conf["KEEP"]), int(conf["INTERVAL"])
+    pid = sec.sh("cat /run/mixos-logrotate.pid").strip()
+    assert "mixos-logrotate" in sec.sh(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    # Fill the log past MAX_KB, then let the daemon (not a manual run) rotate it.
+    sec.sh(f"i=0; while [ $i -lt {max_kb // 64 + 4} ]; do "
+           "head -c 49152 /dev/zero | tr '\\0' 'x' | fold -w 96 | logger -t fill; "
+           "i=$((i+1)); done", timeout=300)
+    deadline = time.monotonic() + interval + 30
+    while time.monotonic() < deadline:
+        files = sec.sh("ls /var/log").split()
+        if "messages.1" in files:
+            break
+        time.sleep(2)
+    sizes = {name: int(size) for size, name in
+             (line.split() for line in sec.sh("cd /var/log && wc -c messages*").splitlines()
+              if not line.strip().endswith("total"))}
+    assert "messages.1" in sizes, f"no rotation within {interval + 30} s: {sizes}"
+    assert len([n for n in sizes if n.startswith("messages.")]) <= keep
+    assert sum(sizes.values()) <= (max_kb * (keep + 1) + 512) * 1024, sizes
+    modes = sec.sh("stat -c '%a %n' /var/log/messages*")
+    assert all(line.startswith("600 ") for line in modes.splitlines()), modes
+
+
+# ---- image and cost -----------------------------------------------------------------
+
+def test_image_elf_files_do_not_regress_against_baseline() -> None:
+    rootfs = ARTIFACTS / "rootfs"
+    if not rootfs.is_dir():
+        pytest.fail(f"{rootfs} is missing: run 'make rootfs'", pytrace=False)
+    results = elfhardening.scan(rootfs)
+    print("\n" + elfhardening.table(results) + "\n" + elfhardening.summary(results))
+    baseline = PROJECT / "tests" / "unit" / "data" / "elf_hardening_baseline.json"
+    result = elfhardening.compare(results, json.loads(baseline.read_text()))
+    assert not result.regressions, "\n".join(result.regressions)
+
+
+def test_hardening_boot_cost(sec: SecureGuest, boot_metrics: dict[str, object]) -> None:
+    """Seconds each mixos-hardening boot step takes when run again (idempotent)."""
+    out = sec.sh("for s in S01hardening S06apparmor S08firewall; do "
+                 "a=$(cut -d' ' -f1 /proc/uptime); /etc/init.d/$s start >/dev/null 2>&1; "
+                 "b=$(cut -d' ' -f1 /proc/uptime); echo $s $a $b; done")
+    for line in out.splitlines():
+        name, start, end = line.split()
+        boot_metrics[f"security_{name}_s"] = round(float(end) - float(start), 2)
