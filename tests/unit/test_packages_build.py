@@ -13,7 +13,7 @@ import pytest
 from mix.package import read_metadata
 from mixbuild.packages import Builder, build_one, metadata
 from mixbuild.pkgrun import PACKAGES_DIR
-from mixbuild.recipe import Recipe, parse_recipe
+from mixbuild.recipe import Recipe, load_recipes, parse_recipe
 
 RECIPE = '''
 name = "demo"
@@ -46,9 +46,11 @@ def make_recipe(root: Path) -> Recipe:
     return parse_recipe(d / "recipe.toml")
 
 
-def build(recipe: Recipe, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def build(recipe: Recipe, cache: Path, monkeypatch: pytest.MonkeyPatch,
+          others: dict[str, Recipe] | None = None) -> Path:
+    """Stage and build RECIPE in the cache CACHE (OTHERS: recipes it may refer to)."""
     monkeypatch.setenv("MIXOS_CACHE", str(cache))
-    b = Builder({recipe.name: recipe})
+    b = Builder({**(others or {}), recipe.name: recipe})
     s = b.stage(recipe)
     # stand-in providers for the shared libraries other recipes would ship
     providers = {so: "some-library" for so in s.linkage["needs"]}
@@ -97,15 +99,19 @@ REAL_DEBS = Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos")) / "debs"
 @pytest.mark.parametrize("name", ["python3", "busybox"])
 def test_real_recipe_is_reproducible(name: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two builds in two fresh caches (sharing only the downloaded .debs) agree
-    byte for byte, .pyc files included."""
-    recipe = parse_recipe(PACKAGES_DIR / name / "recipe.toml")
+    """Two builds in two fresh caches (sharing only the downloaded .debs and
+    wheels) agree byte for byte, .pyc files included."""
+    recipes = load_recipes(PACKAGES_DIR)
+    recipe = recipes[name]
     outs = []
     for cache in (tmp_path / "a", tmp_path / "b"):
         cache.mkdir()
         (cache / "debs").mkdir()
         for deb in REAL_DEBS.glob("*.deb"):
             os.symlink(deb, cache / "debs" / deb.name)
-        outs.append(build(recipe, cache, monkeypatch))
+        (cache / "wheels").mkdir()
+        for whl in (REAL_DEBS.parent / "wheels").glob("*.whl"):
+            os.symlink(whl, cache / "wheels" / whl.name)
+        outs.append(build(recipe, cache, monkeypatch, recipes))
     assert _sha(outs[0]) == _sha(outs[1])
     shutil.rmtree(tmp_path)
