@@ -17,6 +17,7 @@ mix in a chroot before the squashfs is written.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +25,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, cache_lock, log, run, step
+from .pkgrun import (
+    ARTIFACTS,
+    PROJECT,
+    BuildError,
+    cache_dir,
+    cache_lock,
+    hash_tree,
+    log,
+    run,
+    source_date_epoch,
+    step,
+)
 
 ROOTFS = ARTIFACTS / "rootfs"
 SQUASHFS = ARTIFACTS / "root.squashfs"
@@ -92,14 +104,20 @@ def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) ->
     index = json.loads((REPO / "index.json").read_text())
     have = {(p["name"], p["version"]) for p in installed(root)}
     entries = [e for e in index["packages"] if e["name"] not in exclude]
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for e in entries:
-        if (e["name"], e["version"]) not in have:
-            shutil.copyfile(REPO / e["filename"], out / e["filename"])
-    # A medium outlives a month: its index stays valid for a year.
-    write_index(out, entries, signing_key(), valid_days=365)
+    # Unchanged content keeps the old signature (and so the ISO's inputs) as they are.
+    key = hashlib.sha256(json.dumps([entries, sorted(have)], sort_keys=True).encode()).hexdigest()
+    stamp = out.with_name(out.name + ".key")
+    if not (out.is_dir() and stamp.exists() and stamp.read_text() == key):
+        stamp.unlink(missing_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for e in entries:
+            if (e["name"], e["version"]) not in have:
+                shutil.copyfile(REPO / e["filename"], out / e["filename"])
+        # A medium outlives a month: its index stays valid for a year.
+        write_index(out, entries, signing_key(), valid_days=365)
+        stamp.write_text(key)
     return sum(p.stat().st_size for p in out.iterdir())
 
 
@@ -125,12 +143,29 @@ def smoke_test(root: Path) -> None:
         raise BuildError(f"chroot {root} /usr/bin/mix list does not show {META_PACKAGE}:\n{out}")
 
 
-def squash(root: Path, out: Path, comp: str) -> None:
-    """mksquashfs takes every time stamp from SOURCE_DATE_EPOCH (run() sets it)."""
+def squash_key(root: Path, comp: str) -> str:
+    """What the squashfs bytes depend on: the tree's names, modes, link targets and
+    contents (owners and times are fixed by the options), the options, the tool."""
+    h = hashlib.sha256()
+    version = run(["mksquashfs", "-version"], capture=True).stdout.splitlines()[0]
+    h.update(f"{version}\n{COMPRESSORS[comp]}\n{source_date_epoch()}\n".encode())
+    hash_tree(h, root, ignore=())
+    return h.hexdigest()
+
+
+def squash(root: Path, out: Path, comp: str) -> bool:
+    """Write OUT unless the tree is unchanged since the last time; True if written.
+    mksquashfs takes every time stamp from SOURCE_DATE_EPOCH (run() sets it)."""
+    key = squash_key(root, comp)
+    stamp = out.with_name(out.name + ".key")
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return False
+    stamp.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
     run(["mksquashfs", root, out, "-noappend", "-all-root", "-no-xattrs", "-quiet",
-         "-no-progress", "-processors", "2",
-         *COMPRESSORS[comp]], capture=True)
+         "-no-progress", "-processors", "2", *COMPRESSORS[comp]], capture=True)
+    stamp.write_text(key)
+    return True
 
 
 def du(path: Path) -> int:
@@ -162,7 +197,8 @@ def build(args: argparse.Namespace) -> None:
     with step("Smoke test: the image's mix runs in a chroot"):
         smoke_test(args.root)
     with step(f"Writing {args.output} ({args.comp})"):
-        squash(args.root, args.output, args.comp)
+        if not squash(args.root, args.output, args.comp):
+            log("unchanged since the last build: kept")
     with step(f"Writing the boot medium's repository {MEDIUM_REPO.relative_to(PROJECT)}"):
         size = medium_repo(args.root, MEDIUM_REPO)
         log(f"{size / 1048576:.2f} MiB")
