@@ -12,10 +12,8 @@ Mapping (what differs from Debian is written out in docs/benchmarks.md,
 - Package, Architecture (amd64 -> x86_64, all -> noarch), Description (short).
 - Version: ``[epoch:]upstream[-revision]``; a missing revision becomes ``-0``
   (dpkg treats them as equal, and a release on both sides makes libsolv compare
-  full versions as dpkg does); ``-`` and ``:`` inside the upstream part become
-  ``_`` (mix allows one ``-``; both are plain separators in mix's ordering); a
-  trailing ``+`` or ``.`` (dpkg's "just after X" idiom) becomes ``^``, and a
-  separator before ``~`` (``1.0+~cs2``) becomes ``^``.
+  full versions as dpkg does); ``+`` and ``-`` (and a trailing ``.``, and a
+  separator before ``~``) become ``^``, ``:`` becomes ``_`` (see _mix_part).
 - Depends + Pre-Depends -> dependencies (``a (>= 1) | b`` -> ``a>=1-0 | b``;
   ``<<``/``>>`` -> ``<``/``>``; ``:any``/``:native`` qualifiers dropped).
 - Provides -> provides; Conflicts + Breaks -> conflicts.
@@ -92,7 +90,7 @@ def stanzas(text: str) -> Iterator[dict[str, str]]:
 
 
 def mix_version(deb: str) -> str:
-    """A Debian version in mix syntax, ordered as dpkg orders it wherever the two agree."""
+    """A Debian version in mix syntax, ordered as dpkg orders it wherever the two can agree."""
     epoch = ""
     m = re.match(r"^([0-9]+):(.*)$", deb)
     if m:
@@ -100,8 +98,7 @@ def mix_version(deb: str) -> str:
     upstream, sep, revision = deb.rpartition("-")
     if not sep:
         upstream, revision = deb, "0"
-    upstream = _trailing_separators(upstream.replace("-", "_").replace(":", "_"))
-    return f"{epoch}{upstream}-{_trailing_separators(revision)}"
+    return f"{epoch}{_mix_part(upstream)}-{_mix_part(revision)}"
 
 
 def relation_version(deb: str) -> str:
@@ -111,32 +108,32 @@ def relation_version(deb: str) -> str:
     numeric revision in dpkg (letters and ``.`` beat digits there, not in mix);
     they become ``2.0.3^``, which sorts after every ``2.0.3-N`` and before ``2.0.4``.
     """
-    m = re.match(r"^(?:[0-9]+:)?(.*)-([^-]*)$", deb)
-    if m is not None and re.fullmatch(r"[A-Za-z]+|[.+]+", m.group(2)):
-        epoch = deb.split(":", 1)[0] + ":" if re.match(r"^[0-9]+:", deb) else ""
-        upstream = _trailing_separators(m.group(1).replace("-", "_").replace(":", "_"))
-        return f"{epoch}{upstream}^"
+    m = re.match(r"^(?:([0-9]+):)?(.*)-([^-]*)$", deb)
+    if m is not None and re.fullmatch(r"[A-Za-z]+|[.+]+", m.group(3)):
+        epoch = f"{m.group(1)}:" if m.group(1) else ""
+        return f"{epoch}{_mix_part(m.group(2))}^"
     return mix_version(deb)
 
 
-_TAIL = re.compile(r"^(.*[A-Za-z0-9])([^A-Za-z0-9]+)$")
-_SEP_TILDE = re.compile(r"(?<=[A-Za-z0-9])[+._]+~")
+_TRAILING = re.compile(r"(?<=[A-Za-z0-9])[._]+$")
+_BEFORE_TILDE = re.compile(r"(?<=[A-Za-z0-9])[._]+~")
 
 
-def _trailing_separators(part: str) -> str:
-    """dpkg's ``1.0+`` idiom ("after every 1.0-x, before 1.0.1") becomes mix's ``1.0^``,
-    and ``1.0+~x`` becomes ``1.0^~x``.
+def _mix_part(part: str) -> str:
+    """An upstream version or revision with dpkg's separators mapped onto mix's ordering.
 
-    A trailing ``+`` or ``.`` counts in dpkg's ordering but is ignored by
-    mix's; ``^`` gives the same place (see docs/versions.md). ``~`` keeps its
-    meaning in both, so a tail of tildes is left alone.
+    In dpkg, "+" and "-" sort after the end of a version but before ".",
+    letters sort before other characters, and a trailing separator counts; in
+    mix every separator is equal and ignored, except "~" (same meaning as in
+    dpkg) and "^" (after the end, before anything else). So "+" and "-" become
+    "^" (``1.0+b1`` > ``1.0``, ``1.0+1`` < ``1.0.1``, ``12-2021`` < ``12.2``),
+    as do a trailing "." (``1.0.`` > ``1.0``) and a separator before "~"
+    (``1.0+~cs2`` > ``1.0``). ":" (allowed in dpkg's upstream) becomes "_".
+    What is left over is measured by bench/debian_versions.py.
     """
-    # "1.0+~cs2" (common for bundled JavaScript): the separator before "~" counts in dpkg.
-    part = _SEP_TILDE.sub("^~", part)
-    m = _TAIL.match(part)
-    if m is None or m.group(2).startswith(("~", "^")):
-        return part
-    return m.group(1) + "^" + m.group(2)[1:].replace("+", "").replace(".", "").replace("_", "")
+    part = part.replace(":", "_").replace("-", "^").replace("+", "^")
+    part = _BEFORE_TILDE.sub("^~", part)
+    return _TRAILING.sub("^", part)
 
 
 VIRTUAL = "@any"
@@ -229,7 +226,8 @@ def entry(st: dict[str, str], unversioned: set[str]) -> dict[str, Any] | None:
         "size": int(st.get("Size", "0") or 0),
         "installed_size": int(st.get("Installed-Size", "0") or 0) * 1024,
         "sha256": st.get("SHA256", "0" * 64),
-        "filename": f"{name}-{version}.{arch}.mixpkg",
+        # mix.index accepts [A-Za-z0-9+._~:%-] in file names: "^" is %-escaped.
+        "filename": f"{name}-{version.replace('^', '%5e')}.{arch}.mixpkg",
         "debian_version": st["Version"],
     }
 

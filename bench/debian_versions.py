@@ -63,7 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, candidate, op, ver, deb, mix in disagreements[: args.show]:
         print(f"  {name} {candidate} {op} {ver}: dpkg {deb}, mix {mix}")
+    print(ordering_census(all_stanzas))
     return 0
+
+
+def ordering_census(all_stanzas: list[dict[str, str]], pairs: int = 200_000) -> str:
+    """Order agreement on versions of the same package, and on random version pairs."""
+    import itertools
+    import random
+
+    from mix.version import compare
+
+    by_name: dict[str, set[str]] = defaultdict(set)
+    for st in all_stanzas:
+        by_name[st["Package"]].add(st["Version"])
+
+    def agree(a: str, b: str) -> bool:
+        d = dpkg_compare(a, b)
+        return (d > 0) - (d < 0) == compare(mix_version(a), mix_version(b))
+
+    same = [p for vs in by_name.values() for p in itertools.combinations(sorted(vs), 2)]
+    same_bad = sum(not agree(a, b) for a, b in same)
+    everything = sorted({v for vs in by_name.values() for v in vs})
+    rng = random.Random(3)
+    rand_bad = sum(not agree(rng.choice(everything), rng.choice(everything)) for _ in range(pairs))
+    return (
+        f"{len(everything)} distinct versions; versions of the same package ordered "
+        f"differently: {same_bad} of {len(same)} pairs; random pairs: {rand_bad} of {pairs}"
+    )
 
 
 def _raw_clauses(field: str) -> list[list[tuple[str, str | None, str | None]]]:

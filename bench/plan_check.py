@@ -174,21 +174,31 @@ def _deb_atoms(field: str) -> list[list[tuple[str, str | None, str | None]]]:
     return out
 
 
-def check_debian(packages: list[Entry], lists: str) -> list[str]:
+class DebianLists:
+    """apt's lists, read once, keyed the way the converted index names packages."""
+
+    def __init__(self, lists: str) -> None:
+        import glob
+
+        from debian_index import mix_version, read_list, stanzas
+
+        self.by_key: dict[tuple[str, str], dict[str, str]] = {}
+        for path in sorted(glob.glob(lists)):
+            for st in stanzas(read_list(Path(path))):
+                self.by_key.setdefault((st["Package"], mix_version(st["Version"])), st)
+
+
+def check_debian(packages: list[Entry], lists: str | DebianLists) -> list[str]:
     """Violations of the packages' original Debian relations, judged by Debian's rules."""
-    import glob
-
-    from debian_index import mix_version, read_list, stanzas
-
-    wanted = {(e["name"], e["version"]) for e in packages}
+    source = DebianLists(lists) if isinstance(lists, str) else lists
     chosen: list[dict[str, str]] = []
-    for path in sorted(glob.glob(lists)):
-        for st in stanzas(read_list(Path(path))):
-            key = (st["Package"], mix_version(st["Version"]))
-            if key in wanted:
-                wanted.discard(key)
-                chosen.append(st)
-    problems = [f"{n}-{v}: not found in the Debian lists" for n, v in sorted(wanted)]
+    problems = []
+    for e in packages:
+        st = source.by_key.get((e["name"], e["version"]))
+        if st is None:
+            problems.append(f"{e['name']}-{e['version']}: not found in the Debian lists")
+        else:
+            chosen.append(st)
     real: dict[str, list[dict[str, str]]] = defaultdict(list)
     virtual: dict[str, list[tuple[dict[str, str], str | None]]] = defaultdict(list)
     for st in chosen:

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="warm runs per measurement (median)")
     ap.add_argument("--targets", nargs="+", default=TARGETS)
     ap.add_argument("--reconvert", action="store_true", help="rebuild the index from apt's lists")
+    ap.add_argument("--sample", type=int, default=500, help="random packages to solve and check")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from plan_check import check_debian, check_mix, final_set
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                 more = f" ... ({len(names)})" if len(names) > 12 else ""
                 print(f"    only {who}: {' '.join(names[:12])}{more}")
 
+    if args.sample:
+        results["sample"] = sample_plans(root, index, args.sample)
+
     # No cache: the command parses the JSON index and builds the pool itself.
     (root / "var/lib/mix/repos/debian/index.solv").unlink()
     nocache, _ = run(mix_cmd(root, "--simulate", "install", args.targets[0]), env)
@@ -240,6 +244,57 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before/after: {results['load_before'][0]:.1f} / "
           f"{results['load_after'][0]:.1f} (2 cores, shared); details: {out_path}")  # fmt: skip
     return 0
+
+
+def sample_plans(root: Path, index: list[dict[str, Any]], count: int) -> dict[str, Any]:
+    """Install each of `count` random packages (fixed seed) into an empty system and check
+    every plan with both rule sets; unsatisfiable requests are listed for inspection."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from plan_check import DebianLists, check_debian, check_mix
+
+    from mix.solver import Request, Solver, SolverError
+
+    names = sorted({e["name"] for e in index})
+    chosen = random.Random(1).sample(names, min(count, len(names)))
+    solver = Solver()
+    solver.add_repo("debian", None, cache=root / "var/lib/mix/repos/debian/index.solv")
+    lists = DebianLists("/var/lib/apt/lists/*_Packages*")
+    solved, invalid, unsat, sizes, times = 0, [], [], [], []
+    for name in chosen:
+        t0 = time.perf_counter()
+        try:
+            plan = solver.solve(Request(install=[name]))
+        except SolverError as e:
+            unsat.append((name, str(e).splitlines()[1] if "\n" in str(e) else str(e)))
+            continue
+        times.append(time.perf_counter() - t0)
+        solved += 1
+        packages = list(plan.install)
+        sizes.append(len(packages))
+        problems = check_mix(packages) + check_debian(packages, lists)
+        if problems:
+            invalid.append((name, problems[:3]))
+    print(
+        f"random sample: {len(chosen)} packages; {solved} solved, all plans checked: "
+        f"{len(invalid)} invalid; {len(unsat)} unsatisfiable; plan size median "
+        f"{statistics.median(sizes) if sizes else 0:.0f}, max {max(sizes, default=0)}; "
+        f"solve time median {statistics.median(times) * 1000 if times else 0:.0f} ms, "
+        f"max {max(times, default=0) * 1000:.0f} ms (in-process, cache loaded once)"
+    )
+    for name, why in unsat[:10]:
+        print(f"    unsatisfiable: {name}: {why}")
+    for name, problems in invalid[:10]:
+        print(f"    INVALID: {name}: {problems}")
+    return {
+        "count": len(chosen),
+        "solved": solved,
+        "invalid": invalid,
+        "unsatisfiable": unsat,
+        "plan_size_median": statistics.median(sizes) if sizes else 0,
+        "solve_s_median": statistics.median(times) if times else 0,
+    }
 
 
 def inprocess_search(root: Path) -> dict[str, float]:
