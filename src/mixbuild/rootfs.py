@@ -154,16 +154,19 @@ def squash_key(root: Path, comp: str) -> str:
 
 
 def squash(root: Path, out: Path, comp: str) -> bool:
-    """Write OUT unless the tree is unchanged since the last time; True if written.
-    mksquashfs takes every time stamp from SOURCE_DATE_EPOCH (run() sets it)."""
+    """Write OUT unless the tree is unchanged since the last time; True if written."""
     key = squash_key(root, comp)
     stamp = out.with_name(out.name + ".key")
     if out.exists() and stamp.exists() and stamp.read_text() == key:
         return False
     stamp.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
-    run(["mksquashfs", root, out, "-noappend", "-all-root", "-no-xattrs", "-quiet",
-         "-no-progress", "-processors", "2", *COMPRESSORS[comp]], capture=True)
+    # Every time stamp is SOURCE_DATE_EPOCH. Not through the environment: there
+    # mksquashfs only clamps times that are newer, and older ones would leak in.
+    epoch = str(source_date_epoch())
+    run(["env", "-u", "SOURCE_DATE_EPOCH", "mksquashfs", root, out, "-noappend", "-all-root",
+         "-no-xattrs", "-quiet", "-no-progress", "-processors", "2",
+         "-all-time", epoch, "-mkfs-time", epoch, *COMPRESSORS[comp]], capture=True)
     stamp.write_text(key)
     return True
 
