@@ -145,8 +145,9 @@ class Netns:
                 self.exec(ns, ["ip", "addr", "add", addr, "dev", dev, *extra])
             self.exec(ns, ["ip", "link", "set", dev, "up"])
 
-    def exec(self, ns: str, cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        return run(["ip", "netns", "exec", ns, *cmd], **kw)
+    def exec(self, ns: str, cmd: list[str], timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", ns, *cmd], timeout=timeout, env=env)
 
     def listen(self, ports: list[int]) -> None:
         self.listener = subprocess.Popen(
