@@ -12,8 +12,8 @@ Mapping (what differs from Debian is written out in docs/benchmarks.md,
 - Package, Architecture (amd64 -> x86_64, all -> noarch), Description (short).
 - Version: ``[epoch:]upstream[-revision]``; a missing revision becomes ``-0``
   (dpkg treats them as equal, and a release on both sides makes libsolv compare
-  full versions as dpkg does); ``+`` and ``-`` (and a trailing ``.``, and a
-  separator before ``~``) become ``^``, ``:`` becomes ``_`` (see _mix_part).
+  full versions as dpkg does); separators that dpkg ranks after the end of a
+  version become ``^`` (see _mix_part), other ``-`` and ``:`` become ``_``.
 - Depends + Pre-Depends -> dependencies (``a (>= 1) | b`` -> ``a>=1-0 | b``;
   ``<<``/``>>`` -> ``<``/``>``; ``:any``/``:native`` qualifiers dropped).
 - Provides -> provides; Conflicts + Breaks -> conflicts.
@@ -115,25 +115,28 @@ def relation_version(deb: str) -> str:
     return mix_version(deb)
 
 
-_TRAILING = re.compile(r"(?<=[A-Za-z0-9])[._]+$")
-_BEFORE_TILDE = re.compile(r"(?<=[A-Za-z0-9])[._]+~")
+# A separator that dpkg ranks after the end of a version: "+" or "-" before a digit
+# ("1.0+1", "12-2021"), any separator before "~" ("1.0+~cs2"), or at the very end ("1.0+").
+_AFTER_END = re.compile(r"(?<=[A-Za-z0-9])(?:[+-](?=[0-9])|[+._-]+(?=~)|[+._-]+$)")
 
 
 def _mix_part(part: str) -> str:
     """An upstream version or revision with dpkg's separators mapped onto mix's ordering.
 
-    In dpkg, "+" and "-" sort after the end of a version but before ".",
-    letters sort before other characters, and a trailing separator counts; in
-    mix every separator is equal and ignored, except "~" (same meaning as in
-    dpkg) and "^" (after the end, before anything else). So "+" and "-" become
-    "^" (``1.0+b1`` > ``1.0``, ``1.0+1`` < ``1.0.1``, ``12-2021`` < ``12.2``),
-    as do a trailing "." (``1.0.`` > ``1.0``) and a separator before "~"
-    (``1.0+~cs2`` > ``1.0``). ":" (allowed in dpkg's upstream) becomes "_".
-    What is left over is measured by bench/debian_versions.py.
+    dpkg ranks characters as ``~`` < end < letters < ``+`` < ``-`` < ``.``,
+    and compares them one by one; mix ignores separators except ``~`` (same
+    meaning as in dpkg) and ``^`` (after the end, before anything else). Where
+    dpkg's ranking matters most often, a separator becomes ``^``: ``+``/``-``
+    before a digit (``1.0+1`` < ``1.0.1``, ``12-2021`` < ``12.2``), any run of
+    separators before ``~`` (``1.0+~cs2`` > ``1.0``) or at the end (``1.0+`` >
+    ``1.0-9``). Before a letter they stay plain separators (``1.0+dfsg``,
+    ``2+b1`` > ``2b``, ``6.4.2-final`` > ``6.4.2+dfsg``): mix then compares the
+    letters, which agrees with dpkg in the common cases. Other ``-`` become
+    ``_`` and ``:`` becomes ``_``. What is left over is measured by
+    bench/debian_versions.py.
     """
-    part = part.replace(":", "_").replace("-", "^").replace("+", "^")
-    part = _BEFORE_TILDE.sub("^~", part)
-    return _TRAILING.sub("^", part)
+    part = _AFTER_END.sub("^", part)
+    return part.replace("-", "_").replace(":", "_")
 
 
 VIRTUAL = "@any"
