@@ -11,6 +11,9 @@ the screen:
 Layout inside the ISO (volume label MIXOS; the initramfs finds it by label):
 
     /boot/vmlinuz  /boot/initramfs.img  /boot/grub/grub.cfg  /live/root.squashfs
+    /repo/         the signed package repository the image's mix uses offline
+                   (artifacts/medium-repo from `make rootfs`; the booted system
+                   sees it at /run/mixos/medium/repo)
 
 Kernel arguments: the serial+screen consoles, then the hardening arguments from
 configs/kernel/cmdline (one line), then the entry's own.
@@ -52,6 +55,7 @@ class IsoInputs:
     version: str
     label: str = VOLUME_LABEL
     extra_cmdline: str = ""
+    repo: Path | None = None  # a directory copied to /repo on the medium
 
 
 def project_version() -> str:
@@ -136,9 +140,11 @@ def fix_efi_volume_serial(image: Path) -> None:
 
 def inputs_key(inputs: IsoInputs, cfg: str) -> str:
     h = hashlib.sha256()
-    for path in (inputs.kernel, inputs.initrd, inputs.squashfs):
+    repo_files = sorted(p for p in inputs.repo.rglob("*") if p.is_file()) if inputs.repo else []
+    for path in (inputs.kernel, inputs.initrd, inputs.squashfs, *repo_files):
         with path.open("rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
+        h.update(str(path.name).encode())
     h.update(cfg.encode())
     h.update(Path(__file__).read_bytes())  # this builder's own code
     h.update(json.dumps([GRUB_MODULES, source_date_epoch(), inputs.label]).encode())
@@ -170,6 +176,8 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         shutil.copyfile(inputs.initrd, tree / "boot" / "initramfs.img")
         shutil.copyfile(inputs.squashfs, tree / SQUASHFS_PATH.lstrip("/"))
         (tree / "boot" / "grub" / "grub.cfg").write_text(cfg)
+        if inputs.repo is not None:
+            shutil.copytree(inputs.repo, tree / "repo")
         (tree / "mixos-release").write_text(f"MixOS {inputs.version}\n")
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
@@ -190,14 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", type=Path, default=ARTIFACTS / "kernel" / "bzImage")
     parser.add_argument("--initrd", type=Path, default=ARTIFACTS / "initramfs.img")
     parser.add_argument("--squashfs", type=Path, default=ARTIFACTS / "root.squashfs")
+    parser.add_argument("--repo", type=Path, default=ARTIFACTS / "medium-repo",
+                        help="package repository to carry as /repo (skipped if missing)")
+    parser.add_argument("--no-repo", action="store_true", help="carry no /repo")
     parser.add_argument("--label", default=VOLUME_LABEL, help="ISO volume label")
     parser.add_argument("--cmdline", default="", help="extra kernel arguments for every entry")
     parser.add_argument("-o", "--output", type=Path,
                         help="default: artifacts/mixos-<version>.iso")
     args = parser.parse_args(argv)
     version = project_version()
+    repo = None if args.no_repo else args.repo
+    if repo is not None and not repo.is_dir():
+        log(f"note: {repo} not found; the ISO carries no package repository")
+        repo = None
     inputs = IsoInputs(kernel=args.kernel, initrd=args.initrd, squashfs=args.squashfs,
-                       version=version, label=args.label, extra_cmdline=args.cmdline)
+                       version=version, label=args.label, extra_cmdline=args.cmdline,
+                       repo=repo)
     output = args.output or ARTIFACTS / f"mixos-{version}.iso"
     try:
         build(inputs, output)
