@@ -111,6 +111,8 @@ class Builder:
         self.builder_hash = _builder_hash()
         signing_key()  # base-files ships its public half
         self._python: list[str] | None = None
+        self._keys: dict[str, str] = {}  # per run: each recipe is hashed and staged once
+        self._staged: dict[str, Staged] = {}
 
     def target_python(self) -> list[str]:
         if self._python is None:
@@ -124,6 +126,11 @@ class Builder:
         return self.variables.expand(recipe.version, f"{recipe.path} version")
 
     def stage_key(self, recipe: Recipe) -> str:
+        if recipe.name not in self._keys:
+            self._keys[recipe.name] = self._stage_key(recipe)
+        return self._keys[recipe.name]
+
+    def _stage_key(self, recipe: Recipe) -> str:
         h = hashlib.sha256()
         h.update(f"epoch={source_date_epoch()}\nbuilder={self.builder_hash}\n".encode())
         hash_tree(h, recipe.directory)
@@ -176,6 +183,11 @@ class Builder:
 
     def stage(self, recipe: Recipe) -> Staged:
         """The staged tree of RECIPE, from cache when its key is unchanged."""
+        if recipe.name not in self._staged:
+            self._staged[recipe.name] = self._stage(recipe)
+        return self._staged[recipe.name]
+
+    def _stage(self, recipe: Recipe) -> Staged:
         key = self.stage_key(recipe)
         base = pkg_cache() / recipe.name
         version = self.version_of(recipe)
