@@ -985,7 +985,7 @@ class Solver:
             S.SOLVER_SOLUTION_REPLACE_NAMECHANGE,
             S.SOLVER_SOLUTION_REPLACE_VENDORCHANGE,
         ):
-            return f"replace installed {_pkg(el.solvable)} with {_pkg(el.replacement)}"
+            return f"replace {_pkg(el.solvable)} with {_pkg(el.replacement)}"
         if el.solvable is not None and el.solvable.isinstalled():
             return f"remove {_pkg(el.solvable)}"
         if el.solvable is not None:
