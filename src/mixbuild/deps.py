@@ -23,6 +23,7 @@ DEBIAN_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "ovmf",  # VM tests
     "openssh-client",  # VM tests log in over SSH
     "iptables",  # kernel VM test loads firewall rules with the host's iptables
+    "iproute2",  # security tests: network namespaces, veth and tap (ip netns, ip tuntap)
     "pacman-package-manager",  # benchmark peer
     "lz4",  # bench/debian_index.py reads apt's lz4-compressed lists
     "python3-venv",
