@@ -74,6 +74,17 @@ class Symlink:
 
 
 @dataclass(frozen=True)
+class Concat:
+    """One file made of the staged files matching `include`, in path order (e.g. a
+    CA bundle from single certificates); with `remove`, the parts are deleted."""
+
+    path: str
+    include: tuple[str, ...]
+    mode: int = 0o644
+    remove: bool = True
+
+
+@dataclass(frozen=True)
 class Directory:
     path: str
     mode: int = 0o755
@@ -115,6 +126,7 @@ class Recipe:
     file: tuple[InlineFile, ...] = ()
     symlink: tuple[Symlink, ...] = ()
     dir: tuple[Directory, ...] = ()
+    concat: tuple[Concat, ...] = ()
     scripts: dict[str, str] = field(default_factory=dict)
     python_runtime: PythonRuntime | None = None
 
@@ -278,6 +290,14 @@ def parse_recipe(path: Path) -> Recipe:
         dirs.append(Directory(_abs_path(s, "path", s.text("path", required=True)),
                               0o755 if mode is None else mode))
         s.done()
+    concats = []
+    for s in t.tables("concat"):
+        include = s.strs("include")
+        if not include:
+            raise RecipeError(f"{s.where}: 'include' must name the files to join")
+        concats.append(Concat(_abs_path(s, "path", s.text("path", required=True)), include,
+                              s.mode("mode", 0o644) or 0o644, s.flag("remove", True)))
+        s.done()
     scripts: dict[str, str] = {}
     if "scripts" in data:
         s = _Table(t.data["scripts"], f"{path} [scripts]")
@@ -330,6 +350,7 @@ def parse_recipe(path: Path) -> Recipe:
         file=tuple(files),
         symlink=tuple(links),
         dir=tuple(dirs),
+        concat=tuple(concats),
         scripts=scripts,
         python_runtime=runtime,
     )

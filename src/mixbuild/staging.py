@@ -326,6 +326,8 @@ def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files
     if recipe.python_runtime:
         pyruntime.build_runtime(recipe, inputs, files)
     merge_usr(files)
+    for cat in recipe.concat:
+        concat(files, cat.path, cat.include, cat.mode, cat.remove, f"{recipe.path} [[concat]]")
     strip_tree(files, recipe.strip, recipe.keep, [d2.path for d2 in recipe.dir])
     if recipe.bytecompile:
         if inputs.target_python is None:
@@ -333,6 +335,23 @@ def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files
         for d3 in recipe.bytecompile:
             pyruntime.bytecompile(inputs.target_python(), files, d3)
     normalize(files, source_date_epoch())
+
+
+def concat(files: Path, path: str, include: Iterable[str], mode: int, remove: bool,
+           where: str) -> None:
+    """Join the staged files matching INCLUDE (path order) into PATH."""
+    parts = [rel for rel in select(walk_entries(files), include, [])
+             if (files / rel).is_file() and not (files / rel).is_symlink()]
+    if not parts:
+        raise BuildError(f"{where}: include {list(include)} matches no staged file")
+    dest = files / path.lstrip("/")
+    data = b"".join((files / rel).read_bytes() for rel in parts)
+    if remove:
+        for rel in parts:
+            (files / rel).unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    os.chmod(dest, mode)
 
 
 def stage_scripts(recipe: Recipe, scripts: Path) -> None:

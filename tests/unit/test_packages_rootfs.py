@@ -114,6 +114,12 @@ def test_python_is_trimmed_and_runs() -> None:
     assert not list(stdlib.rglob("*.py"))  # sourceless bytecode only
 
 
+def test_tls_clients_find_the_ca_bundle() -> None:
+    out = ok("python3 -c 'import ssl; print(ssl.create_default_context()"
+             ".cert_store_stats()[\"x509_ca\"])'")
+    assert int(out) > 100
+
+
 def test_accounts_root_locked_no_empty_passwords_shadow_private() -> None:
     shadow = ROOT / "etc/shadow"
     assert stat.S_IMODE(shadow.stat().st_mode) & 0o077 == 0

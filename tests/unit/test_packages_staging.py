@@ -178,3 +178,15 @@ def test_missing_required_copy_source_is_an_error(tmp_path: Path) -> None:
     recipe = parse_recipe(tmp_path / "demo/recipe.toml")
     with pytest.raises(BuildError, match="does not exist; run 'make kernel'"):
         stage_files(recipe, StageInputs(), make_variables(), tmp_path / "files")
+
+
+def test_concat_joins_parts_in_path_order_and_removes_them(tmp_path: Path) -> None:
+    from mixbuild.staging import concat
+
+    _tree(tmp_path, {"usr/share/ca/b.crt": "B\n", "usr/share/ca/a.crt": "A\n",
+                     "usr/share/ca/readme": "no"})
+    concat(tmp_path, "/etc/ssl/bundle.crt", ["usr/share/ca/*.crt"], 0o644, True, "test")
+    assert (tmp_path / "etc/ssl/bundle.crt").read_text() == "A\nB\n"
+    assert sorted(p.name for p in (tmp_path / "usr/share/ca").iterdir()) == ["readme"]
+    with pytest.raises(BuildError, match="matches no staged file"):
+        concat(tmp_path, "/etc/x", ["nothing/*"], 0o644, True, "test")
