@@ -13,6 +13,8 @@ import pytest
 from security_debian import unpacked
 from security_policy import SECURITY
 
+from mixbuild import apparmor
+
 PROFILES = SECURITY / "apparmor.d"
 # profile file -> (profile name, attachment path or None for change_onexec only)
 EXPECTED = {"usr.sbin.sshd": ("sshd", "/usr/sbin/sshd"), "udhcpc": ("udhcpc", None)}
@@ -72,3 +74,12 @@ def test_profile_does_not_grant_everything(name: str) -> None:
     assert "capability sys_admin," not in rules
     assert "capability sys_module," not in rules
     assert not any(r.startswith("/etc/shadow") and "w" in r.split()[-1] for r in rules)
+
+
+def test_precompiled_policy_matches_the_profiles() -> None:
+    """configs/security/apparmor-compiled is what `python -m mixbuild.apparmor` makes
+    from the current profiles (the image loads it instead of compiling at boot)."""
+    unpacked("apparmor")  # skips without root, like the other Debian-tool tests
+    bad = apparmor.stale()
+    assert not bad, (f"stale precompiled AppArmor policy: {bad}; regenerate with "
+                     "PYTHONPATH=src .venv/bin/python -m mixbuild.apparmor")
