@@ -6,7 +6,7 @@ each milestone the minimum and median seconds since QEMU started. The minimum
 is the number to compare: on a shared host, other work only ever adds time.
 
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --runs 5
-    PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine q35 --runs 3
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine pc --runs 3
 
 Milestones (the first console line that marks each):
     grub      GRUB's menu is drawn            ("GNU GRUB")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initrd", type=Path, default=ARTIFACTS / "initramfs.img")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory", type=int, default=256)
-    parser.add_argument("--machine", choices=("pc", "q35"), default="pc")
+    parser.add_argument("--machine", choices=("pc", "q35"), default="q35")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)

@@ -41,7 +41,9 @@ class Machine:
 
     memory_mb: int = 256
     cpus: int = 1
-    machine: str = "pc"  # QEMU machine type: "pc" (i440fx, IDE CD-ROM) or "q35" (AHCI)
+    # QEMU machine type. q35 puts the CD-ROM on AHCI, which SeaBIOS reads by DMA:
+    # GRUB loads the kernel ~3x faster than from pc's IDE CD-ROM (PIO) under TCG.
+    machine: str = "q35"
     accel: str = "tcg"  # "tcg" or "kvm"
     iso: Path | None = None  # attached as an IDE CD-ROM; booted unless kernel is set
     kernel: Path | None = None  # direct kernel boot (-kernel/-initrd/-append)
@@ -90,7 +92,7 @@ def command(m: Machine) -> list[str]:
         if m.append:
             argv += ["-append", m.append]
     if m.iso is not None:
-        # index=2: the secondary IDE master on pc; on q35, AHCI port 2.
+        # On q35 an AHCI (SATA) CD-ROM; on pc the secondary IDE master.
         argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
         if m.kernel is None:
             argv += ["-boot", "order=d"]
