@@ -183,7 +183,9 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         partial = output.with_name(output.name + ".partial")
         run(["grub-mkrescue", "-o", partial,
              f"--install-modules={GRUB_MODULES}", "--fonts=", "--locales=", "--themes=",
-             "--compress=xz", "--product-name=MixOS", f"--product-version={inputs.version}",
+             # Uncompressed modules: +0.5 MB, but GRUB starts ~0.2 s sooner under
+             # TCG (no xz decoding of every module it loads).
+             "--compress=no", "--product-name=MixOS", f"--product-version={inputs.version}",
              tree, "--", "-volid", inputs.label, *reproducible_dates()], capture=True)
         fix_efi_volume_serial(partial)
         partial.replace(output)
