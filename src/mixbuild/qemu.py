@@ -30,6 +30,9 @@ from mixbuild.bootrun import ARTIFACTS, log
 
 QEMU = "qemu-system-x86_64"
 OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
+# qboot: QEMU's minimal firmware for direct kernel boot (no disk boot, no option
+# ROMs); it reaches the kernel ~0.3 s sooner than SeaBIOS under TCG.
+QBOOT = Path("/usr/share/qemu/qboot.rom")
 PROBE_LINE = "mixos-initramfs: probe: userspace reached"
 # The serial console the ISO's GRUB entries and the tests use.
 SERIAL_CONSOLE = "console=tty0 console=ttyS0,115200"
@@ -53,6 +56,7 @@ class Machine:
     ssh_port: int | None = None  # host 127.0.0.1:ssh_port -> guest port 22 (virtio NIC)
     network: bool = True  # a virtio NIC on QEMU's user-mode network
     uefi: bool = False  # OVMF instead of SeaBIOS
+    qboot: bool = True  # direct kernel boots use qboot instead of SeaBIOS when installed
     graphics: bool = False  # a VGA display window instead of none
     serial: str = "stdio"  # QEMU -serial backend; "mon:stdio" for interactive use
     extra: tuple[str, ...] = field(default_factory=tuple)
@@ -85,6 +89,8 @@ def command(m: Machine) -> list[str]:
         argv += ["-vga", "std"]
     if m.uefi:
         argv += ["-bios", str(ovmf_firmware())]
+    elif m.kernel is not None and m.qboot and QBOOT.is_file():
+        argv += ["-bios", str(QBOOT)]
     if m.kernel is not None:
         argv += ["-kernel", str(m.kernel)]
         if m.initrd is not None:
