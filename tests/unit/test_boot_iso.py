@@ -29,6 +29,7 @@ def test_menu_has_normal_vram_and_rescue_entries_on_serial_and_screen(tmp_path: 
         assert "console=tty0 console=ttyS0,115200" in args
         assert "mixos.root_label=MIXOS" in args
     assert "VRAM=on" in vram and "VRAM=" not in normal and rescue.endswith(" rescue")
+    assert " quiet" in normal and " quiet" in vram and " quiet" not in rescue
     assert "set default=normal" in cfg and f"set timeout={iso.MENU_TIMEOUT}" in cfg
 
 

@@ -228,7 +228,8 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
                           disks=(seed,) if with_seed else (), uefi=uefi)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
-                          initrd=images.initrd, append=iso_stage.kernel_args(extra),
+                          initrd=images.initrd,
+                          append=iso_stage.kernel_args(f"{iso_stage.entry_args('normal')} {extra}"),
                           iso=images.iso if with_iso else None, ssh_port=port,
                           disks=(seed,) if with_seed else (), uefi=uefi)
     vm = VM(machine, workdir / f"{name}-{port}.console.log").start()
