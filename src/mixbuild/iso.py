@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixbuild import bootcompat
 from mixbuild.bootrun import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
 from mixbuild.qemu import SERIAL_CONSOLE
 
@@ -56,6 +57,7 @@ class IsoInputs:
     label: str = VOLUME_LABEL
     extra_cmdline: str = ""
     repo: Path | None = None  # a directory copied to /repo on the medium
+    kernel_config: Path | None = None  # the kernel's .config, for bootcompat checks
 
 
 def project_version() -> str:
@@ -174,8 +176,29 @@ def check_inputs(inputs: IsoInputs) -> None:
             raise BuildError(f"{path} is missing; run '{how}' first")
 
 
+def check_kernel(inputs: IsoInputs) -> None:
+    """Refuse an image whose kernel cannot boot its initramfs and root image."""
+    if inputs.kernel_config is None:
+        return
+    if not inputs.kernel_config.is_file():
+        log(f"note: {inputs.kernel_config} not found; kernel compatibility not checked")
+        return
+    try:
+        missing = bootcompat.problems(bootcompat.read_config(inputs.kernel_config),
+                                      initrd=inputs.initrd, squashfs=inputs.squashfs)
+    except ValueError as e:
+        raise BuildError(str(e)) from e
+    if missing:
+        raise BuildError(
+            f"the kernel {inputs.kernel} cannot boot this image; its config "
+            f"{inputs.kernel_config} lacks:\n  " + "\n  ".join(missing)
+            + "\nenable them in configs/kernel/ and run 'make kernel' (or change the "
+            "root image's compression in 'make rootfs')")
+
+
 def build(inputs: IsoInputs, output: Path) -> Path:
     check_inputs(inputs)
+    check_kernel(inputs)
     cfg = grub_cfg(inputs)
     key = inputs_key(inputs, cfg)
     stamp = output.with_name(output.name + ".inputs")
@@ -218,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=ARTIFACTS / "medium-repo",
                         help="package repository to carry as /repo (skipped if missing)")
     parser.add_argument("--no-repo", action="store_true", help="carry no /repo")
+    parser.add_argument("--kernel-config", type=Path,
+                        help="the kernel's .config to check the image against "
+                             "(default: 'config' beside --kernel)")
+    parser.add_argument("--no-kernel-check", action="store_true",
+                        help="don't check that the kernel can boot the image")
     parser.add_argument("--label", default=VOLUME_LABEL, help="ISO volume label")
     parser.add_argument("--cmdline", default="", help="extra kernel arguments for every entry")
     parser.add_argument("-o", "--output", type=Path,
@@ -230,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         repo = None
     inputs = IsoInputs(kernel=args.kernel, initrd=args.initrd, squashfs=args.squashfs,
                        version=version, label=args.label, extra_cmdline=args.cmdline,
-                       repo=repo)
+                       repo=repo,
+                       kernel_config=None if args.no_kernel_check else
+                       args.kernel_config or args.kernel.with_name("config"))
     output = args.output or ARTIFACTS / f"mixos-{version}.iso"
     try:
         build(inputs, output)
