@@ -14,10 +14,8 @@ the version ordering (exactly libsolv's) in ``docs/versions.md``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +166,8 @@ class Plan:
 def _write_solv(repo: solv.Repo, path: Path) -> None:
     """Write ``repo`` as a .solv file atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when writing: keeps `mix search` imports small
+
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -495,6 +495,8 @@ class Solver:
             else:
                 extra[key] = value
         if extra:
+            import json
+
             data.set_str(sid, self._key_extra, json.dumps(extra, separators=(",", ":")))
 
     def _restore(self, s: solv.XSolvable) -> Entry:
@@ -523,6 +525,8 @@ class Solver:
             entry["repo"] = s.repo.name
         extra = s.lookup_str(self._key_extra)
         if extra:
+            import json
+
             entry.update(json.loads(extra))
         return entry
 
