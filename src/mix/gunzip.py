@@ -9,8 +9,8 @@ import zlib
 from typing import IO, Any
 
 RAW_CHUNK = 256 * 1024
-MAX_OUT = 4 * 1024 * 1024  # bounded output per step: a gzip bomb cannot exhaust memory
-DEPTH = 8
+MAX_OUT = 1024 * 1024  # bounded output per step: a gzip bomb cannot exhaust memory
+DEPTH = 24  # so at most ~24 MiB run ahead of the writer per package
 
 
 class GzipError(Exception):

@@ -161,12 +161,17 @@ class Transaction:
         transfers: list[tuple[str, str]] = []
         n = 0
 
+        existing: set[str] = set()
+
         def need_dir(target: str, mode: int = 0o755) -> None:
             parent = target.rsplit("/", 1)[0]
             if parent and parent != str(self.root) and parent not in created \
-                    and _kind_on_disk(parent) == "missing":
-                need_dir(parent)
-                created[parent] = 0o755
+                    and parent not in existing:
+                if _kind_on_disk(parent) == "missing":
+                    need_dir(parent)
+                    created[parent] = 0o755
+                else:
+                    existing.add(parent)
             if mode and _kind_on_disk(target) == "missing":
                 created[target] = mode
 
@@ -220,9 +225,7 @@ class Transaction:
             n += 1
             temp = f"{target.rsplit('/', 1)[0]}/.mixtmp-{self.txid}-{n}"
             renames.append({"path": path, "pkg": name, "temp": temp,
-                            "dest": target + (".mixnew" if mixnew else ""),
-                            "type": f.type, "mode": f.mode, "target": f.target,
-                            "sha256": f.sha256})
+                            "dest": target + (".mixnew" if mixnew else "")})
             if mixnew:
                 self.out.mixnew.append(path)
 
@@ -260,48 +263,78 @@ class Transaction:
 
     # --- phase 2 -----------------------------------------------------------------------
     def _stage(self, data: dict[str, Any]) -> None:
+        old_umask = os.umask(0)  # modes below are exactly the packages' modes
+        try:
+            self._stage_files(data)
+        finally:
+            os.umask(old_umask)
+
+    def _stage_files(self, data: dict[str, Any]) -> None:
         for d, mode in data["created"]:
-            os.mkdir(d, 0o700)  # not yet usable by others; final mode below
-            os.chmod(d, mode)
+            os.mkdir(d, mode & 0o777)
+            if mode & 0o7000:
+                os.chmod(d, mode)
             _failpoint()
         by_pkg: dict[str, dict[str, dict[str, Any]]] = {}
         for r in data["renames"]:
             by_pkg.setdefault(r["pkg"], {})[r["path"]] = r
-        total = sum(1 for c in self.changes if c.kind != "remove")
-        done = 0
-        for c in self.changes:
-            if c.kind == "remove":
-                continue
-            assert c.path is not None and c.new is not None
-            done += 1
-            self._draw(done, total, f"extracting {c.name}")
+        installs = [c for c in self.changes if c.kind != "remove"]
+
+        def open_reader(i: int) -> tuple[PackageReader | None, Any, PackageError | None]:
+            c = installs[i]
+            assert c.path is not None
             hasher = hashlib.sha256()
-            # The package's own sha256 (from the signed index) covers every byte, so per-file
-            # hashes are only re-checked for untrusted local files (--allow-untrusted).
-            check_files = bool(c.new.get("_untrusted"))
-            wanted = by_pkg.get(c.name, {})
-            want = c.new.get("sha256")
             try:
-                with PackageReader(c.path, hasher, known=self.meta[c.name],
-                                   threaded=True) as reader:
-                    for entry, stream, mtime in reader.members():
-                        r = wanted.get(entry.path)
-                        if r is None:
-                            continue
-                        self._write_temp(r, entry, stream, mtime, str(c.path), check_files)
-                    reader.finish()
-                    self.scripts_of[c.name] = dict(reader.scripts)
-                got = hasher.hexdigest()
-            except PackageError:
-                # a damaged file is first of all one that is not what the index signed
-                got = sha256_file(c.path) if want else ""
-                if not want or got == want:
-                    raise
-            if want and got != want:
-                raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
-                                 f"({want}) for {c.name} {c.new['version']}",
-                                 "run 'mix update'; if it persists the mirror is corrupt")
+                return PackageReader(c.path, hasher, known=self.meta[c.name], threaded=True), \
+                    hasher, None
+            except PackageError as e:
+                return None, hasher, e
+
+        # The next package is opened (and starts inflating on its thread) while the
+        # current one is written out.
+        nxt = open_reader(0) if installs else None
+        try:
+            for i, c in enumerate(installs):
+                assert nxt is not None
+                current, nxt = nxt, (open_reader(i + 1) if i + 1 < len(installs) else None)
+                self._draw(i + 1, len(installs), f"extracting {c.name}")
+                self._extract(c, current, by_pkg.get(c.name, {}))
+        finally:
+            if nxt is not None and nxt[0] is not None:
+                nxt[0].close()
         self._draw(0, 0, "")
+
+    def _extract(self, c: Change,
+                 opened: tuple[PackageReader | None, Any, PackageError | None],
+                 wanted: dict[str, dict[str, Any]]) -> None:
+        assert c.path is not None and c.new is not None
+        reader, hasher, error = opened
+        # The package's own sha256 (from the signed index) covers every byte, so per-file
+        # hashes are only re-checked for untrusted local files (--allow-untrusted).
+        check_files = bool(c.new.get("_untrusted"))
+        want = c.new.get("sha256")
+        try:
+            if error is not None:
+                raise error
+            assert reader is not None
+            with reader:
+                for entry, stream, mtime in reader.members():
+                    r = wanted.get(entry.path)
+                    if r is None:
+                        continue
+                    self._write_temp(r, entry, stream, mtime, str(c.path), check_files)
+                reader.finish()
+                self.scripts_of[c.name] = dict(reader.scripts)
+            got = hasher.hexdigest()
+        except PackageError:
+            # a damaged file is first of all one that is not what the index signed
+            got = sha256_file(c.path) if want else ""
+            if not want or got == want:
+                raise
+        if want and got != want:
+            raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
+                             f"({want}) for {c.name} {c.new['version']}",
+                             "run 'mix update'; if it persists the mirror is corrupt")
 
     def _write_temp(self, r: dict[str, Any], entry: FileEntry, stream: Any, mtime: int,
                     where: str, check: bool) -> None:
@@ -312,7 +345,7 @@ class Transaction:
             _failpoint()
             return
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+                     entry.mode & 0o777)
         try:
             h = hashlib.sha256() if check else None
             while chunk := stream.read(1 << 20):
@@ -324,7 +357,8 @@ class Transaction:
             if h is not None and h.hexdigest() != entry.sha256:
                 raise PackageError(f"{where}: {entry.path} does not match its sha256 in "
                                    "metadata.json", "the package is corrupt; rebuild it")
-            os.fchmod(fd, entry.mode)
+            if entry.mode & 0o7000:  # set after writing, which may clear setuid/setgid
+                os.fchmod(fd, entry.mode)
             os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)

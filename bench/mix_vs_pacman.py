@@ -1,0 +1,254 @@
+"""mix install vs pacman -U: the same ~50 real Debian packages into an empty root.
+
+    PYTHONPATH=src .venv/bin/python bench/mix_vs_pacman.py [--runs 3] [--work DIR]
+
+Each Debian package (binaries and libraries, a few MB each) is unpacked once and
+repackaged twice with the same file tree: as a .mixpkg (`mix build`, gzip) in a signed
+mix repository, and as a .pkg.tar.zst (.PKGINFO + tree, zstd) for pacman. Then, for
+each run and in alternating order, both install all of them into a fresh empty root:
+
+    mix --root R --repo file://REPO --keys-dir K -y install P1 ... P50
+    pacman -U --root R --dbpath R/var/lib/pacman --config C --noconfirm F1 ... F50
+
+mix's time includes reading and verifying the signed index, building the solver cache,
+resolving, verifying every package's sha256, extraction and its two filesystem syncs;
+pacman runs with SigLevel = Never (no signature checks) and does not sync, so a second
+pacman figure adds one `sync` after it. Prints medians and the ratio mix/pacman.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "src"))
+
+from mix.build import build_package
+from mix.index import scan_repo, write_index
+from mix.keys import generate
+from mixbuild import debian
+
+# Binaries and libraries, 1-5 MB each as .deb, ~115 MB together.
+PACKAGES = ["ripgrep", "qemu-utils", "openssl", "udev", "cmake", "systemd", "grub-common", "perl-base", "librpm9", "libssl3", "libpython3.11", "libpython3.11-stdlib", "python3.11-minimal", "libglib2.0-0", "libqt5core5a", "libqt5gui5", "libqt5widgets5", "libgtk-3-0", "libavcodec59", "libavfilter8", "libaom3", "libpoppler126", "libmagickcore-6.q16-6", "libgs10", "libtesseract5", "libproj25", "libhdf5-103-1", "libsystemd-shared", "libharfbuzz-icu0", "libtorrent-rasterbar2.0", "mariadb-client", "xvfb", "gstreamer1.0-plugins-good", "texinfo", "netpbm", "iverilog", "ngspice", "ledger", "wabt", "lld-14", "libqt6core6", "libqt6gui6", "libqt6widgets6", "libopencv-imgproc406", "libmfx1", "libplacebo208", "librados2", "librbd1", "libperl5.36", "libgraphicsmagick-q16-3"]
+
+PACMAN_CONF = """[options]
+Architecture = auto
+SigLevel = Never
+LocalFileSigLevel = Never
+"""
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if r.returncode != 0:
+        sys.exit(f"bench: command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return r
+
+
+def seed_debs() -> None:
+    """Use debs apt already holds, so only missing ones are downloaded."""
+    target = debian.debs_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for pkg in debian.candidates(PACKAGES).values():
+        src = Path("/var/cache/apt/archives") / pkg.filename
+        if src.exists() and not (target / pkg.filename).exists():
+            shutil.copy(src, target / pkg.filename)
+
+
+def staging(name: str, version: str, tree: Path, work: Path) -> Path:
+    d = work / "stage" / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    shutil.copytree(tree, d / "files", symlinks=True,
+                    ignore=shutil.ignore_patterns(".complete"))
+    setuid = [f"/{p.relative_to(d / 'files')}" for p in (d / "files").rglob("*")
+              if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o6000]
+    md = {"name": name, "version": version, "description": f"Debian's {name}",
+          "arch": "x86_64", "setuid": setuid}
+    (d / "metadata.json").write_text(json.dumps(md))
+    return d
+
+
+def pacman_pkg(name: str, stage: Path, out: Path) -> None:
+    files = stage / "files"
+    size = sum(p.lstat().st_size for p in files.rglob("*") if p.is_file())
+    pkginfo = (f"pkgname = {name}\npkgbase = {name}\npkgver = 1.0-1\npkgdesc = Debian's {name}\n"
+               f"builddate = {os.environ.get('SOURCE_DATE_EPOCH', '0')}\npackager = MixOS bench\n"
+               f"size = {size}\narch = x86_64\nlicense = custom\n").encode()
+    tar_path = out.with_suffix("")  # .pkg.tar
+    with tarfile.open(tar_path, "w", format=tarfile.GNU_FORMAT) as t:
+        info = tarfile.TarInfo(".PKGINFO")
+        info.size = len(pkginfo)
+        import io
+
+        t.addfile(info, io.BytesIO(pkginfo))
+        for p in sorted(files.iterdir()):
+            t.add(p, arcname=p.name, recursive=True)
+    run(["zstd", "-q", "-f", "-T2", "-10", "--rm", str(tar_path), "-o", str(out)])
+
+
+def prepare(work: Path) -> tuple[Path, Path, list[Path]]:
+    repo, pacdir, keys = work / "mix-repo", work / "pacman-pkgs", work / "keys"
+    stamp = work / ".prepared"
+    pac_files = [pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst" for n in PACKAGES]
+    if stamp.exists() and stamp.read_text() == " ".join(PACKAGES):
+        return repo, keys, pac_files
+    seed_debs()
+    fetched = debian.fetch(PACKAGES)
+    for d in (repo, pacdir, keys):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    generate(keys / "bench")
+    for n in PACKAGES:
+        deb, tree = fetched[n]
+        version = debian.mix_version(deb.version)
+        st = staging(n, version, tree, work)
+        build_package(st, repo / f"{n}-{version.replace(':', '%3a')}.x86_64.mixpkg")
+        pacman_pkg(n, st, pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst")
+        shutil.rmtree(st)
+        print(f"  packaged {n}", file=sys.stderr)
+    write_index(repo, scan_repo(repo), keys / "bench.key")
+    stamp.write_text(" ".join(PACKAGES))
+    return repo, keys, pac_files
+
+
+def quiesce(max_wait: float = 30.0) -> None:
+    """Flush, then wait until the kernel has no dirty or in-flight pages left (bounded):
+    writing or deleting ~500 MB just before a run slowed whichever tool ran next by up
+    to 3x on the (virtual) disk here."""
+    os.sync()
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        pending_kb = int(meminfo["Dirty"].split()[0]) + int(meminfo["Writeback"].split()[0])
+        if pending_kb < 4096:
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+
+
+def fresh(root: Path) -> None:
+    """A new empty root. Every run gets its own; all are deleted only at the end."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    quiesce()
+
+
+def cpu_children() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def time_mix(root: Path, repo: Path, keys: Path) -> tuple[float, float]:
+    fresh(root)
+    cmd = [sys.executable, "-m", "mix", "--root", str(root), "--repo", f"file://{repo}",
+           "--keys-dir", str(keys), "-y", "install", *PACKAGES]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
+    c0, t0 = cpu_children(), time.perf_counter()
+    run(cmd, env=env)
+    return time.perf_counter() - t0, cpu_children() - c0
+
+
+def time_pacman(root: Path, conf: Path, files: list[Path]) -> tuple[float, float, float]:
+    fresh(root)
+    (root / "var/lib/pacman").mkdir(parents=True)
+    cmd = ["pacman", "-U", "--root", str(root), "--dbpath", str(root / "var/lib/pacman"),
+           "--cachedir", str(root / "var/cache/pacman"), "--config", str(conf),
+           "--logfile", str(root / "pacman.log"), "--noconfirm", "--noprogressbar",
+           "--noscriptlet", *map(str, files)]
+    c0, t0 = cpu_children(), time.perf_counter()
+    run(cmd)
+    t1, c1 = time.perf_counter(), cpu_children()
+    os.sync()
+    return t1 - t0, time.perf_counter() - t0, c1 - c0
+
+
+def time_tar(root: Path, files: list[Path], flag: str) -> tuple[float, float]:
+    """The floor for each format: GNU tar extracting every package, nothing else."""
+    fresh(root)
+    c0, t0 = cpu_children(), time.perf_counter()
+    for f in files:
+        run(["tar", flag, "-xf", str(f), "-C", str(root)])
+    return time.perf_counter() - t0, cpu_children() - c0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", type=Path,
+                    default=Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos")) / "bench/mix-vs-pacman")
+    args = ap.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"preparing {len(PACKAGES)} packages in {work} ...", file=sys.stderr)
+    repo, keys, pac_files = prepare(work)
+    conf = work / "pacman.conf"
+    conf.write_text(PACMAN_CONF)
+    mix_size = sum(p.stat().st_size for p in repo.glob("*.mixpkg"))
+    pac_size = sum(p.stat().st_size for p in pac_files)
+    mix_t: list[float] = []
+    pac_t: list[float] = []
+    pac_sync_t: list[float] = []
+    mix_cpu: list[float] = []
+    pac_cpu: list[float] = []
+    for i in range(args.runs):
+        order = ("mix", "pacman") if i % 2 == 0 else ("pacman", "mix")
+        for tool in order:
+            if tool == "mix":
+                wall, cpu = time_mix(work / f"root-mix-{i}", repo, pub_dir(keys))
+                mix_t.append(wall)
+                mix_cpu.append(cpu)
+            else:
+                a, b, cpu = time_pacman(work / f"root-pacman-{i}", conf, pac_files)
+                pac_t.append(a)
+                pac_sync_t.append(b)
+                pac_cpu.append(cpu)
+        print(f"  run {i + 1}: mix {mix_t[-1]:.2f} s (cpu {mix_cpu[-1]:.2f}), pacman "
+              f"{pac_t[-1]:.2f} s (cpu {pac_cpu[-1]:.2f}, +sync {pac_sync_t[-1]:.2f} s)",
+              file=sys.stderr)
+    gz_wall, gz_cpu = time_tar(work / "root-tar-gz", sorted(repo.glob("*.mixpkg")), "-z")
+    zst_wall, zst_cpu = time_tar(work / "root-tar-zst", pac_files, "--zstd")
+    shutil.rmtree(work / "root-tar-gz")
+    shutil.rmtree(work / "root-tar-zst")
+    files_mix = sum(1 for _ in (work / "root-mix-0").rglob("*"))
+    files_pac = sum(1 for _ in (work / "root-pacman-0").rglob("*"))
+    m, p, ps = (statistics.median(x) for x in (mix_t, pac_t, pac_sync_t))
+    print(f"packages: {len(PACKAGES)}; mix repo {mix_size / 1e6:.0f} MB (gzip), "
+          f"pacman packages {pac_size / 1e6:.0f} MB (zstd); entries in root: mix {files_mix}, "
+          f"pacman {files_pac}")
+    print(f"mix install      median {m:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in mix_t)})")
+    print(f"pacman -U        median {p:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pac_t)})")
+    print(f"pacman -U + sync median {ps:.2f} s")
+    mc, pc = statistics.median(mix_cpu), statistics.median(pac_cpu)
+    print(f"CPU (user+sys) median: mix {mc:.2f} s, pacman {pc:.2f} s, ratio {mc / pc:.2f}")
+    print(f"floor, GNU tar extracting the packages (one run): .mixpkg (gzip) {gz_wall:.2f} s "
+          f"(cpu {gz_cpu:.2f}), .pkg.tar.zst {zst_wall:.2f} s (cpu {zst_cpu:.2f})")
+    print(f"load average during the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"ratio mix/pacman: {m / p:.2f}  (mix/(pacman+sync): {m / ps:.2f}); "
+          f"below 1.0 means mix is faster")
+    for i in range(args.runs):
+        for root in (f"root-mix-{i}", f"root-pacman-{i}"):
+            shutil.rmtree(work / root, ignore_errors=True)
+    return 0
+
+
+def pub_dir(keys: Path) -> Path:
+    """The keys dir holds bench.key too; mix only reads *.pub."""
+    return keys
+
+
+if __name__ == "__main__":
+    sys.exit(main())
