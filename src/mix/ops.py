@@ -189,7 +189,7 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
         else:
             say(f"  remove   {c.name} {(c.old or {}).get('version')}")
     sign = "+" if delta >= 0 else "-"
-    say(f"{len(changes)} packages; download {human_size(download)}, installed size "
+    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; download {human_size(download)}, installed size "
         f"{sign}{human_size(abs(delta))}")
 
 
@@ -260,7 +260,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         for r in repos_mod.stored(s.cfg):
             try:
                 n = repos_mod.update(s.cfg, r, ring, s.fetcher)
-                say(f"{r.repo.url}: {n} packages")
+                say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
             except MixError as e:
                 failures.append(e)
                 print(f"mix: error: {r.repo.url}: {e.message} (kept the previous index)",

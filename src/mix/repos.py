@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,9 @@ from mix.errors import MixError, TrustError, UsageError
 from mix.fetch import Fetcher
 from mix.index import INDEX_NAME, SIG_NAME, verify_index
 from mix.keys import PublicKey, load_keyring
+
+_CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
+_VALID_UNTIL_TAIL = re.compile(rb'"valid_until":\s*([0-9]+)\s*}\s*$')
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,11 @@ class StoredRepo:
 
     def created(self) -> int | None:
         try:
+            with open(self.index_path, "rb") as f:
+                head = f.read(64)
+            m = _CREATED_HEAD.match(head)  # keys are sorted: "created" comes first
+            if m:
+                return int(m.group(1))
             return int(json.loads(self.index_path.read_bytes())["created"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -83,15 +93,32 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher) -> int:
-    """Fetch, verify and store one repository's index; return its package count."""
+
+
+def _unchanged(repo: StoredRepo, data: bytes, sig: bytes) -> bool:
+    """The repository serves exactly the index already held (verified when it was stored)
+    and that index has not expired: nothing to verify or store again. (A mirror that keeps
+    serving one index until it expires is still caught by the expiry check.)"""
+    try:
+        if repo.index_path.read_bytes() != data or (repo.dir / SIG_NAME).read_bytes() != sig:
+            return False
+    except OSError:
+        return False
+    m = _VALID_UNTIL_TAIL.search(data[-200:])
+    return m is not None and int(m.group(1)) >= time.time()
+
+
+def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher
+           ) -> int | None:
+    """Fetch, verify and store one repository's index; return its package count (None if
+    it is unchanged)."""
     base = repo.repo.url
     data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
     sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    if _unchanged(repo, data, sig):
+        return None
     doc = verify_index(data, sig, ring, base, held_created=repo.created())
     repo.dir.mkdir(parents=True, exist_ok=True)
-    if repo.index_path.exists() and repo.index_path.read_bytes() == data:
-        return len(doc["packages"])
     repo.cache_path.unlink(missing_ok=True)
     _write(repo.dir / SIG_NAME, sig)
     _write(repo.index_path, data)

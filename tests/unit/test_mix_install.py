@@ -294,3 +294,19 @@ def test_search_and_info(w: World, capsys) -> None:
     assert info["installed_version"] == "1.0" and info["reason"] == "explicit"
     rc, _, _err = w.mix("info", "ghost", capsys=capsys)
     assert rc == 9
+
+
+def test_update_refuses_the_same_index_once_it_has_expired(w: World, capsys,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror that keeps serving the index mix already holds is caught by its expiry."""
+    import time
+
+    base_repo(w)
+    w.sign(valid_days=2)
+    assert w.mix("update", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("update", capsys=capsys)
+    assert rc == 0 and "unchanged" in out
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 3 * 86400)
+    rc, _, err = w.mix("update", capsys=capsys)
+    assert rc == 4 and "expired" in err
