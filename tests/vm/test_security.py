@@ -213,6 +213,23 @@ def test_ssh_server_effective_configuration(sec: SecureGuest) -> None:
     assert not problems, "sshd -T in the guest:\n  " + "\n  ".join(problems)
 
 
+def test_old_algorithms_are_refused_on_the_wire(sec: SecureGuest) -> None:
+    """What sshd -T says, checked in real handshakes: a client offering only a legacy
+    algorithm gets no connection; a default client gets the post-quantum hybrid."""
+    legacy = {"Ciphers": "aes128-ctr", "KexAlgorithms": "diffie-hellman-group14-sha256",
+              "HostKeyAlgorithms": "ecdsa-sha2-nistp256,rsa-sha2-512"}
+    for option, value in legacy.items():
+        proc = subprocess.run([*sec.guest.ssh_argv("-v", "-o", f"{option}={value}"), "true"],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert proc.returncode == 255 and "no matching" in proc.stderr, (option, proc.stderr)
+    proc = subprocess.run([*sec.guest.ssh_argv("-v"), "true"], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "kex: algorithm: sntrup761x25519-sha512@openssh.com" in proc.stderr
+    assert "kex: host key algorithm: ssh-ed25519" in proc.stderr
+
+
 # ---- accounts, files, mounts -------------------------------------------------------
 
 def test_root_locked_no_empty_passwords_and_shadow_private(sec: SecureGuest) -> None:
