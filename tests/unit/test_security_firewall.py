@@ -251,3 +251,17 @@ def test_ping_is_answered_but_limited(netns: Netns) -> None:
     for host in ("192.0.2.2", "2001:db8::2"):
         replies = ping(host, 60)
         assert 1 <= replies <= 10 + 5, f"{host}: {replies} of 60 back-to-back pings answered"
+
+
+def test_rules_that_fail_to_load_leave_the_host_closed(netns: Netns, tmp_path: Path) -> None:
+    netns.listen([22])
+    broken = tmp_path / "rules"
+    broken.write_text(FIREWALL_RULES.read_text().replace("--hashlimit-upto", "--hashlimit-upt0"))
+    result = subprocess.run(["ip", "netns", "exec", netns.guest, "busybox", "sh", str(LOADER),
+                             "start"], capture_output=True, text=True, timeout=60, check=False,
+                            env={"MIXOS_FIREWALL_RULES": str(broken), "PATH": os.environ["PATH"]})
+    assert result.returncode == 1
+    assert "all inbound ipv4 traffic except loopback is dropped" in result.stderr
+    policy = netns.exec(netns.guest, ["iptables", "-S", "INPUT"]).stdout.splitlines()
+    assert policy[0] == "-P INPUT DROP" and "-A INPUT -i lo -j ACCEPT" in policy
+    assert netns.probe("192.0.2.2", [22])[22] == "filtered"
