@@ -9,9 +9,8 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from mix import repos as repos_mod
 from mix.config import Config, load
 from mix.database import Database
 from mix.errors import (
@@ -23,10 +22,14 @@ from mix.errors import (
     UsageError,
     VerifyError,
 )
-from mix.fetch import Fetcher
 from mix.lock import RootLock
-from mix.package import sha256_file
-from mix.transaction import Change, Outcome, Transaction, recover
+
+# Modules for downloading, verifying and transactions are imported where they are needed,
+# so that read-only commands (list, files, owner, info) start fast.
+if TYPE_CHECKING:
+    from mix import repos as repos_mod
+    from mix.fetch import Fetcher
+    from mix.transaction import Change, Outcome
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -67,14 +70,16 @@ class Session:
         self.cfg = config(args)
         self.write = write
         self.lock = RootLock(self.cfg.state_dir) if write else None
-        self.fetcher = Fetcher(self.cfg.timeout)
+        self._fetcher: Fetcher | None = None
 
     def __enter__(self) -> Self:
         if self.lock is not None:
             self.lock.__enter__()
         try:
             self.db = Database(self.cfg.db_path, readonly=not self.write)
-            if self.write:
+            if self.write and self.db.journal() is not None:
+                from mix.transaction import recover
+
                 done = recover(self.cfg.root, self.db)
                 if done:
                     warn(done)
@@ -86,6 +91,14 @@ class Session:
             raise
         return self
 
+    @property
+    def fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            from mix.fetch import Fetcher
+
+            self._fetcher = Fetcher(self.cfg.timeout)
+        return self._fetcher
+
     def _recover_for_reader(self) -> None:
         """A read-only command found an interrupted transaction: finish it first if allowed,
         so that what it reports matches the disk."""
@@ -93,6 +106,8 @@ class Session:
             warn("an interrupted transaction is pending; run any mix command as root to "
                  "complete or undo it")
             return
+        from mix.transaction import recover
+
         self.db.close()
         with RootLock(self.cfg.state_dir):
             db = Database(self.cfg.db_path)
@@ -110,6 +125,8 @@ class Session:
     # --- repositories ------------------------------------------------------------------
     def repos(self, refresh: bool = False) -> list[repos_mod.StoredRepo]:
         """Stored repositories; fetched first when asked, never fetched, or given by --repo."""
+        from mix import repos as repos_mod
+
         stored = repos_mod.stored(self.cfg)
         need = [r for r in stored if refresh or self.args.repo or not r.exists()]
         if need:
@@ -147,6 +164,8 @@ class Session:
             from urllib.parse import unquote, urlsplit
 
             return Path(unquote(urlsplit(url).path))
+        from mix.package import sha256_file
+
         dest = self.cfg.cache_dir / entry["filename"]
         if dest.exists() and sha256_file(dest) == entry["sha256"]:
             return dest
@@ -155,6 +174,8 @@ class Session:
 
 # --- plans ---------------------------------------------------------------------------------
 def plan_changes(plan: Any) -> list[Change]:
+    from mix.transaction import Change
+
     changes = []
     for kind, old, new in plan.steps:
         name = (new or old)["name"]
@@ -240,6 +261,8 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
     for ch in changes:
         if ch.new is not None:
             ch.path = s.package_file(ch.new)
+    from mix.transaction import Transaction
+
     tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
     outcome = tx.run()
     if reason_flips:
@@ -254,6 +277,8 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
 # --- commands ------------------------------------------------------------------------------
 @command("update")
 def cmd_update(args: argparse.Namespace) -> int:
+    from mix import repos as repos_mod
+
     with Session(args, write=True) as s:
         ring = repos_mod.keyring(s.cfg)
         failures = []
@@ -275,7 +300,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 def _local_packages(s: Session, specs: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Split install args into specs and local .mixpkg files (as solver entries)."""
     from mix.index import entry_from_metadata
-    from mix.package import read_metadata
+    from mix.package import read_metadata, sha256_file
 
     names, local = [], []
     for spec in specs:
@@ -500,6 +525,7 @@ def cmd_owner(args: argparse.Namespace) -> int:
 
 def verify_files(root: Path, files: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(problems, modified config files) for installed file rows."""
+    from mix.package import sha256_file
     from mix.rootpath import RootResolver
 
     resolver = RootResolver(root)
