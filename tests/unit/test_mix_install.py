@@ -310,3 +310,28 @@ def test_update_refuses_the_same_index_once_it_has_expired(w: World, capsys,
     monkeypatch.setattr(time, "time", lambda: now + 3 * 86400)
     rc, _, err = w.mix("update", capsys=capsys)
     assert rc == 4 and "expired" in err
+
+
+def test_setuid_file_listed_in_metadata_keeps_its_mode(w: World, tmp_path: Path) -> None:
+    from mixhelpers import stage
+
+    from mix.build import build_package
+
+    d = stage(tmp_path, "su", files={"/usr/bin/su": "su"}, setuid=["/usr/bin/su"])
+    (d / "files/usr/bin/su").chmod(0o4755)
+    build_package(d, w.repo / "su-1.0.noarch.mixpkg")
+    w.sign()
+    assert w.mix("install", "su")[0] == 0
+    assert (w.root / "usr/bin/su").stat().st_mode & 0o7777 == 0o4755
+    assert w.mix("verify")[0] == 0
+
+
+def test_script_without_its_interpreter_in_the_root_is_skipped_with_a_warning(
+        w: World, capsys) -> None:
+    w.pkg("early", files={"/etc/early": "e"},
+          scripts={"post-install": "#!/bin/sh\necho ran > /ran\n"})
+    w.sign()
+    rc, _, err = w.mix("install", "early", capsys=capsys)
+    assert rc == 0
+    assert "post-install script skipped: /bin/sh does not exist" in err
+    assert not (w.root / "ran").exists()
