@@ -210,7 +210,9 @@ class Transaction:
             if disk in ("dir", "special"):
                 raise TransactionError(f"{why}: a {disk} is in the way on disk",
                                        "remove it first")
-            if disk == "file" and f.type == "file" and f.config:
+            if disk == "symlink" and f.config:
+                mixnew = True  # the admin replaced the configuration file by a link: keep it
+            elif disk == "file" and f.type == "file" and f.config:
                 disk_sha = sha256_file(target)
                 recorded = {r["sha256"] for r in rows}
                 if disk_sha != f.sha256 and disk_sha not in recorded:
