@@ -198,3 +198,32 @@ def test_no_setuid_files() -> None:
     found = [str(p) for p in ROOT.rglob("*")
              if not p.is_symlink() and p.is_file() and p.stat().st_mode & 0o6000]
     assert not found
+
+
+def _resolve_inside(path: str, depth: int = 0) -> str | None:
+    """PATH (absolute, inside ROOT) with symlinks followed as the image sees them."""
+    parts = [p for p in path.split("/") if p]
+    cur = "/"
+    for i, part in enumerate(parts):
+        nxt = os.path.join(cur, part)
+        if (ROOT / nxt.lstrip("/")).is_symlink():
+            if depth > 40:
+                return None
+            target = os.readlink(ROOT / nxt.lstrip("/"))
+            base = target if target.startswith("/") else os.path.normpath(os.path.join(cur, target))
+            rest = "/".join(parts[i + 1:])
+            return _resolve_inside(f"{base}/{rest}" if rest else base, depth + 1)
+        cur = nxt
+    return cur
+
+
+def test_no_dangling_symlinks() -> None:
+    runtime = ("/proc", "/run", "/dev", "/sys", "/tmp")  # filled at boot
+    dangling = []
+    for link in (p for p in ROOT.rglob("*") if p.is_symlink()):
+        inside = "/" + link.relative_to(ROOT).as_posix()
+        target = _resolve_inside(inside)
+        if target is None or not (ROOT / target.lstrip("/")).exists() and \
+                not target.startswith(runtime):
+            dangling.append(f"{inside} -> {os.readlink(link)}")
+    assert not dangling, "\n".join(dangling)
