@@ -261,10 +261,15 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
     for ch in changes:
         if ch.new is not None:
             ch.path = s.package_file(ch.new)
-    from mix.transaction import Transaction
+    from mix.transaction import PostScriptError, Transaction
 
     tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
-    outcome = tx.run()
+    try:
+        outcome = tx.run()
+    except PostScriptError as e:
+        if not e.failed_installs:
+            raise
+        undo_failed_installs(s, e)
     if reason_flips:
         with s.db.transaction() as c:
             for n, r in reason_flips.items():
@@ -272,6 +277,37 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
     if not args.json:
         report(outcome)
     return 0
+
+
+def undo_failed_installs(s: Session, e: Any) -> None:
+    """A new package whose post-install failed is removed again (with what came in only
+    for it, and what in this transaction needs it), so that a failed script leaves no
+    half-configured package behind. Packages that were there before are never touched:
+    if removing it would need that, it stays installed and the error says so."""
+    from mix.solver import Request, SolverError
+    from mix.transaction import Transaction
+
+    new = set(e.outcome.installed)
+    plan = None
+    for drop_orphans in (True, False):
+        try:
+            candidate = _bare_solver(s).solve(Request(remove=e.failed_installs,
+                                                      remove_dependents=True,
+                                                      drop_orphans=drop_orphans))
+        except SolverError:
+            continue
+        if not candidate.install and not candidate.upgrade \
+                and {p["name"] for p in candidate.remove} <= new:
+            plan = candidate
+            break
+    if plan is None:
+        raise type(e)(f"{e.message}\n{', '.join(e.failed_installs)} stayed installed: packages "
+                      "installed before depend on it", e.hint, e.failed_installs, e.outcome)
+    changes = plan_changes(plan)
+    Transaction(s.cfg.root, s.db, changes, run_scripts=False).run()
+    removed = ", ".join(c.name for c in changes)
+    raise type(e)(f"{e.message}\nremoved again: {removed}; the rest of the transaction stays",
+                  e.hint, e.failed_installs, e.outcome)
 
 
 # --- commands ------------------------------------------------------------------------------

@@ -58,6 +58,17 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
+class PostScriptError(TransactionError):
+    """post-* scripts failed after the commit. failed_installs: newly installed packages
+    whose post-install failed (the caller removes them again); outcome: what was done."""
+
+    def __init__(self, message: str, hint: str, failed_installs: list[str],
+                 outcome: Outcome) -> None:
+        super().__init__(message, hint)
+        self.failed_installs = failed_installs
+        self.outcome = outcome
+
+
 def _failpoint() -> None:
     """Test hook: MIX_FAILPOINT_KILL=N makes mix SIGKILL itself at the Nth checkpoint, so the
     crash-recovery test can stop a real transaction at every step, deterministically."""
@@ -418,10 +429,10 @@ class Transaction:
             raise
         _failpoint()
         apply(self.root, self.db, data)
-        self._post_scripts()
         for ch in self.changes:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
              "remove": self.out.removed}[ch.kind].append(ch.name)
+        self._post_scripts()
         return self.out
 
     def _pre_scripts(self) -> None:
@@ -440,10 +451,12 @@ class Transaction:
                                self.out.warnings)
 
     def _post_scripts(self) -> None:
-        """After the commit: a failure is reported (exit 7) but the files stay installed."""
+        """After the commit. A failed post-install is reported with the package's name so
+        that the caller can remove it again; other post-* failures are reported (exit 7)."""
         if not self.run_scripts:
             return
         failures: list[str] = []
+        failed_installs: list[str] = []
         for c in self.changes:
             body: bytes | None
             if c.kind == "remove":
@@ -459,10 +472,12 @@ class Transaction:
                     run_script(self.root, c.name, script, body, env, self.out.warnings)
                 except MixError as e:
                     failures.append(str(e))
+                    if c.kind == "install":
+                        failed_installs.append(c.name)
         if failures:
-            raise TransactionError("the packages were installed, but scripts failed:\n  "
-                                   + "\n  ".join(failures),
-                                   "fix the cause and re-run the script, or reinstall")
+            raise PostScriptError("scripts failed after the transaction:\n  "
+                                  + "\n  ".join(failures),
+                                  "fix the cause and install again", failed_installs, self.out)
 
 
 

@@ -335,3 +335,23 @@ def test_script_without_its_interpreter_in_the_root_is_skipped_with_a_warning(
     assert rc == 0
     assert "post-install script skipped: /bin/sh does not exist" in err
     assert not (w.root / "ran").exists()
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")
+def test_failing_post_install_removes_the_package_again(w: World, capsys) -> None:
+    bb = Path(BUSYBOX).read_bytes()  # type: ignore[arg-type]
+    w.pkg("sh", files={"/bin/busybox": bb, "/bin/sh": "->busybox"})
+    w.pkg("helper", files={"/usr/lib/helper": "h"})
+    w.pkg("other", files={"/usr/bin/other": "o"})
+    w.pkg("broken", files={"/usr/bin/broken": "b"}, dependencies=["sh", "helper"],
+          scripts={"post-install": "#!/bin/sh\necho cannot configure >&2\nexit 4\n"})
+    w.sign()
+    assert w.mix("install", "sh")[0] == 0
+    (w.root / "bin/busybox").chmod(0o755)
+    rc, _, err = w.mix("install", "other", "broken", capsys=capsys)
+    assert rc == 7
+    assert "post-install script failed with exit status 4" in err and "cannot configure" in err
+    assert "removed again: broken, helper" in err
+    assert w.installed() == {"sh": "1.0", "other": "1.0"}
+    assert not (w.root / "usr/bin/broken").exists() and not (w.root / "usr/lib/helper").exists()
+    assert w.mix("verify")[0] == 0
