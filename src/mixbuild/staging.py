@@ -104,8 +104,10 @@ def walk_entries(root: Path) -> list[str]:
     return sorted(p for p in found if p != ".complete")
 
 
-def copy_entry(src: Path, dst: Path, mode: int | None = None) -> None:
-    """Copy one file, symlink or (empty) directory, keeping modes and symlinks."""
+def copy_entry(src: Path, dst: Path, mode: int | None = None, git_modes: bool = False) -> None:
+    """Copy one file, symlink or (empty) directory, keeping modes and symlinks.
+    MODE overrides a file's mode; GIT_MODES reduces it to what git records
+    (0755 if executable, else 0644), so a checkout's umask does not matter."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
         if dst.is_dir() and not dst.is_symlink():
@@ -119,15 +121,18 @@ def copy_entry(src: Path, dst: Path, mode: int | None = None) -> None:
         dst.mkdir(exist_ok=True)
     else:
         shutil.copyfile(src, dst)
-        st_mode = stat.S_IMODE(src.stat().st_mode) if mode is None else mode
-        os.chmod(dst, st_mode & ~0o6000 if mode is None else st_mode)
+        if mode is None:
+            mode = stat.S_IMODE(src.stat().st_mode) & ~0o6000
+            if git_modes:
+                mode = 0o755 if mode & 0o111 else 0o644
+        os.chmod(dst, mode)
 
 
 def copy_tree(src_root: Path, dst_root: Path, include: Iterable[str],
-              exclude: Iterable[str], mode: int | None = None) -> int:
+              exclude: Iterable[str], mode: int | None = None, git_modes: bool = False) -> int:
     n = 0
     for rel in select(walk_entries(src_root), include, exclude):
-        copy_entry(src_root / rel.rstrip("/"), dst_root / rel.rstrip("/"), mode)
+        copy_entry(src_root / rel.rstrip("/"), dst_root / rel.rstrip("/"), mode, git_modes)
         n += 1
     return n
 
@@ -273,7 +278,16 @@ class StageInputs:
 
 
 def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:
-    """Fill FILES (the package tree) from the recipe's sources, in documented order."""
+    """Fill FILES (the package tree) from the recipe's sources, in documented order.
+    Directories made on the way get 0755 whatever the caller's umask."""
+    old_umask = os.umask(0o022)
+    try:
+        _stage_files(recipe, inputs, variables, files)
+    finally:
+        os.umask(old_umask)
+
+
+def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:
     from . import pyruntime  # local import: pyruntime uses staging helpers
 
     for d in recipe.debian:
@@ -298,9 +312,10 @@ def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files
             raise MissingInput(f"{recipe.path}: [[copy]] src {src} does not exist"
                                + ("; run 'make kernel'" if "kernel" in str(src) else ""))
         if src.is_dir() and not src.is_symlink():
-            copy_tree(src, dest, c.include, list(c.exclude) + ["**/__pycache__"], c.mode)
+            copy_tree(src, dest, c.include, list(c.exclude) + ["**/__pycache__"], c.mode,
+                      git_modes=True)
         else:
-            copy_entry(src, dest, c.mode)
+            copy_entry(src, dest, c.mode, git_modes=True)
     for f in recipe.file:
         dest = files / variables.expand(f.path, f"{recipe.path} [[file]]").lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -190,3 +190,23 @@ def test_concat_joins_parts_in_path_order_and_removes_them(tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "usr/share/ca").iterdir()) == ["readme"]
     with pytest.raises(BuildError, match="matches no staged file"):
         concat(tmp_path, "/etc/x", ["nothing/*"], 0o644, True, "test")
+
+
+def test_repository_files_get_git_modes_whatever_the_umask(tmp_path: Path) -> None:
+    recipe_dir = tmp_path / "demo"
+    _tree(recipe_dir, {"files/usr/bin/tool": "#!/bin/sh\n", "files/etc/conf": "x\n"})
+    (recipe_dir / "files/usr/bin/tool").chmod(0o775)
+    (recipe_dir / "files/etc/conf").chmod(0o600)
+    (recipe_dir / "recipe.toml").write_text('name = "demo"\nversion = "1"\ndescription = "d"\n'
+                                            'license = "MIT"\n[[copy]]\nsrc = "files"\nto = "/"\n')
+    files = tmp_path / "stage"
+    files.mkdir()
+    old = os.umask(0o002)
+    try:
+        stage_files(parse_recipe(recipe_dir / "recipe.toml"), StageInputs(), make_variables(),
+                    files)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((files / "usr/bin/tool").stat().st_mode) == 0o755
+    assert stat.S_IMODE((files / "etc/conf").stat().st_mode) == 0o644
+    assert stat.S_IMODE((files / "usr/bin").stat().st_mode) == 0o755
