@@ -28,7 +28,9 @@ from mix.version import Dependency, parse_dependency
 Entry = dict[str, Any]
 
 
-def final_set(index: list[Entry], installed: list[Entry], plan: list[dict[str, Any]]) -> list[Entry]:
+def final_set(
+    index: list[Entry], installed: list[Entry], plan: list[dict[str, Any]]
+) -> list[Entry]:
     """The packages present after applying a ``--json`` plan to ``installed``."""
     by_key = {(e["name"], e["version"]): e for e in index}
     present = {e["name"]: e for e in installed}
@@ -70,7 +72,9 @@ def check_mix(packages: list[Entry]) -> list[str]:
     names: dict[str, Entry] = {}
     for e in packages:
         if e["name"] in names:
-            problems.append(f"two versions of {e['name']}: {names[e['name']]['version']}, {e['version']}")
+            problems.append(
+                f"two versions of {e['name']}: {names[e['name']]['version']}, {e['version']}"
+            )
         names[e["name"]] = e
     for e in packages:
         nv = f"{e['name']}-{e['version']}"
@@ -218,9 +222,7 @@ def check_debian(packages: list[Entry], lists: str | DebianLists) -> list[str]:
             if st is exclude:
                 continue
             # Debian: an unversioned provide only meets unversioned relations.
-            if op is None or (
-                pver is not None and _DEB_TEST[op](dpkg_compare(pver, str(ver)))
-            ):
+            if op is None or (pver is not None and _DEB_TEST[op](dpkg_compare(pver, str(ver)))):
                 hits.append(st["Package"])
         return hits
 
@@ -243,8 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("index", type=Path)
     ap.add_argument("plan", type=Path)
-    ap.add_argument("--debian", metavar="GLOB", nargs="?", const="/var/lib/apt/lists/*_Packages*",
-                    help="also check against the original Debian relations in these apt lists")
+    ap.add_argument(
+        "--debian",
+        metavar="GLOB",
+        nargs="?",
+        const="/var/lib/apt/lists/*_Packages*",
+        help="also check against the original Debian relations in these apt lists",
+    )
     args = ap.parse_args(argv)
     index = json.loads(args.index.read_bytes())["packages"]
     plan = json.loads(args.plan.read_bytes())["plan"]
