@@ -4,8 +4,8 @@
 
 1. converts apt's lists (/var/lib/apt/lists/*_Packages*, ~65,000 packages) into a
    signed mix index (bench/debian_index.py) under artifacts/bench/debian/;
-2. times `mix update` of that whole index into an empty root (download,
-   signature check, .solv cache);
+2. times `mix update` of that whole index into an empty root (download from
+   file:// and from HTTP on 127.0.0.1, signature check, .solv cache);
 3. for each target, times `mix --simulate install X` against
    `apt-get install -s --no-install-recommends X`, both from an empty system
    (apt is given an empty dpkg status and its own binary cache directory),
@@ -112,14 +112,37 @@ class Apt:
         return elapsed, names
 
 
-def setup_root(work: Path) -> Path:
-    """An empty MixOS root whose only repository is the converted Debian index."""
-    root = work / "root"
+def setup_root(work: Path, url: str, name: str = "root") -> Path:
+    """An empty MixOS root whose only repository is the converted Debian index at ``url``."""
+    root = work / name
     shutil.rmtree(root, ignore_errors=True)
     (root / "etc/mix/keys").mkdir(parents=True)
-    (root / "etc/mix/repositories").write_text(f"file://{work / 'repo'} name=debian\n")
+    (root / "etc/mix/repositories").write_text(f"{url} name=debian\n")
     shutil.copy(work / "keys" / "debian.pub", root / "etc/mix/keys" / "debian.pub")
     return root
+
+
+def http_update(work: Path, env: dict[str, str]) -> Timing:
+    """`mix update` from the same repository served over HTTP on 127.0.0.1."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(work / "repo"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = setup_root(work, f"http://127.0.0.1:{server.server_address[1]}", "root-http")
+        timing, _ = run(mix_cmd(root, "--timeout", "60", "update"), env)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    return timing
 
 
 def median(xs: list[Timing]) -> Timing:
@@ -146,10 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     index = json.loads((WORK / "repo" / "index.json").read_bytes())["packages"]
     results["packages"] = len(index)
 
-    root = setup_root(WORK)
+    root = setup_root(WORK, f"file://{WORK / 'repo'}")
     update, _ = run(mix_cmd(root, "update"), env)
     results["update"] = update._asdict()
-    print(f"mix update of {len(index)} packages: {update.wall:.2f} s wall, {update.cpu:.2f} s CPU")
+    print(f"mix update of {len(index)} packages (file://): {update.wall:.2f} s wall, "
+          f"{update.cpu:.2f} s CPU")  # fmt: skip
+    update_http = http_update(WORK, env)
+    results["update_http"] = update_http._asdict()
+    print(f"mix update of {len(index)} packages (http://127.0.0.1): {update_http.wall:.2f} s "
+          f"wall, {update_http.cpu:.2f} s CPU of mix (the server runs in this process)")  # fmt: skip
 
     apt = Apt(WORK)
     print("times: wall s (CPU s); warm = median of", args.runs, "runs, mix and apt interleaved")
