@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,14 @@ def test_revision_bumps_the_release() -> None:
     assert bumped == "1:9.2p1-2+deb12u3+mixos2"
     assert compare(base, bumped) < 0
     assert mix_version("1.35.0", revision=1) == "1.35.0-mixos1"
+
+
+@pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs apt")
+def test_every_debian_package_a_recipe_names_is_known_to_apt() -> None:
+    from mixbuild.debian import candidates
+
+    names = sorted({n for r in load_recipes(PACKAGES_DIR).values() for n in r.debian_packages()})
+    found = candidates(names)  # raises, naming the unknown ones
+    assert set(found) == set(names)
+    for pkg in found.values():
+        parse_version(mix_version(pkg.version))
