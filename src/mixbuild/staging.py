@@ -257,11 +257,14 @@ def strip_tree(files: Path, extra: Iterable[str], keep: Iterable[str],
 
 
 def normalize(files: Path, epoch: int) -> None:
-    """Owner root:root and mtime SOURCE_DATE_EPOCH for every entry."""
+    """Owner root:root (when we are root: mix build records root anyway) and mtime
+    SOURCE_DATE_EPOCH for every entry."""
+    as_root = os.geteuid() == 0
     for dirpath, dirnames, filenames in os.walk(files):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
-            os.lchown(p, 0, 0)
+            if as_root:
+                os.lchown(p, 0, 0)
             os.utime(p, (epoch, epoch), follow_symlinks=False)
     os.utime(files, (epoch, epoch))
 
