@@ -13,14 +13,13 @@ import hashlib
 import json
 import re
 import tarfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
 from mix.errors import PackageError
-from mix.gunzip import GzipError, ThreadedGunzip
+from mix.gunzip import GunzipReader, GzipError
 
 FORMAT = 1
 ARCHES = ("x86_64", "noarch")
@@ -295,12 +294,104 @@ def load_json(data: bytes, where: str) -> Any:
         raise PackageError(f"{where} is not valid JSON: {e}") from None
 
 
+class _TarStream:
+    """The members of an uncompressed tar stream, one pass, no seeking.
+
+    Headers are parsed by tarfile itself (TarInfo.fromtarfile, which also handles GNU
+    long names and pax headers); file contents are read straight from the stream in
+    large pieces, which is what makes extraction fast. This object is what
+    fromtarfile() expects of a TarFile: fileobj, encoding, errors, offset, pax_headers.
+    """
+
+    def __init__(self, src: GunzipReader, where: str) -> None:
+        self.src = src
+        self.where = where
+        self.fileobj = self
+        self.encoding = "utf-8"
+        self.errors = "surrogateescape"
+        self.offset = 0
+        self.pax_headers: dict[str, str] = {}
+        self.pos = 0
+        self.remaining = 0  # data bytes of the current member not read yet
+        self.pending = 0  # data + padding bytes of the current member not read yet
+
+    def _fail(self, e: BaseException) -> PackageError:
+        return PackageError(f"{self.where}: corrupt package archive: {e}",
+                            "the file is truncated or damaged; download or build it again")
+
+    def read(self, n: int) -> bytes:
+        """Exactly n bytes (fewer only at the end of the stream); used by fromtarfile."""
+        parts, got = [], 0
+        while got < n:
+            piece = self.src.read(n - got)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        self.pos += got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            piece = self.src.read(min(n, 1 << 20))
+            if not piece:
+                raise self._fail(EOFError("unexpected end of data"))
+            n -= len(piece)
+            self.pos += len(piece)
+
+    def next(self) -> tarfile.TarInfo | None:
+        try:
+            self._skip(self.pending)
+            self.pending = self.remaining = 0
+            info = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):  # type: ignore[attr-defined]
+            return None
+        except (tarfile.TarError, EOFError, GzipError, OSError, ValueError) as e:
+            raise self._fail(e) from None
+        if info.issparse():
+            raise PackageError(f"{self.where}: {info.name} is a sparse file, which "
+                               ".mixpkg does not allow")
+        self.pending = self.offset - self.pos  # what _proc_builtin says follows the header
+        self.remaining = info.size if info.isreg() else 0
+        return info
+
+    def read_data(self, n: int = -1) -> bytes:
+        """Up to n bytes of the current member's data (b"" at its end)."""
+        want = self.remaining if n < 0 else min(n, self.remaining)
+        if want <= 0:
+            return b""
+        try:
+            piece = self.src.read(want) if n >= 0 else self.read(want)
+        except (GzipError, OSError) as e:
+            raise self._fail(e) from None
+        if not piece:
+            raise self._fail(EOFError("unexpected end of data"))
+        if n >= 0:
+            self.pos += len(piece)
+        self.remaining -= len(piece)
+        self.pending -= len(piece)
+        return piece
+
+
+class MemberStream:
+    """read() for the content of the member a PackageReader just yielded."""
+
+    def __init__(self, tar: _TarStream) -> None:
+        self.tar = tar
+
+    def read(self, n: int = -1) -> bytes:
+        return self.tar.read_data(n)
+
+
 class PackageReader:
     """Streams one .mixpkg: metadata first, then members checked against it.
 
-    Usage: `with PackageReader(path) as r: r.metadata; for entry, src in r.members(): ...`
-    where src is a readable stream for regular files (None for dirs and symlinks) and
-    scripts come back as `r.scripts` once members() is exhausted.
+    Usage: `with PackageReader(path) as r: r.metadata; for entry, src, mtime in
+    r.members(): ...` where src is a readable stream for regular files (None for dirs
+    and symlinks); scripts come back as `r.scripts` once members() is exhausted.
     """
 
     def __init__(self, path: Path, hasher: Any = None, known: Metadata | None = None,
@@ -314,10 +405,9 @@ class PackageReader:
         self.hasher = hasher
         self.known = known
         self.threaded = threaded
-        self._gunzip: Any = None
+        self._gunzip: GunzipReader | None = None
         self._fh: IO[bytes] | None = None
-        self._tar: tarfile.TarFile | None = None
-        self._iter: Iterator[tarfile.TarInfo] | None = None
+        self._tar: _TarStream | None = None
         self.scripts: dict[str, bytes] = {}
         self.metadata = self._open()
 
@@ -328,22 +418,10 @@ class PackageReader:
         self.close()
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
         if self._gunzip is not None:
             self._gunzip.close()
         if self._fh is not None:
             self._fh.close()
-
-    def _next(self) -> tarfile.TarInfo | None:
-        assert self._iter is not None
-        try:
-            return next(self._iter)
-        except StopIteration:
-            return None
-        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, GzipError) as e:
-            raise PackageError(f"{self.where}: corrupt package archive: {e}",
-                               "the file is truncated or not a .mixpkg; download or build it again") from None
 
     def _open(self) -> Metadata:
         try:
@@ -354,30 +432,18 @@ class PackageReader:
             self.close()
             raise PackageError(f"{self.where}: not a gzip file, so not a .mixpkg")
         self._fh.seek(0)
+        self._gunzip = GunzipReader(self._fh, self.hasher, threaded=self.threaded)
+        self._tar = _TarStream(self._gunzip, self.where)
         try:
-            if self.threaded:
-                self._gunzip = ThreadedGunzip(self._fh, self.hasher)
-                self._tar = tarfile.open(fileobj=self._gunzip, mode="r|")  # noqa: SIM115
-            else:
-                source: Any = self._fh if self.hasher is None else \
-                    _HashingFile(self._fh, self.hasher)
-                self._tar = tarfile.open(fileobj=source, mode="r|gz")  # noqa: SIM115
-        except (tarfile.TarError, EOFError, OSError, GzipError) as e:
+            first = self._tar.next()
+            if first is None or first.name != "metadata.json" or not first.isfile():
+                raise PackageError(f"{self.where}: first member must be metadata.json")
+            if first.size > 64 * 1024 * 1024:
+                raise PackageError(f"{self.where}: metadata.json is implausibly large")
+            data = self._tar.read_data()
+        except PackageError:
             self.close()
-            raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
-        self._iter = iter(self._tar)
-        first = self._next()
-        if first is None or first.name != "metadata.json" or not first.isfile():
-            self.close()
-            raise PackageError(f"{self.where}: first member must be metadata.json")
-        if first.size > 64 * 1024 * 1024:
-            raise PackageError(f"{self.where}: metadata.json is implausibly large")
-        stream = self._tar.extractfile(first)
-        assert stream is not None
-        try:
-            data = stream.read()
-        except (tarfile.TarError, EOFError, OSError, GzipError) as e:
-            raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
+            raise
         self.metadata_bytes = data
         if self.known is not None and data == self.known.source:
             return self.known
@@ -386,24 +452,23 @@ class PackageReader:
         return dataclasses.replace(md, source=data)
 
     def finish(self) -> None:
-        """Feed the hasher the bytes after the tar end marker (gzip trailer, padding)."""
+        """Read to the end: the hasher sees the whole file and the gzip trailer is checked."""
         if self._gunzip is not None:
             try:
                 self._gunzip.drain()
             except (GzipError, OSError) as e:
                 raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
-        elif self.hasher is not None and self._fh is not None:
-            while chunk := self._fh.read(1 << 20):
-                self.hasher.update(chunk)
 
-    def members(self) -> Iterator[tuple[FileEntry, _CheckedStream | None, int]]:
+    def members(self) -> Iterator[tuple[FileEntry, MemberStream | None, int]]:
         """Yield (entry, stream, mtime) in archive order; raise on anything undeclared."""
-        assert self._tar is not None
+        tar = self._tar
+        assert tar is not None
         md = self.metadata
         expected = {f.path: f for f in md.files}
         seen: set[str] = set()
+        stream = MemberStream(tar)
         while True:
-            member = self._next()
+            member = tar.next()
             if member is None:
                 break
             name = member.name
@@ -411,9 +476,7 @@ class PackageReader:
                 script = name[len("scripts/"):]
                 if script not in md.scripts or script in self.scripts or not member.isfile():
                     raise PackageError(f"{self.where}: unexpected member {name!r}")
-                stream = self._tar.extractfile(member)
-                assert stream is not None
-                self.scripts[script] = stream.read()
+                self.scripts[script] = tar.read_data()
                 continue
             if not name.startswith("files/"):
                 raise PackageError(f"{self.where}: member {name!r} is outside files/ and scripts/")
@@ -440,9 +503,7 @@ class PackageReader:
             elif kind == "file":
                 if member.size != entry.size:
                     raise PackageError(f"{self.where}: {path} size differs from metadata")
-                stream = self._tar.extractfile(member)
-                assert stream is not None
-                yield entry, _CheckedStream(stream, self.where), int(member.mtime)
+                yield entry, stream, int(member.mtime)
             else:
                 yield entry, None, int(member.mtime)
         missing = set(expected) - seen
@@ -452,40 +513,6 @@ class PackageReader:
         if set(md.scripts) - set(self.scripts):
             lacking = sorted(set(md.scripts) - set(self.scripts))
             raise PackageError(f"{self.where}: archive lacks scripts {lacking}")
-
-
-class _CheckedStream:
-    """A member's content stream whose read errors (truncation, bad gzip) are PackageErrors."""
-
-    def __init__(self, stream: IO[bytes], where: str) -> None:
-        self.stream = stream
-        self.where = where
-
-    def read(self, n: int = -1) -> bytes:
-        import zlib
-
-        try:
-            return self.stream.read(n)
-        except (tarfile.TarError, EOFError, zlib.error, GzipError) as e:
-            raise PackageError(f"{self.where}: corrupt package archive: {e}",
-                               "the file is truncated or damaged; download or build it again"
-                               ) from None
-
-
-class _HashingFile:
-    """A read-only file wrapper that hashes what passes through it."""
-
-    def __init__(self, fh: IO[bytes], hasher: Any) -> None:
-        self.fh = fh
-        self.hasher = hasher
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.fh.read(n)
-        self.hasher.update(data)
-        return data
-
-    def close(self) -> None:
-        pass
 
 
 def read_metadata(path: Path) -> Metadata:

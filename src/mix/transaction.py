@@ -69,6 +69,24 @@ class PostScriptError(TransactionError):
         self.outcome = outcome
 
 
+def _hash_mismatch(c: Change, got: str) -> TrustError:
+    assert c.new is not None
+    return TrustError(f"{c.path}: sha256 {got} does not match the signed index "
+                      f"({c.new['sha256']}) for {c.name} {c.new['version']}",
+                      "run 'mix update'; if it persists the mirror is corrupt")
+
+
+def _check_signed_hash(c: Change) -> None:
+    """A package that fails to read is first of all one that is not what the index signed:
+    say so (TrustError) rather than report it as merely malformed."""
+    assert c.new is not None and c.path is not None
+    want = c.new.get("sha256")
+    if want:
+        got = sha256_file(c.path)
+        if got != want:
+            raise _hash_mismatch(c, got) from None
+
+
 def _failpoint() -> None:
     """Test hook: MIX_FAILPOINT_KILL=N makes mix SIGKILL itself at the Nth checkpoint, so the
     crash-recovery test can stop a real transaction at every step, deterministically."""
@@ -134,8 +152,12 @@ class Transaction:
             if c.kind == "remove":
                 continue
             assert c.new is not None and c.path is not None
-            with PackageReader(c.path) as reader:
-                md = reader.metadata
+            try:
+                with PackageReader(c.path) as reader:
+                    md = reader.metadata
+            except PackageError:
+                _check_signed_hash(c)
+                raise
             if (md.name, md.version, md.arch) != (c.new["name"], c.new["version"],
                                                   c.new.get("arch", md.arch)):
                 raise PackageError(f"{c.path} holds {md.name} {md.version} ({md.arch}), but the "
@@ -340,14 +362,10 @@ class Transaction:
                 self.scripts_of[c.name] = dict(reader.scripts)
             got = hasher.hexdigest()
         except PackageError:
-            # a damaged file is first of all one that is not what the index signed
-            got = sha256_file(c.path) if want else ""
-            if not want or got == want:
-                raise
+            _check_signed_hash(c)
+            raise
         if want and got != want:
-            raise TrustError(f"{c.path}: sha256 {got} does not match the signed index "
-                             f"({want}) for {c.name} {c.new['version']}",
-                             "run 'mix update'; if it persists the mirror is corrupt")
+            raise _hash_mismatch(c, got)
 
     def _write_temp(self, r: dict[str, Any], entry: FileEntry, stream: Any, mtime: int,
                     where: str, check: bool) -> None:
