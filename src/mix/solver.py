@@ -687,12 +687,30 @@ class Solver:
                     pool.Job(how | solv.Job.SOLVER_SOLVABLE_ONE_OF, pool.towhatprovides(chosen))
                 )
 
-        solver = pool.Solver()
-        solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
-        if request.remove and request.remove_dependents:
-            # Installed packages whose requirements the removal breaks may go too.
-            solver.set_flag(solv.Solver.SOLVER_FLAG_ALLOW_UNINSTALL, 1)
+        allow_uninstall = bool(request.remove and request.remove_dependents)
+        solver = self._new_solver(allow_uninstall)
         problems = solver.solve(jobs)
+        # Where libsolv met an "a | b" requirement with a later alternative although
+        # the first one could be had, favour the first one for that choice and solve
+        # again (a few rounds at most): the global hints above cannot tell which
+        # requirement a shared alternative came from.
+        for _ in range(3):
+            if problems:
+                break
+            preferred = self._first_alternatives_missed(solver)
+            if not preferred:
+                break
+            jobs.append(
+                pool.Job(
+                    solv.Job.SOLVER_FAVOR | solv.Job.SOLVER_SOLVABLE_ONE_OF,
+                    pool.towhatprovides(preferred),
+                )
+            )
+            retry = self._new_solver(allow_uninstall)
+            if retry.solve(jobs):
+                jobs.pop()
+                break
+            solver = retry
         if problems and request.remove and not request.remove_dependents:
             self._refuse_breaking_dependents(jobs, request)
         if problems:
@@ -705,6 +723,37 @@ class Solver:
                 "repositories may be out of date",
             )
         return self._plan(solver.transaction(), requested)
+
+    def _new_solver(self, allow_uninstall: bool) -> solv.Solver:
+        solver = self.pool.Solver()
+        solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
+        if allow_uninstall:
+            # Installed packages whose requirements the removal breaks may go too.
+            solver.set_flag(solv.Solver.SOLVER_FLAG_ALLOW_UNINSTALL, 1)
+        return solver
+
+    def _first_alternatives_missed(self, solver: solv.Solver) -> list[int]:
+        """Providers of first alternatives that libsolv passed over for a later one."""
+        preferred: list[int] = []
+        for alt in solver.alternatives():
+            if alt.type != solv.Alternative.SOLVER_ALTERNATIVE_TYPE_RULE or alt.chosen is None:
+                continue
+            dep = alt.rule.info().dep
+            if dep is None:
+                continue
+            text = _dep_text(self.pool, dep)
+            if " | " not in text:
+                continue
+            choices = {c.id for c in alt.choices()}
+            for atom in text.split(" | "):
+                providers = [
+                    p.id for p in self.pool.whatprovides(self._builder.dep(atom)) if p.id in choices
+                ]
+                if providers:
+                    if alt.chosen.id not in providers:
+                        preferred.extend(providers)
+                    break
+        return preferred
 
     def _install_job(self, spec: str) -> tuple[solv.Job, list[solv.XSolvable]]:
         pool = self.pool
