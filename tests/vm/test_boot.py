@@ -119,6 +119,14 @@ def test_vram_mode_copies_the_root_image_and_releases_the_medium(start_vm: Start
     assert g.poweroff() == 0
 
 
+def test_vram_auto_copies_when_ram_is_ample(start_vm: StartVM) -> None:
+    # VRAM=auto (the default) copies from 1 GiB of RAM on; 256 MiB guests don't.
+    g = start_vm("direct", memory_mb=1100, cmdline_key=True, seed=False)
+    env = g.sh("cat /run/mixos/boot.env")
+    assert "MIXOS_VRAM_REQUESTED=auto" in env and "MIXOS_VRAM=on" in env, env
+    assert "VRAM: boot medium" in g.vm.console()
+
+
 def test_grub_rescue_entry_opens_a_shell_on_the_serial_console(start_vm: StartVM) -> None:
     g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False)
     g.vm.wait_for(r"rescue shell \(initramfs\)", 60)
