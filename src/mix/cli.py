@@ -128,12 +128,19 @@ def cmd_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_ops() -> None:
-    """Commands that act on a root live in mix.ops; import it only when needed."""
-    from mix import ops  # registers its commands
+QUERIES = ("list", "search", "info", "files", "owner", "verify")
 
-    for name, fn in ops.COMMANDS.items():
-        COMMANDS.setdefault(name, fn)
+
+def _load_commands(name: str) -> None:
+    """Commands that act on a root live in mix.changes and mix.queries; import only the
+    module the command needs."""
+    import importlib
+
+    from mix import session
+
+    importlib.import_module("mix.queries" if name in QUERIES else "mix.changes")
+    for cmd, fn in session.COMMANDS.items():
+        COMMANDS.setdefault(cmd, fn)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command not in COMMANDS:
-            _load_ops()
+            _load_commands(args.command)
         return COMMANDS[args.command](args)
     except MixError as e:
         print(f"mix: error: {e.message}", file=sys.stderr)

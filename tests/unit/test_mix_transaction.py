@@ -14,7 +14,7 @@ import pytest
 from mixhelpers import World
 
 from mix.database import Database
-from mix.ops import verify_files
+from mix.queries import verify_files
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_POINTS = 200

@@ -1,0 +1,252 @@
+"""The commands that change a root: update, install, remove, upgrade — and how a plan is
+shown, confirmed and carried out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mix.database import Database
+from mix.errors import DeclinedError, MixError, NotFoundError, TrustError
+from mix.session import Session, bare_solver, command, human_size, say, warn
+
+if TYPE_CHECKING:
+    from mix.transaction import Change, Outcome
+
+
+# --- plans ---------------------------------------------------------------------------------
+def plan_changes(plan: Any) -> list[Change]:
+    from mix.transaction import Change
+
+    changes = []
+    for kind, old, new in plan.steps:
+        name = (new or old)["name"]
+        reason = plan.reasons.get(name, (old or {}).get("reason", "dependency"))
+        changes.append(Change(kind, name, new=new, old=old, reason=reason,
+                              repo=(new or {}).get("repo", "")))
+    return changes
+
+
+def plan_json(changes: list[Change]) -> list[dict[str, Any]]:
+    return [{"action": c.kind, "name": c.name,
+             "version": (c.new or c.old or {}).get("version"),
+             "old_version": (c.old or {}).get("version") if c.kind == "upgrade" else None,
+             "reason": c.reason if c.kind != "remove" else None} for c in changes]
+
+
+def show_plan(changes: list[Change], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"plan": plan_json(changes)}, indent=1))
+        return
+    download = sum(int((c.new or {}).get("size", 0)) for c in changes if c.new)
+    delta = sum(int((c.new or {}).get("installed_size", 0)) for c in changes if c.new) \
+        - sum(int((c.old or {}).get("installed_size", 0)) for c in changes if c.old)
+    say("Plan:")
+    for c in changes:
+        if c.kind == "install":
+            note = " (dependency)" if c.reason == "dependency" else ""
+            say(f"  install  {c.name} {c.new['version'] if c.new else ''}{note}")
+        elif c.kind == "upgrade":
+            say(f"  upgrade  {c.name} {(c.old or {}).get('version')} -> "
+                f"{(c.new or {}).get('version')}")
+        else:
+            say(f"  remove   {c.name} {(c.old or {}).get('version')}")
+    sign = "+" if delta >= 0 else "-"
+    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; download {human_size(download)}, installed size "
+        f"{sign}{human_size(abs(delta))}")
+
+
+def confirm(args: argparse.Namespace) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise DeclinedError("confirmation needed but standard input is not a terminal",
+                            "pass -y to proceed without asking")
+    answer = input("Proceed? [Y/n] ").strip().lower()
+    if answer not in ("", "y", "yes"):
+        raise DeclinedError("cancelled; nothing was changed")
+
+
+def report(outcome: Outcome) -> None:
+    for path in outcome.mixnew:
+        say(f"config {path} was changed locally: kept; the new version is {path}.mixnew")
+    for path in outcome.kept:
+        say(f"config {path} was changed locally: kept after removing its package")
+    for w in outcome.warnings:
+        warn(w)
+    parts = [f"{len(v)} {k}" for k, v in (("installed", outcome.installed),
+                                          ("upgraded", outcome.upgraded),
+                                          ("removed", outcome.removed)) if v]
+    say("done: " + (", ".join(parts) if parts else "nothing to do"))
+
+
+def execute(s: Session, plan: Any, named: list[str]) -> int:
+    """Show the plan, confirm, fetch, run the transaction."""
+    args = s.args
+    changes = plan_changes(plan)
+    reason_flips = {n: r for n, r in plan.reasons.items()
+                    if n not in {c.name for c in changes}}
+    if not changes:
+        if reason_flips and not args.simulate:
+            with s.db.transaction() as c:
+                for n, r in reason_flips.items():
+                    Database.set_reason(c, n, r)
+        if args.json:
+            print(json.dumps({"plan": []}))
+        else:
+            say("nothing to do" + (f": {', '.join(named)} already installed" if named else ""))
+        return 0
+    show_plan(changes, args.json)
+    if args.simulate:
+        return 0
+    confirm(args)
+    for ch in changes:
+        if ch.new is not None:
+            ch.path = s.package_file(ch.new)
+    from mix.transaction import PostScriptError, Transaction
+
+    tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
+    try:
+        outcome = tx.run()
+    except PostScriptError as e:
+        if not e.failed_installs:
+            raise
+        undo_failed_installs(s, e)
+    if reason_flips:
+        with s.db.transaction() as c:
+            for n, r in reason_flips.items():
+                Database.set_reason(c, n, r)
+    if not args.json:
+        report(outcome)
+    return 0
+
+
+def undo_failed_installs(s: Session, e: Any) -> None:
+    """A new package whose post-install failed is removed again (with what came in only
+    for it, and what in this transaction needs it), so that a failed script leaves no
+    half-configured package behind. Packages that were there before are never touched:
+    if removing it would need that, it stays installed and the error says so."""
+    from mix.solver import Request, SolverError
+    from mix.transaction import Transaction
+
+    new = set(e.outcome.installed)
+    plan = None
+    for drop_orphans in (True, False):
+        try:
+            candidate = bare_solver(s).solve(Request(remove=e.failed_installs,
+                                                      remove_dependents=True,
+                                                      drop_orphans=drop_orphans))
+        except SolverError:
+            continue
+        if not candidate.install and not candidate.upgrade \
+                and {p["name"] for p in candidate.remove} <= new:
+            plan = candidate
+            break
+    if plan is None:
+        raise type(e)(f"{e.message}\n{', '.join(e.failed_installs)} stayed installed: packages "
+                      "installed before depend on it", e.hint, e.failed_installs, e.outcome)
+    changes = plan_changes(plan)
+    Transaction(s.cfg.root, s.db, changes, run_scripts=False).run()
+    removed = ", ".join(c.name for c in changes)
+    raise type(e)(f"{e.message}\nremoved again: {removed}; the rest of the transaction stays",
+                  e.hint, e.failed_installs, e.outcome)
+
+
+# --- commands ------------------------------------------------------------------------------
+@command("update")
+def cmd_update(args: argparse.Namespace) -> int:
+    from mix import repos as repos_mod
+
+    with Session(args, write=True) as s:
+        ring = repos_mod.keyring(s.cfg)
+        failures = []
+        for r in repos_mod.stored(s.cfg):
+            try:
+                n = repos_mod.update(s.cfg, r, ring, s.fetcher)
+                say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
+            except MixError as e:
+                failures.append(e)
+                print(f"mix: error: {r.repo.url}: {e.message} (kept the previous index)",
+                      file=sys.stderr)
+        if failures:
+            raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
+                                    "could not be updated", failures[0].hint)
+        s.solver(installed=False)  # refresh the solver caches now, not on first use
+    return 0
+
+
+def _local_packages(s: Session, specs: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Split install args into specs and local .mixpkg files (as solver entries)."""
+    from mix.index import entry_from_metadata
+    from mix.package import read_metadata, sha256_file
+
+    names, local = [], []
+    for spec in specs:
+        if spec.endswith(".mixpkg") and ("/" in spec or os.path.exists(spec)):
+            path = Path(spec).absolute()
+            if not path.exists():
+                raise NotFoundError(f"{spec}: no such file")
+            md = read_metadata(path)
+            sha = sha256_file(path)
+            entry = entry_from_metadata(md, path.name, path.stat().st_size, sha)
+            entry.update(_local=str(path), repo="@local")
+            local.append(entry)
+            names.append(f"{md.name}={md.version}")
+        else:
+            names.append(spec)
+    return names, local
+
+
+@command("install")
+def cmd_install(args: argparse.Namespace) -> int:
+    from mix.solver import Request
+
+    with Session(args, write=not args.simulate) as s:
+        specs, local = _local_packages(s, args.packages)
+        if local and not args.allow_untrusted:
+            trusted = set()
+            if s.cfg.repos:
+                for r in s.repos():
+                    trusted |= {(e["name"], e["version"], e["sha256"]) for e in r.entries()}
+            for e in local:
+                if (e["name"], e["version"], e["sha256"]) not in trusted:
+                    raise TrustError(f"{e['_local']} is not in any signed repository index",
+                                     "pass --allow-untrusted to install it anyway")
+        elif local:
+            for e in local:
+                e["_untrusted"] = True
+        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        if local:
+            solver.add_repo("@local", local, priority=1000)
+        plan = solver.solve(Request(install=specs))
+        return execute(s, plan, [a for a in args.packages])
+
+
+@command("remove")
+def cmd_remove(args: argparse.Namespace) -> int:
+    from mix.solver import Request
+
+    with Session(args, write=not args.simulate) as s:
+        for name in args.packages:
+            if s.db.package(name) is None:
+                raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
+        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade))
+        return execute(s, plan, [])
+
+
+@command("upgrade")
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from mix.solver import Request
+
+    with Session(args, write=not args.simulate) as s:
+        for name in args.packages:
+            if s.db.package(name) is None:
+                raise NotFoundError(f"{name} is not installed", f"use 'mix install {name}'")
+        solver = s.solver()
+        req = Request(upgrade=args.packages) if args.packages else Request(upgrade_all=True)
+        return execute(s, solver.solve(req), [])

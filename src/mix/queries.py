@@ -1,0 +1,220 @@
+"""The commands that only look: list, search, info, files, owner, verify."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mix.errors import MixError, NotFoundError, VerifyError
+from mix.session import Session, command, human_size, say, warn
+
+
+def _available(s: Session) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in s.repos():
+        out.extend(r.entries())
+    return out
+
+
+def _newest(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from mix.version import compare
+
+    best: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        cur = best.get(e["name"])
+        if cur is None or compare(e["version"], cur["version"]) > 0:
+            best[e["name"]] = e
+    return best
+
+
+def _public(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in e.items() if not k.startswith("_")}
+
+
+@command("list")
+def cmd_list(args: argparse.Namespace) -> int:
+    which = args.which or "installed"
+    with Session(args, write=False) as s:
+        if which == "installed":
+            rows = [{"name": p["name"], "version": p["version"], "reason": p["reason"]}
+                    for p in s.db.packages()]
+        elif which == "available":
+            rows = [{"name": e["name"], "version": e["version"], "repo": e["repo"]}
+                    for e in sorted(_available(s), key=lambda e: (e["name"], e["version"]))]
+        else:
+            from mix.version import compare
+
+            newest = _newest(_available(s))
+            rows = [{"name": p["name"], "version": p["version"],
+                     "new_version": newest[p["name"]]["version"]}
+                    for p in s.db.packages()
+                    if p["name"] in newest and compare(newest[p["name"]]["version"],
+                                                       p["version"]) > 0]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            extra = f" -> {r['new_version']}" if "new_version" in r else \
+                f" [{r['reason']}]" if r.get("reason") == "dependency" else ""
+            print(f"{r['name']} {r['version']}{extra}")
+    return 0
+
+
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    with Session(args, write=False) as s:
+        solver = s.solver(installed=False)
+        found: dict[tuple[str, str], dict[str, Any]] | None = None
+        for term in args.terms:
+            hits = {(e["name"], e["version"]): e for e in solver.search(term)}
+            found = hits if found is None else {k: v for k, v in found.items() if k in hits}
+        installed = {p["name"]: p["version"] for p in s.db.packages()}
+    results = sorted((found or {}).values(), key=lambda e: (e["name"], e["version"]))
+    if args.json:
+        print(json.dumps([{"name": e["name"], "version": e["version"],
+                           "description": e.get("description", ""),
+                           "installed": installed.get(e["name"])} for e in results], indent=1))
+    else:
+        for e in results:
+            mark = " [installed]" if installed.get(e["name"]) == e["version"] else ""
+            print(f"{e['name']} {e['version']}{mark} - {e.get('description', '')}")
+    return 0 if results else 9
+
+
+@command("info")
+def cmd_info(args: argparse.Namespace) -> int:
+    with Session(args, write=False) as s:
+        inst = s.db.package(args.package)
+        avail: list[dict[str, Any]] = []
+        if s.cfg.repos:
+            try:
+                avail = [e for e in _available(s) if e["name"] == args.package]
+            except MixError as e:
+                if inst is None:
+                    raise
+                warn(str(e))
+    if inst is None and not avail:
+        raise NotFoundError(f"no package named {args.package!r} is installed or available",
+                            "check the name with 'mix search'")
+    from mix.version import compare
+
+    info = dict(inst) if inst else dict(_newest(avail)[args.package])
+    info = _public(info)
+    info["installed_version"] = inst["version"] if inst else None
+    info["available_versions"] = sorted({e["version"] for e in avail},
+                                        key=__import__("functools").cmp_to_key(compare))
+    if args.json:
+        print(json.dumps(info, indent=1, sort_keys=True))
+        return 0
+    for key in ("name", "version", "description", "arch", "license", "url", "dependencies",
+                "provides", "conflicts", "replaces", "installed_size", "reason", "repo",
+                "installed_version", "available_versions"):
+        value = info.get(key)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value)
+        if key == "installed_size":
+            value = human_size(int(value))
+        print(f"{key.replace('_', ' ').capitalize() + ':':20} {value}")
+    return 0
+
+
+@command("files")
+def cmd_files(args: argparse.Namespace) -> int:
+    with Session(args, write=False) as s:
+        if s.db.package(args.package) is None:
+            raise NotFoundError(f"{args.package} is not installed")
+        files = s.db.files(args.package)
+    if args.json:
+        print(json.dumps(files, indent=1))
+    else:
+        for f in files:
+            print(f["path"] + ("/" if f["type"] == "dir" else
+                               f" -> {f['target']}" if f["type"] == "symlink" else ""))
+    return 0
+
+
+@command("owner")
+def cmd_owner(args: argparse.Namespace) -> int:
+    path = os.path.normpath("/" + args.path.lstrip("/")) if args.path.startswith("/") \
+        else os.path.normpath(os.path.join(os.getcwd(), args.path))
+    with Session(args, write=False) as s:
+        root = str(s.cfg.root)
+        if root != "/" and (path == root or path.startswith(root + "/")):
+            path = path[len(root):] or "/"
+        owners = s.db.owners(path)
+    if not owners:
+        raise NotFoundError(f"no installed package owns {path}")
+    if args.json:
+        print(json.dumps([{"path": path, "package": o["package"]} for o in owners]))
+    else:
+        for o in owners:
+            print(f"{path} is owned by {o['package']}")
+    return 0
+
+
+def verify_files(root: Path, files: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(problems, modified config files) for installed file rows."""
+    from mix.package import sha256_file
+    from mix.rootpath import RootResolver
+
+    resolver = RootResolver(root)
+    problems: list[str] = []
+    modified: list[str] = []
+    for f in files:
+        path = f["path"]
+        try:
+            disk = str(root) + resolver.target(path, path)
+            st = os.lstat(disk)
+        except (MixError, FileNotFoundError, NotADirectoryError):
+            problems.append(f"{f['package']}: {path}: missing")
+            continue
+        import stat as st_mod
+
+        if f["type"] == "dir":
+            if not st_mod.S_ISDIR(st.st_mode) and not (
+                    st_mod.S_ISLNK(st.st_mode) and os.path.isdir(disk)):
+                problems.append(f"{f['package']}: {path}: not a directory")
+        elif f["type"] == "symlink":
+            if not st_mod.S_ISLNK(st.st_mode) or os.readlink(disk) != f["target"]:
+                problems.append(f"{f['package']}: {path}: symlink changed")
+        else:
+            if not st_mod.S_ISREG(st.st_mode):
+                problems.append(f"{f['package']}: {path}: not a regular file")
+            elif sha256_file(Path(disk)) != f["sha256"]:
+                (modified if f["config"] else problems).append(
+                    f"{f['package']}: {path}: " + ("modified configuration" if f["config"]
+                                                   else "content differs (sha256)"))
+            elif st_mod.S_IMODE(st.st_mode) != f["mode"]:
+                problems.append(f"{f['package']}: {path}: mode {st_mod.S_IMODE(st.st_mode):o},"
+                                f" expected {f['mode']:o}")
+    return problems, modified
+
+
+@command("verify")
+def cmd_verify(args: argparse.Namespace) -> int:
+    with Session(args, write=False) as s:
+        names = args.packages or [p["name"] for p in s.db.packages()]
+        files: list[dict[str, Any]] = []
+        for n in names:
+            if s.db.package(n) is None:
+                raise NotFoundError(f"{n} is not installed")
+            files.extend(s.db.files(n))
+        problems, modified = verify_files(s.cfg.root, files)
+    if args.json:
+        print(json.dumps({"problems": problems, "modified_config": modified}, indent=1))
+    else:
+        for m in modified:
+            print(m)
+        for p in problems:
+            print(p)
+    if problems:
+        raise VerifyError(f"{len(problems)} of {len(files)} installed entries differ from the "
+                          "database", "reinstall the affected packages")
+    if not args.json:
+        say(f"{len(names)} packages, {len(files)} entries: ok")
+    return 0

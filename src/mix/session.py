@@ -1,0 +1,170 @@
+"""One root opened for a command: configuration, database, lock, repositories, solver;
+plus the command registry and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from mix.config import Config, load
+from mix.database import Database
+from mix.errors import MixError, UsageError
+from mix.lock import RootLock
+
+# Modules for downloading, verifying and transactions are imported where they are needed,
+# so that read-only commands (list, files, owner, info, search) start fast.
+if TYPE_CHECKING:
+    from mix import repos as repos_mod
+    from mix.fetch import Fetcher
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]],
+                                   Callable[[argparse.Namespace], int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def config(args: argparse.Namespace) -> Config:
+    return load(args.root, args.repo, args.keys_dir, args.timeout, not args.no_scripts)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(f"mix: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class Session:
+    """A root opened for a command: config, database, and (for changes) the lock."""
+
+    def __init__(self, args: argparse.Namespace, write: bool) -> None:
+        self.args = args
+        self.cfg = config(args)
+        self.write = write
+        self.lock = RootLock(self.cfg.state_dir) if write else None
+        self._fetcher: Fetcher | None = None
+
+    def __enter__(self) -> Self:
+        if self.lock is not None:
+            self.lock.__enter__()
+        try:
+            self.db = Database(self.cfg.db_path, readonly=not self.write)
+            if self.write and self.db.journal() is not None:
+                from mix.transaction import recover
+
+                done = recover(self.cfg.root, self.db)
+                if done:
+                    warn(done)
+            elif self.db.journal() is not None:
+                self._recover_for_reader()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.__exit__(None, None, None)
+            raise
+        return self
+
+    @property
+    def fetcher(self) -> Fetcher:
+        if self._fetcher is None:
+            from mix.fetch import Fetcher
+
+            self._fetcher = Fetcher(self.cfg.timeout)
+        return self._fetcher
+
+    def _recover_for_reader(self) -> None:
+        """A read-only command found an interrupted transaction: finish it first if allowed,
+        so that what it reports matches the disk."""
+        if not os.access(self.cfg.state_dir, os.W_OK):
+            warn("an interrupted transaction is pending; run any mix command as root to "
+                 "complete or undo it")
+            return
+        from mix.transaction import recover
+
+        self.db.close()
+        with RootLock(self.cfg.state_dir):
+            db = Database(self.cfg.db_path)
+            done = recover(self.cfg.root, db)
+            db.close()
+        if done:
+            warn(done)
+        self.db = Database(self.cfg.db_path, readonly=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+
+    # --- repositories ------------------------------------------------------------------
+    def repos(self, refresh: bool = False) -> list[repos_mod.StoredRepo]:
+        """Stored repositories; fetched first when asked, never fetched, or given by --repo."""
+        from mix import repos as repos_mod
+
+        stored = repos_mod.stored(self.cfg)
+        need = [r for r in stored if refresh or self.args.repo or not r.exists()]
+        if need:
+            ring = repos_mod.keyring(self.cfg)
+            try:
+                self.cfg.repos_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot store repository indexes in {self.cfg.repos_dir}: "
+                                 f"{e.strerror}", "run 'mix update' as root") from None
+            for r in need:
+                repos_mod.update(self.cfg, r, ring, self.fetcher)
+        return stored
+
+    def solver(self, installed: bool = True) -> Any:
+        from mix.solver import Solver
+
+        s = Solver(arch=os.uname().machine if os.uname().machine == "x86_64" else "x86_64")
+        for r in self.repos():
+            s.add_repo(r.repo.name, r.entries_loader(), r.repo.priority, cache=r.cache_path,
+                       index=r.index_path)
+        if installed:
+            s.set_installed(self.db.packages())
+        return s
+
+    def package_file(self, entry: dict[str, Any]) -> Path:
+        """The local path of a planned package: the repo file itself, or a verified download."""
+        if entry.get("_local"):
+            return Path(entry["_local"])
+        repo = next((r for r in self.cfg.repos if r.name == entry.get("repo")), None)
+        if repo is None:
+            raise MixError(f"{entry['name']}: its repository {entry.get('repo')!r} is no "
+                           "longer configured", "run 'mix update'")
+        url = repo.file_url(entry["filename"])
+        if url.startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return Path(unquote(urlsplit(url).path))
+        from mix.package import sha256_file
+
+        dest = self.cfg.cache_dir / entry["filename"]
+        if dest.exists() and sha256_file(dest) == entry["sha256"]:
+            return dest
+        return self.fetcher.fetch_file(url, dest, entry["sha256"], entry.get("size"))
+
+
+def bare_solver(s: Session) -> Any:
+    from mix.solver import Solver
+
+    solver = Solver(arch="x86_64")
+    solver.set_installed(s.db.packages())
+    return solver
