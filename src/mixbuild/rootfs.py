@@ -3,7 +3,7 @@
 compressed squashfs.
 
   artifacts/rootfs/        mix --root artifacts/rootfs -y install mixos-base
-  artifacts/root.squashfs  mksquashfs, xz (or --comp zstd), all root-owned,
+  artifacts/root.squashfs  mksquashfs, zstd (or --comp xz), all root-owned,
                            every time stamp = SOURCE_DATE_EPOCH
   artifacts/medium-repo/   the signed repository the ISO carries as /repo: the
                            packages not installed in the image (nginx, openssh...)
@@ -45,9 +45,14 @@ MEDIUM_REPO = ARTIFACTS / "medium-repo"
 META_PACKAGE = "mixos-base"
 # The ISO (with kernel, initramfs and GRUB) must stay within 32 MB.
 SQUASHFS_BUDGET = 22 * 1024 * 1024
+# zstd by default: the guest reads the root image at boot, and zstd decompresses
+# ~15-30x faster than xz (host unsquashfs: 0.02 s against 0.66 s CPU for the whole
+# image; under TCG every CPU second is ~10x longer) for ~12% more bytes (14.1 MiB
+# against 12.6 MiB); 256 KiB blocks waste less on the small random reads of a boot.
+# No xz BCJ filter: the kernel would need CONFIG_XZ_DEC_X86 (make iso checks).
 COMPRESSORS = {
-    "xz": ["-comp", "xz", "-Xbcj", "x86", "-b", "1M"],
-    "zstd": ["-comp", "zstd", "-Xcompression-level", "19", "-b", "1M"],
+    "xz": ["-comp", "xz", "-b", "1M"],
+    "zstd": ["-comp", "zstd", "-Xcompression-level", "19", "-b", "256K"],
 }
 
 
@@ -185,8 +190,9 @@ def report(root: Path, out: Path, pkgs: list[dict[str, object]]) -> None:
     for p in sorted(pkgs, key=lambda p: -int(str(p.get("installed_size", 0)))):
         print(f"  {p['name']!s:<20} {p['version']!s:<28} {int(str(p.get('installed_size', 0))) / 1024:8.0f} KiB")
     size = out.stat().st_size
+    shown = out.relative_to(PROJECT) if out.is_relative_to(PROJECT) else out
     print(f"  {len(pkgs)} packages; rootfs {du(root) / 1048576:.1f} MiB of files; "
-          f"{out.relative_to(PROJECT)} {size / 1048576:.2f} MiB "
+          f"{shown} {size / 1048576:.2f} MiB "
           f"(budget {SQUASHFS_BUDGET / 1048576:.0f} MiB)")
     if size > SQUASHFS_BUDGET:
         log(f"warning: {out.name} is over its {SQUASHFS_BUDGET / 1048576:.0f} MiB budget")
@@ -211,8 +217,9 @@ def build(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mixbuild rootfs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--comp", choices=sorted(COMPRESSORS), default="xz",
-                        help="squashfs compressor (default xz: smallest)")
+    parser.add_argument("--comp", choices=sorted(COMPRESSORS), default="zstd",
+                        help="squashfs compressor (default zstd: ~15x faster to read; "
+                             "xz: ~10%% smaller)")
     parser.add_argument("--root", type=Path, default=ROOTFS)
     parser.add_argument("--output", type=Path, default=SQUASHFS)
     parser.add_argument("packages", nargs="*", default=[META_PACKAGE])
