@@ -23,7 +23,9 @@ def test_menu_has_normal_vram_and_rescue_entries_on_serial_and_screen(tmp_path: 
     assert "serial --unit=0 --speed=115200" in cfg
     linux = [line.split(None, 2)[2] for line in cfg.splitlines()
              if line.strip().startswith("linux ")]
-    assert len(linux) == 3
+    linux16 = [line.split(None, 2)[2] for line in cfg.splitlines()
+               if line.strip().startswith("linux16 ")]
+    assert len(linux) == 3 and linux16 == linux  # BIOS and UEFI boot the same way
     normal, vram, rescue = linux
     for args in linux:
         assert "console=tty0 console=ttyS0,115200" in args
@@ -39,7 +41,7 @@ def test_every_entry_carries_the_hardening_arguments(tmp_path: Path,
     cmdline.write_text("# hardening\nslab_nomerge  init_on_free=1\n")
     monkeypatch.setattr(iso, "CMDLINE_FILE", cmdline)
     cfg = iso.grub_cfg(inputs(tmp_path))
-    assert cfg.count("slab_nomerge init_on_free=1") == 3
+    assert cfg.count("slab_nomerge init_on_free=1") == 6  # 3 entries x (BIOS, UEFI)
 
 
 def test_hybrid_iso_is_reproducible_and_boots_bios_and_uefi(tmp_path: Path,
