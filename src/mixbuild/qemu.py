@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iso", type=Path)
     parser.add_argument("--kernel", type=Path)
     parser.add_argument("--initrd", type=Path)
-    parser.add_argument("--append", default=SERIAL_CONSOLE)
+    parser.add_argument("--append", help="kernel arguments for --kernel (default: those of "
+                        "the ISO's normal menu entry)")
     parser.add_argument("--disk", type=Path, action="append", default=[],
                         help="raw image on virtio-blk (e.g. a NoCloud seed); repeatable")
     parser.add_argument("--memory", type=int, default=256, help="MiB")
@@ -179,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     accel = args.accel
     if accel == "auto":
         accel = probe_accel(kernel, initrd) if kernel.exists() and initrd.exists() else "tcg"
+    append = args.append
+    if append is None and args.kernel:
+        from mixbuild import iso  # iso imports this module
+
+        append = iso.kernel_args(iso.entry_args("normal"))
     m = Machine(memory_mb=args.memory, accel=accel, iso=args.iso, kernel=args.kernel,
-                initrd=args.initrd, append=args.append if args.kernel else "",
+                initrd=args.initrd, append=append or "",
                 disks=tuple(args.disk), ssh_port=args.ssh_port, uefi=args.uefi,
                 graphics=args.graphics, serial="mon:stdio")
     argv_q = command(m)
