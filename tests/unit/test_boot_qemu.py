@@ -1,0 +1,71 @@
+"""QEMU command lines (one place builds them all) and the accelerator choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mixbuild import qemu
+from mixbuild.qemu import Machine, command
+
+
+def test_iso_boot_is_a_q35_cdrom_with_user_network_forwarded_on_loopback() -> None:
+    argv = command(Machine(iso=Path("/x/mixos.iso"), ssh_port=2222, disks=(Path("/s.img"),)))
+    joined = " ".join(argv)
+    assert "-machine q35,accel=tcg" in joined
+    assert "file=/x/mixos.iso,media=cdrom" in joined and "-boot order=d" in joined
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined
+    assert "file=/s.img,if=virtio,format=raw,readonly=on" in joined
+    assert "-kernel" not in argv and "-cpu" not in argv and "-nodefaults" in argv
+
+
+def test_direct_boot_passes_kernel_initrd_and_arguments() -> None:
+    m = Machine(kernel=Path("/k"), initrd=Path("/i"), append="console=ttyS0 quiet",
+                iso=Path("/x.iso"))
+    argv = command(m)
+    assert argv[argv.index("-kernel") + 1] == "/k"
+    assert argv[argv.index("-initrd") + 1] == "/i"
+    assert argv[argv.index("-append") + 1] == "console=ttyS0 quiet"
+    assert "-boot" not in argv  # the ISO is only the root image's medium here
+    if qemu.QBOOT.is_file():
+        assert argv[argv.index("-bios") + 1] == str(qemu.QBOOT)
+
+
+def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
+    argv = command(Machine(iso=Path("/x.iso"), uefi=True, accel="kvm"))
+    assert "-bios" in argv and "OVMF" in argv[argv.index("-bios") + 1]
+    assert "-cpu" in argv and argv[argv.index("-cpu") + 1] == "host"
+    assert "-machine" in argv and argv[argv.index("-machine") + 1].endswith("accel=kvm")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "neither given"),
+    ({"iso": Path("/x"), "initrd": Path("/i")}, "initrd= needs kernel="),
+    ({"iso": Path("/x"), "accel": "hvf"}, "accel must be"),
+])
+def test_invalid_machines_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Machine(**kwargs)  # type: ignore[arg-type]
+
+
+def test_accelerator_override_skips_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIXOS_ACCEL", "tcg")
+    assert qemu.probe_accel(Path("/nonexistent/bzImage"), Path("/nonexistent/initrd")) == "tcg"
+    monkeypatch.setenv("MIXOS_ACCEL", "fast")
+    with pytest.raises(ValueError, match="MIXOS_ACCEL"):
+        qemu.probe_accel(Path("/k"), Path("/i"))
+
+
+def test_no_usable_kvm_means_tcg_without_a_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MIXOS_ACCEL", raising=False)
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: False)
+    assert qemu.probe_accel(Path("/nonexistent/bzImage"), Path("/nonexistent/initrd")) == "tcg"
+
+
+def test_free_port_is_bindable_on_loopback() -> None:
+    import socket
+
+    port = qemu.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
