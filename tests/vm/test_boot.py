@@ -131,11 +131,13 @@ def test_grub_rescue_entry_opens_a_shell_on_the_serial_console(start_vm: StartVM
     g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False)
     g.vm.wait_for(r"rescue shell \(initramfs\)", 60)
     g.vm.type("\x0e\x0e\r")  # Ctrl-N twice: the third entry; Enter boots it
-    g.vm.wait_for(r"'exit' retries the boot", 120)
+    g.vm.wait_for(r"'exit' continues the boot", 120)
     mark = g.vm.mark()
     g.vm.type("echo RESCUE-$((6 * 7)); cat /proc/cmdline\r")
     g.vm.wait_for("RESCUE-42", 30, since=mark)
     g.vm.wait_for(r"mixos\.root_label=MIXOS rescue", 30, since=mark)
+    g.vm.type("exit\r")  # leaving the shell boots the system
+    g.vm.wait_for(r"login: ?", 120, since=mark)
 
 
 def test_missing_medium_stops_in_a_rescue_shell_with_a_reason(start_vm: StartVM) -> None:
