@@ -188,6 +188,8 @@ def time_tar(root: Path, files: list[Path], flag: str) -> tuple[float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs of each tool first (page cache, pending disk work)")
     ap.add_argument("--work", type=Path,
                     default=Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos")) / "bench/mix-vs-pacman")
     args = ap.parse_args()
@@ -199,6 +201,9 @@ def main() -> int:
     conf.write_text(PACMAN_CONF)
     mix_size = sum(p.stat().st_size for p in repo.glob("*.mixpkg"))
     pac_size = sum(p.stat().st_size for p in pac_files)
+    for i in range(args.warmup):
+        time_mix(work / f"warmup-mix-{i}", repo, pub_dir(keys))
+        time_pacman(work / f"warmup-pacman-{i}", conf, pac_files)
     mix_t: list[float] = []
     pac_t: list[float] = []
     pac_sync_t: list[float] = []
@@ -241,6 +246,9 @@ def main() -> int:
           f"below 1.0 means mix is faster")
     for i in range(args.runs):
         for root in (f"root-mix-{i}", f"root-pacman-{i}"):
+            shutil.rmtree(work / root, ignore_errors=True)
+    for i in range(args.warmup):
+        for root in (f"warmup-mix-{i}", f"warmup-pacman-{i}"):
             shutil.rmtree(work / root, ignore_errors=True)
     return 0
 
