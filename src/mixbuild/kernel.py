@@ -5,7 +5,7 @@ of that source, the MixOS fragments in configs/kernel/, and RECIPE_VERSION below
 Output: artifacts/kernel/{bzImage,config,version,cmdline}, copied from a cache entry
 $MIXOS_CACHE/kernel/<key>/ where key is a hash of all inputs, so a rebuild with unchanged
 inputs takes seconds. The source is unpacked once per version under $MIXOS_CACHE/src/, and
-objects live in $MIXOS_CACHE/kernel/obj/ so that a changed fragment rebuilds incrementally.
+objects live in $MIXOS_CACHE/kernel/obj-<version>/ so that a changed fragment rebuilds incrementally.
 
 Exit status: 0 built (or taken from the cache), 1 build failed, 2 the configuration does
 not honour a fragment (the missing options are listed).
@@ -88,9 +88,9 @@ class Layout:
     def tree(self, source: Source) -> Path:
         return self.tree_parent / f"{SOURCE_PACKAGE}_{source.version}" / SOURCE_TOPDIR
 
-    @property
-    def obj(self) -> Path:
-        return self.cache / "kernel" / "obj"
+    def obj(self, source: Source) -> Path:
+        """Object directory, one per source version (objects of two trees never mix)."""
+        return self.cache / "kernel" / f"obj-{source.version}"
 
     def entry(self, key: str) -> Path:
         return self.cache / "kernel" / key
@@ -278,12 +278,12 @@ def build(jobs: int, force: bool, config_only: bool, out: Path) -> Path:
         else:
             tree = unpack_source(source, layout)
             with step("configuring (tinyconfig + kvm_guest + " + ", ".join(FRAGMENTS) + ")"):
-                config = configure(tree, layout.obj, fragments, env)
+                config = configure(tree, layout.obj(source), fragments, env)
             if config_only:
                 log(f"configuration verified: {config}")
                 return config
             with step(f"compiling bzImage with {jobs} jobs"):
-                bzimage, release = compile_kernel(tree, layout.obj, jobs, env)
+                bzimage, release = compile_kernel(tree, layout.obj(source), jobs, env)
             store(entry, bzimage, config, release)
         publish(entry, out)
     size = (out / "bzImage").stat().st_size
