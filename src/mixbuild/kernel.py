@@ -5,7 +5,8 @@ of that source, the MixOS fragments in configs/kernel/, and RECIPE_VERSION below
 Output: artifacts/kernel/{bzImage,config,version,cmdline}, copied from a cache entry
 $MIXOS_CACHE/kernel/<key>/ where key is a hash of all inputs, so a rebuild with unchanged
 inputs takes seconds. The source is unpacked once per version under $MIXOS_CACHE/src/, and
-objects live in $MIXOS_CACHE/kernel/obj-<version>/ so that a changed fragment rebuilds incrementally.
+objects live in $MIXOS_CACHE/kernel/obj-<version>/ so that a changed fragment rebuilds
+incrementally.
 
 Exit status: 0 built (or taken from the cache), 1 build failed, 2 the configuration does
 not honour a fragment (the missing options are listed).
