@@ -63,13 +63,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_indexes(s: Session) -> list[Any] | None:
+    """The light search index of every stored repository, or None if one is not usable.
+
+    Names and descriptions only: loading them skips the dependency data of the
+    full solver cache, which keeps a search over a distribution-sized index fast.
+    """
+    from mix.solver import SearchIndex
+
+    out: list[Any] = []
+    for r in s.repos():
+        idx = SearchIndex.load(r.cache_path, r.index_path)
+        if idx is None:
+            return None
+        out.append(idx)
+    return out
+
+
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
     with Session(args, write=False) as s:
-        solver = s.solver(installed=False)
+        searchers = _search_indexes(s)
+        if searchers is None:  # a cache is missing or stale: the solver rebuilds it
+            searchers = [s.solver(installed=False)]
         found: dict[tuple[str, str], dict[str, Any]] | None = None
         for term in args.terms:
-            hits = {(e["name"], e["version"]): e for e in solver.search(term)}
+            hits = {(e["name"], e["version"]): e for x in searchers for e in x.search(term)}
             found = hits if found is None else {k: v for k, v in found.items() if k in hits}
         installed = {p["name"]: p["version"] for p in s.db.packages()}
     results = sorted((found or {}).values(), key=lambda e: (e["name"], e["version"]))

@@ -355,3 +355,17 @@ def test_failing_post_install_removes_the_package_again(w: World, capsys) -> Non
     assert w.installed() == {"sh": "1.0", "other": "1.0"}
     assert not (w.root / "usr/bin/broken").exists() and not (w.root / "usr/lib/helper").exists()
     assert w.mix("verify")[0] == 0
+
+
+def test_search_uses_the_light_index_and_agrees_with_the_solver(w: World, capsys) -> None:
+    base_repo(w)
+    assert w.mix("update", capsys=capsys)[0] == 0
+    assert w.mix("search", "tool", capsys=capsys)[0] == 0  # writes the caches if missing
+    light = sorted(w.root.glob("var/lib/mix/**/index.search.solv"))
+    assert light, "mix update/search should leave a search index beside the solver cache"
+    rc, fast, _ = w.mix("--json", "search", "o", capsys=capsys)
+    for path in light:
+        path.unlink()
+    rc2, slow, _ = w.mix("--json", "search", "o", capsys=capsys)
+    assert rc == rc2 == 0
+    assert json.loads(fast) == json.loads(slow) and json.loads(fast)
