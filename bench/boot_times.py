@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from mixbuild import iso as iso_stage
-from mixbuild.bootrun import ARTIFACTS
+from mixbuild.common import ARTIFACTS
 from mixbuild.qemu import Machine, probe_accel
 from mixbuild.vm import VM, VMError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mix.version import parse_version
 
-from .pkgrun import BuildError, cache_dir, log, run
+from .common import BuildError, cache_dir, log, run
 
 _UPSTREAM_BAD = re.compile(r"[^A-Za-z0-9._+~^]")
 _RELEASE_BAD = re.compile(r"[^A-Za-z0-9._+~^]")

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixbuild.bootrun import (
+from mixbuild.common import (
     ARTIFACTS,
     PROJECT,
     BuildError,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixbuild import bootcompat
-from mixbuild.bootrun import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
+from mixbuild.common import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
 from mixbuild.qemu import SERIAL_CONSOLE
 
 VOLUME_LABEL = "MIXOS"

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import debian, pyruntime, wheel
-from .elf import TreeLinkage, scan_tree
-from .pkgrun import (
+from .common import (
     ARTIFACTS,
     PACKAGES_DIR,
     PROJECT,
@@ -33,6 +32,7 @@ from .pkgrun import (
     source_date_epoch,
     step,
 )
+from .elf import TreeLinkage, scan_tree
 from .recipe import Recipe, RecipeError, load_recipes
 from .staging import (
     MissingInput,

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from . import debian
-from .pkgrun import PACKAGES_DIR, PROJECT, BuildError, cache_dir, log, run, step
+from .common import PACKAGES_DIR, PROJECT, BuildError, cache_dir, log, run, step
 from .recipe import Recipe
 
 TARGET_PYTHON_DEBS = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")

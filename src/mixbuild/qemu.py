@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixbuild.bootrun import ARTIFACTS, log
+from mixbuild.common import ARTIFACTS, log
 
 QEMU = "qemu-system-x86_64"
 OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")

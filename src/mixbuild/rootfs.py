@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .pkgrun import (
+from .common import (
     ARTIFACTS,
     PROJECT,
     BuildError,

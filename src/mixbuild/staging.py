@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .common import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
 from .debian import DebPackage
-from .pkgrun import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
 from .recipe import CopySource, Recipe
 
 DEFAULT_STRIP = (

@@ -10,7 +10,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .pkgrun import BuildError, cache_dir, log, run
+from .common import BuildError, cache_dir, log, run
 
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
              "manylinux_2_5_x86_64", "manylinux1_x86_64")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mixbuild import initramfs
-from mixbuild.bootrun import PROJECT
+from mixbuild.common import PROJECT
 
 BUSYBOX = "busybox"  # the host's (busybox-static is a build dependency)
 INIT_D = PROJECT / "packages" / "mixos-init" / "files" / "etc" / "init.d"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mix.package import read_metadata
+from mixbuild.common import PACKAGES_DIR
 from mixbuild.packages import Builder, build_one, metadata
-from mixbuild.pkgrun import PACKAGES_DIR
 from mixbuild.recipe import Recipe, load_recipes, parse_recipe
 
 RECIPE = '''

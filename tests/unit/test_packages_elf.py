@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mixbuild.common import BuildError
 from mixbuild.elf import read_elf, scan_tree
 from mixbuild.packages import (
     Staged,
@@ -15,7 +16,6 @@ from mixbuild.packages import (
     linkage_json,
     soname_providers,
 )
-from mixbuild.pkgrun import BuildError
 from mixbuild.recipe import Recipe
 
 LS = Path("/usr/bin/ls")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mixbuild import pyruntime
-from mixbuild.pkgrun import PACKAGES_DIR
+from mixbuild.common import PACKAGES_DIR
 
 CACHE = Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos"))
 have_debs = any((CACHE / "debs").glob("libpython3.11-stdlib_*.deb"))

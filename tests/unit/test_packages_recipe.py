@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mix.version import compare, parse_version
+from mixbuild.common import PACKAGES_DIR
 from mixbuild.debian import mix_version
-from mixbuild.pkgrun import PACKAGES_DIR
 from mixbuild.recipe import RecipeError, load_recipes, parse_recipe
 
 

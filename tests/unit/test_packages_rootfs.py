@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mixbuild.common import ARTIFACTS, PACKAGES_DIR
 from mixbuild.elf import scan_tree
-from mixbuild.pkgrun import ARTIFACTS, PACKAGES_DIR
 
 ROOT = ARTIFACTS / "rootfs"
 MEDIUM_REPO = ARTIFACTS / "medium-repo"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild.pkgrun import BuildError
+from mixbuild.common import BuildError
 from mixbuild.recipe import parse_recipe
 from mixbuild.staging import (
     StageInputs,

@@ -49,7 +49,7 @@ from pathlib import Path
 import pytest
 
 from mixbuild import iso as iso_stage
-from mixbuild.bootrun import ARTIFACTS
+from mixbuild.common import ARTIFACTS
 from mixbuild.qemu import Machine, free_port, probe_accel
 from mixbuild.vm import VM, VMError
 

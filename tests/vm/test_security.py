@@ -25,7 +25,7 @@ import pytest
 from conftest import Guest, Images, KeyPair
 
 from mixbuild import elfhardening
-from mixbuild.bootrun import ARTIFACTS, PROJECT
+from mixbuild.common import ARTIFACTS, PROJECT
 from mixbuild.qemu import Machine, free_port
 from mixbuild.vm import VM
 

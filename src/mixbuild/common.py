@@ -1,5 +1,5 @@
-"""Shared plumbing of the packages and rootfs stages: where things live, the one
-subprocess wrapper, nested progress steps, and content hashing for cache keys."""
+"""Shared plumbing of the build stages: where things live, the one subprocess
+wrapper, nested progress steps, and content hashing and locks for the cache."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _depth = 0
 
 
 class BuildError(RuntimeError):
-    """A packages/rootfs stage failed; the message says what and what to do."""
+    """A build stage failed; the message says what and what to do."""
 
 
 def cache_dir() -> Path:
