@@ -13,8 +13,6 @@ STAGES = {
     "rootfs": "mixbuild.rootfs",
     "initramfs": "mixbuild.initramfs",
     "iso": "mixbuild.iso",
-    "viso": "mixbuild.viso",
-    "sdisk": "mixbuild.sdisk",
     "qemu": "mixbuild.qemu",
 }
 
