@@ -17,10 +17,13 @@ SCRIPT = PROJECT / "packages" / "mixos-hardening" / "files" / "mixos-mounts"
 def run_in_namespace(setup: str) -> dict[str, set[str]]:
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("busybox") is None:
         pytest.skip("needs root, unshare and busybox")
-    script = (f"{setup}; busybox sh {SCRIPT} || exit 9; "
+    # The script's text goes in through the environment: the checkout may itself
+    # live under /tmp, which the setup hides behind a fresh tmpfs.
+    script = (f"{setup}; busybox sh -c \"$MIXOS_MOUNTS\" mixos-mounts || exit 9; "
               "awk '$2==\"/tmp\"||$2==\"/dev/shm\"||$2==\"/proc\"{print $2, $4}' /proc/mounts")
+    env = dict(os.environ, MIXOS_MOUNTS=SCRIPT.read_text())
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                            capture_output=True, text=True, timeout=60, check=False)
+                            capture_output=True, text=True, timeout=60, check=False, env=env)
     assert result.returncode == 0, result.stderr
     opts: dict[str, set[str]] = {}
     for line in result.stdout.splitlines():
