@@ -66,7 +66,7 @@ def project_version() -> str:
 
 
 def hardening_cmdline(path: Path | None = None) -> str:
-    """The kernel engineer's hardening arguments (configs/kernel/cmdline): its
+    """The kernel hardening arguments (configs/kernel/cmdline): its
     first non-comment line, or nothing when the file does not exist yet."""
     path = path or CMDLINE_FILE
     if not path.is_file():
