@@ -55,7 +55,8 @@ def _sort_key(entry: dict[str, Any]) -> tuple[str, str, str]:
     return (entry["name"], entry["version"], entry.get("arch", ""))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace PATH with DATA: a temporary file beside it, fsync, rename."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -90,8 +91,8 @@ def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
     repo_dir.mkdir(parents=True, exist_ok=True)
     # Signature first: a reader that sees the new index.json alongside an old .sig fails
     # closed (bad signature) rather than trusting unsigned bytes.
-    _atomic_write(repo_dir / SIG_NAME, (json.dumps(sig, sort_keys=True) + "\n").encode())
-    _atomic_write(repo_dir / INDEX_NAME, data)
+    atomic_write(repo_dir / SIG_NAME, (json.dumps(sig, sort_keys=True) + "\n").encode())
+    atomic_write(repo_dir / INDEX_NAME, data)
     return repo_dir / INDEX_NAME
 
 

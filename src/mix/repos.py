@@ -8,7 +8,6 @@ one only after its signature, expiry and creation time (no rollback) check out.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
 from mix.fetch import Fetcher
-from mix.index import INDEX_NAME, SIG_NAME, verify_index
+from mix.index import INDEX_NAME, SIG_NAME, atomic_write, verify_index
 from mix.keys import PublicKey, load_keyring
 
 _CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
@@ -84,15 +83,6 @@ def keyring(cfg: Config) -> dict[str, PublicKey]:
     return ring
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 
 
 def _unchanged(repo: StoredRepo, data: bytes, sig: bytes) -> bool:
@@ -120,6 +110,6 @@ def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: F
     doc = verify_index(data, sig, ring, base, held_created=repo.created())
     repo.dir.mkdir(parents=True, exist_ok=True)
     repo.cache_path.unlink(missing_ok=True)
-    _write(repo.dir / SIG_NAME, sig)
-    _write(repo.index_path, data)
+    atomic_write(repo.dir / SIG_NAME, sig)
+    atomic_write(repo.index_path, data)
     return len(doc["packages"])
