@@ -8,10 +8,12 @@ import fcntl
 import hashlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -121,3 +123,24 @@ def cache_lock(name: str) -> Iterator[None]:
             log(f"waiting for another build holding {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def unpack_once(root: Path, extract: Callable[[Path], None]) -> Path:
+    """ROOT, filled by EXTRACT(tmp) the first time and kept after that.
+
+    EXTRACT writes into a temporary directory beside ROOT, which is renamed into
+    place only once complete, so an interrupted build never leaves half a tree;
+    when two builds race, the first rename wins and the other's copy is dropped.
+    """
+    if (root / ".complete").exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    extract(tmp)
+    (tmp / ".complete").touch()
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        tmp.rename(root)
+    except OSError:  # another build unpacked it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

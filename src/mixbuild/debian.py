@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mix.version import parse_version
 
-from .common import BuildError, cache_dir, log, run
+from .common import BuildError, cache_dir, log, run, unpack_once
 
 _UPSTREAM_BAD = re.compile(r"[^A-Za-z0-9._+~^]")
 _RELEASE_BAD = re.compile(r"[^A-Za-z0-9._+~^]")
@@ -103,19 +103,10 @@ def download(pkgs: list[DebPackage]) -> dict[str, Path]:
 
 def unpacked(deb: Path) -> Path:
     """The file tree of DEB, unpacked once into $MIXOS_CACHE/debs/unpacked/."""
-    root = debs_dir() / "unpacked" / deb.stem
-    if (root / ".complete").exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{deb.stem}-", dir=root.parent))
-    run(["dpkg-deb", "-x", deb, tmp], capture=True)
-    (tmp / ".complete").touch()
-    shutil.rmtree(root, ignore_errors=True)
-    try:
-        tmp.rename(root)
-    except OSError:  # another build unpacked it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    def extract(tmp: Path) -> None:
+        run(["dpkg-deb", "-x", deb, tmp], capture=True)
+
+    return unpack_once(debs_dir() / "unpacked" / deb.stem, extract)
 
 
 def fetch(names: list[str]) -> dict[str, tuple[DebPackage, Path]]:

@@ -4,13 +4,11 @@ into $MIXOS_CACHE/wheels (fetched once), unzipped into a cached tree."""
 from __future__ import annotations
 
 import re
-import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
-from .common import BuildError, cache_dir, log, run
+from .common import BuildError, cache_dir, log, run, unpack_once
 
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
              "manylinux_2_5_x86_64", "manylinux1_x86_64")
@@ -58,21 +56,15 @@ def download(requirement: str) -> Path:
 
 def unpacked(wheel: Path) -> Path:
     """The tree of WHEEL, unzipped once beside the cache."""
-    root = wheels_dir() / "unpacked" / wheel.stem
-    if (root / ".complete").exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{wheel.stem}-", dir=root.parent))
-    with zipfile.ZipFile(wheel) as z:
-        for info in z.infolist():
-            target = (tmp / info.filename).resolve()
-            if not str(target).startswith(str(tmp.resolve()) + "/"):
-                raise BuildError(f"{wheel}: member {info.filename!r} escapes the tree")
-            z.extract(info, tmp)
-            mode = (info.external_attr >> 16) & 0o777
-            if mode and not info.is_dir():
-                target.chmod(mode)
-    (tmp / ".complete").touch()
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    def extract(tmp: Path) -> None:
+        with zipfile.ZipFile(wheel) as z:
+            for info in z.infolist():
+                target = (tmp / info.filename).resolve()
+                if not str(target).startswith(str(tmp.resolve()) + "/"):
+                    raise BuildError(f"{wheel}: member {info.filename!r} escapes the tree")
+                z.extract(info, tmp)
+                mode = (info.external_attr >> 16) & 0o777
+                if mode and not info.is_dir():
+                    target.chmod(mode)
+
+    return unpack_once(wheels_dir() / "unpacked" / wheel.stem, extract)
