@@ -36,6 +36,8 @@ from mixbuild.cpio import Entry, newc_archive
 BUSYBOX_PACKAGE = "busybox-static"
 INIT_SCRIPT = PROJECT / "initramfs" / "init"
 # Directories /init expects to exist before it mounts anything.
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 SKELETON_DIRS = ["bin", "dev", "etc", "newroot", "proc", "run", "sys", "tmp"]
 COMPRESSORS = ("gzip", "xz")
 
@@ -103,6 +105,9 @@ def initramfs_entries(busybox: Path, init: Path, overlay: Path | None) -> list[E
     # The kernel opens /dev/console for /init's stdin/stdout/stderr before
     # anything is mounted, so the node must be in the archive.
     entries.append(Entry.chardev("dev/console", 5, 1))
+    # The /dev symlinks devtmpfs does not make; /init copies them into /dev.
+    entries.append(Entry.directory("etc/devlinks"))
+    entries += [Entry.symlink(f"etc/devlinks/{name}", target) for name, target in DEV_LINKS]
     entries.append(Entry.file("init", init.read_bytes(), 0o755))
     entries.append(Entry.file("bin/busybox", busybox.read_bytes(), 0o755))
     entries += [Entry.symlink(f"bin/{name}", "busybox") for name in applets(busybox)]

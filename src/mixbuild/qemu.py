@@ -59,6 +59,9 @@ class Machine:
     qboot: bool = True  # direct kernel boots use qboot instead of SeaBIOS when installed
     graphics: bool = False  # a VGA display window instead of none
     serial: str = "stdio"  # QEMU -serial backend; "mon:stdio" for interactive use
+    # A Unix socket for QEMU's human monitor (HMP), e.g. to press keys on the
+    # emulated keyboard ("sendkey esc"); none by default.
+    monitor: Path | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ def command(m: Machine) -> list[str]:
         # and SeaBIOS starts faster without it.
         argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile="]
     argv += ["-device", "virtio-rng-pci"]
+    if m.monitor is not None:
+        argv += ["-monitor", f"unix:{m.monitor},server=on,wait=off"]
     argv += list(m.extra)
     return argv
 

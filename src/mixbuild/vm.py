@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -160,6 +161,50 @@ class VM:
         """The console's current length, for wait_for(since=...)."""
         with self._cond:
             return len(self._buf)
+
+    def sendkey(self, key: str, timeout: float = 10) -> None:
+        """Press KEY (QEMU's key names: "esc", "down", "ret", "shift-a", ...) on the
+        emulated keyboard, through the monitor socket (Machine.monitor)."""
+        if self.machine.monitor is None:
+            raise VMError("this VM has no monitor socket (Machine.monitor) to press keys with")
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+            mon.settimeout(timeout)
+            while True:
+                try:
+                    mon.connect(str(self.machine.monitor))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline or not self.running:
+                        raise VMError(self._explain(
+                            f"QEMU's monitor {self.machine.monitor} did not accept a connection"))
+                    time.sleep(0.05)
+            self._read_until(mon, b"(qemu) ", deadline)
+            mon.sendall(f"sendkey {key}\n".encode())
+            self._read_until(mon, b"(qemu) ", deadline)
+
+    @staticmethod
+    def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> None:
+        seen = b""
+        while marker not in seen:
+            if time.monotonic() > deadline:
+                raise VMError(f"QEMU's monitor did not answer (waiting for {marker!r})")
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise VMError("QEMU's monitor closed the connection")
+            seen = seen[-256:] + chunk
+
+    def open_boot_menu(self, timeout: float = 60) -> None:
+        """Bring up the ISO's hidden GRUB menu: press Esc on the keyboard every
+        0.2 s from power-on until the menu is drawn (GRUB boots the default entry
+        at once unless a key is waiting when it starts)."""
+        deadline = time.monotonic() + timeout
+        while not re.search(r"GNU GRUB", self.console()):
+            if time.monotonic() > deadline:
+                raise VMError(self._explain(f"the GRUB menu did not open within {timeout:.0f} s "
+                                            "of pressing Esc"))
+            self.sendkey("esc")
+            time.sleep(0.2)
 
     def type(self, text: str) -> None:
         """Type TEXT on the serial console."""

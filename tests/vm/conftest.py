@@ -40,7 +40,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -215,23 +217,26 @@ StartVM = Callable[..., Guest]
 def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *,
           boot: str = "iso", append: str = "", memory_mb: int = 256, with_seed: bool = True,
           cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
-          wait_ssh: bool = True, uefi: bool = False, name: str = "guest") -> Guest:
+          wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
+          name: str = "guest") -> Guest:
     if boot not in ("iso", "direct"):
         raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
     port = free_port()
+    # A short path: Unix socket names are limited to 108 bytes.
+    mon = Path(tempfile.mkdtemp(prefix="mixos-mon-")) / "hmp" if monitor else None
     extra = append
     if cmdline_key:
         encoded = base64.b64encode(key.public.encode()).decode()
         extra = f"{extra} mixos.ssh_key={encoded}".strip()
     if boot == "iso":
         machine = Machine(memory_mb=memory_mb, accel=accel, iso=images.iso, ssh_port=port,
-                          disks=(seed,) if with_seed else (), uefi=uefi)
+                          disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
                           initrd=images.initrd,
                           append=iso_stage.kernel_args(f"{iso_stage.entry_args('normal')} {extra}"),
                           iso=images.iso if with_iso else None, ssh_port=port,
-                          disks=(seed,) if with_seed else (), uefi=uefi)
+                          disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
     vm = VM(machine, workdir / f"{name}-{port}.console.log").start()
     guest = Guest(vm, port, key.private)
     try:
@@ -252,17 +257,19 @@ def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair:
 
     def start(boot: str = "iso", *, append: str = "", memory_mb: int = 256, seed: bool = True,
               cmdline_key: bool = False, iso: bool = True, wait_login: bool = True,
-              wait_ssh: bool = True, uefi: bool = False) -> Guest:
+              wait_ssh: bool = True, uefi: bool = False, monitor: bool = False) -> Guest:
         guest = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed,
                       boot=boot, append=append, memory_mb=memory_mb, with_seed=seed,
                       cmdline_key=cmdline_key, with_iso=iso, wait_login=wait_login,
-                      wait_ssh=wait_ssh, uefi=uefi, name=request.node.name)
+                      wait_ssh=wait_ssh, uefi=uefi, monitor=monitor, name=request.node.name)
         started.append(guest)
         return guest
 
     yield start
     for guest in started:
         guest.stop()
+        if guest.vm.machine.monitor is not None:
+            shutil.rmtree(guest.vm.machine.monitor.parent, ignore_errors=True)
 
 
 _METRICS: dict[str, object] = {}

@@ -12,6 +12,8 @@ import re
 import pytest
 from conftest import Guest, Images, StartVM
 
+from mixbuild import iso as iso_stage
+
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 QEMU_USER_NET_GUEST_IP = "10.0.2.15"  # the address QEMU's user network leases first
@@ -44,7 +46,7 @@ def test_iso_boot_reaches_login_and_ssh(guest: Guest, mixos_images: Images,
 
 def test_console_shows_boot_messages_of_each_stage(guest: Guest) -> None:
     console = guest.vm.console()
-    assert "GNU GRUB" in console, "the GRUB menu was not drawn on the serial console"
+    assert iso_stage.MENU_HINT in console, "GRUB's menu file did not run (no hint on the serial console)"
     assert "mixos-initramfs: root image mounted" in console
     assert re.search(r"login: ?", console)
 
@@ -128,9 +130,11 @@ def test_vram_auto_copies_when_ram_is_ample(start_vm: StartVM) -> None:
 
 
 def test_grub_rescue_entry_opens_a_shell_on_the_serial_console(start_vm: StartVM) -> None:
-    g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False)
-    g.vm.wait_for(r"rescue shell \(initramfs\)", 60)
-    g.vm.type("\x0e\x0e\r")  # Ctrl-N twice: the third entry; Enter boots it
+    g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False, monitor=True)
+    g.vm.open_boot_menu()  # Esc on the keyboard: the menu is hidden otherwise
+    g.vm.wait_for(r"rescue shell \(initramfs\)", 30)
+    for key in ("down", "down", "ret"):  # the third entry, on the keyboard the menu reads
+        g.vm.sendkey(key)
     g.vm.wait_for(r"'exit' continues the boot", 120)
     mark = g.vm.mark()
     g.vm.type("echo RESCUE-$((6 * 7)); cat /proc/cmdline\r")
