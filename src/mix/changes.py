@@ -164,7 +164,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     with Session(args, write=True) as s:
         ring = repos_mod.keyring(s.cfg)
         failures = []
-        for r in repos_mod.stored(s.cfg):
+        stored = repos_mod.stored(s.cfg)
+        for r in stored:
             try:
                 n = repos_mod.update(s.cfg, r, ring, s.fetcher)
                 say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
@@ -175,6 +176,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)
+        s.fetched = stored  # just fetched: the solver below must not fetch --repo again
         s.solver(installed=False)  # refresh the solver caches now, not on first use
     return 0
 

@@ -61,6 +61,8 @@ class Session:
         self.write = write
         self.lock = RootLock(self.cfg.state_dir) if write else None
         self._fetcher: Fetcher | None = None
+        # The repositories once fetched for this command (see repos()).
+        self.fetched: list[repos_mod.StoredRepo] | None = None
 
     def __enter__(self) -> Self:
         if self.lock is not None:
@@ -113,12 +115,19 @@ class Session:
             self.lock.__exit__(None, None, None)
 
     # --- repositories ------------------------------------------------------------------
-    def repos(self, refresh: bool = False) -> list[repos_mod.StoredRepo]:
-        """Stored repositories; fetched first when asked, never fetched, or given by --repo."""
+    def repos(self) -> list[repos_mod.StoredRepo]:
+        """Stored repositories; fetched first when never fetched or given by --repo.
+
+        At most once per command: a command may ask several times (search's fallback to
+        the solver, a local package's trust check before solving), and an index given by
+        --repo is downloaded and verified on every fetch.
+        """
+        if self.fetched is not None:
+            return self.fetched
         from mix import repos as repos_mod
 
         stored = repos_mod.stored(self.cfg)
-        need = [r for r in stored if refresh or self.args.repo or not r.exists()]
+        need = [r for r in stored if self.args.repo or not r.exists()]
         if need:
             ring = repos_mod.keyring(self.cfg)
             try:
@@ -128,6 +137,7 @@ class Session:
                                  f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
                 repos_mod.update(self.cfg, r, ring, self.fetcher)
+        self.fetched = stored
         return stored
 
     def solver(self, installed: bool = True) -> Any:
