@@ -69,7 +69,7 @@ def _search_indexes(s: Session) -> list[Any] | None:
     Names and descriptions only: loading them skips the dependency data of the
     full solver cache, which keeps a search over a distribution-sized index fast.
     """
-    from mix.solver import SearchIndex
+    from mix.search import SearchIndex
 
     out: list[Any] = []
     for r in s.repos():
