@@ -17,7 +17,18 @@ from mix.solvcache import cache_is_fresh, mark_format, read_solv, write_solv
 if TYPE_CHECKING:  # only for annotations: `mix search` imports no more than it needs
     from mix.solvables import Entry
 
-__all__ = ["SearchIndex", "search_index_path"]
+__all__ = ["SUBSTRING", "SearchIndex", "matching", "search_index_path"]
+
+# How mix matches a search term: anywhere in the text, ignoring case.
+SUBSTRING = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
+
+
+def matching(pool: solv.Pool, keys: Iterable[int], term: str) -> list[solv.XSolvable]:
+    """The solvables of ``pool`` with ``term`` in any of the attributes ``keys``, by name."""
+    found = {d.solvid for key in keys for d in pool.Dataiterator(key, term, SUBSTRING)}
+    hits = [pool.id2solvable(sid) for sid in sorted(found)]
+    hits.sort(key=lambda s: (s.name, s.id))
+    return hits
 
 
 def search_index_path(cache: Path) -> Path:
@@ -66,14 +77,7 @@ class SearchIndex:
 
     def search(self, term: str) -> list[Entry]:
         """Packages whose name or description contains ``term`` (case-insensitive), by name."""
-        flags = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
-        found = {
-            d.solvid
-            for key in (solv.SOLVABLE_NAME, solv.SOLVABLE_SUMMARY)
-            for d in self.pool.Dataiterator(key, term, flags)
-        }
-        hits = [self.pool.id2solvable(sid) for sid in sorted(found)]
-        hits.sort(key=lambda s: (s.name, s.id))
+        hits = matching(self.pool, (solv.SOLVABLE_NAME, solv.SOLVABLE_SUMMARY), term)
         return [
             {
                 "name": s.name,

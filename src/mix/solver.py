@@ -26,7 +26,7 @@ import solv
 from mix import solvcache
 from mix.errors import ResolveError
 from mix.explain import Problem, Requested, broken_dependents, explain
-from mix.search import SearchIndex, search_index_path
+from mix.search import SUBSTRING, SearchIndex, matching, search_index_path
 from mix.solvables import Builder, Entry, IndexEntryError, dep_text
 from mix.version import InvalidDependency, compare, parse_dependency
 
@@ -75,9 +75,6 @@ class Plan:
     upgrade: list[tuple[Entry, Entry]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     steps: list[tuple[str, Entry | None, Entry | None]] = field(default_factory=list)
-
-    def is_empty(self) -> bool:
-        return not (self.install or self.remove or self.upgrade)
 
 
 class Solver:
@@ -253,17 +250,8 @@ class Solver:
 
     def search(self, term: str, limit: int | None = None) -> list[Entry]:
         """Available packages whose name or description contains ``term`` (case-insensitive)."""
-        flags = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
-        found: set[int] = set()
-        for key in (solv.SOLVABLE_NAME, solv.SOLVABLE_DESCRIPTION):
-            for d in self.pool.Dataiterator(key, term, flags):
-                found.add(d.solvid)
-        result: list[solv.XSolvable] = []
-        for sid in sorted(found):
-            s = self.pool.id2solvable(sid)
-            if s.repo != self._installed:
-                result.append(s)
-        result.sort(key=lambda s: (s.name, s.id))
+        keys = (solv.SOLVABLE_NAME, solv.SOLVABLE_DESCRIPTION)
+        result = [s for s in matching(self.pool, keys, term) if s.repo != self._installed]
         if limit is not None:
             result = result[:limit]
         return [self.entry(s) for s in result]
@@ -402,10 +390,7 @@ class Solver:
         if not by_name and not candidates and not list(pool.whatprovides(name_id)):
             foreign = self._foreign_arches(dep.name)
             if foreign:
-                raise SolverError(
-                    f"{dep.name} is not available for {self.arch} (only for {', '.join(foreign)})",
-                    hint="install a package built for this machine, or one marked noarch",
-                )
+                raise self._not_for_this_machine(dep.name, foreign)
             raise SolverError(self._unknown(dep.name), hint="check the name with 'mix search'")
         if not candidates:
             versions = sorted(
@@ -418,12 +403,14 @@ class Solver:
             )
         installable = [s for s in candidates if s.installable() or s.isinstalled()]
         if not installable:
-            arches = sorted({s.arch for s in candidates})
-            raise SolverError(
-                f"{dep.name} is not available for {self.arch} (only for {', '.join(arches)})",
-                hint="install a package built for this machine, or one marked noarch",
-            )
+            raise self._not_for_this_machine(dep.name, sorted({s.arch for s in candidates}))
         return pool.Job(solv.Job.SOLVER_INSTALL | how, dep_id), candidates
+
+    def _not_for_this_machine(self, name: str, arches: list[str]) -> SolverError:
+        return SolverError(
+            f"{name} is not available for {self.arch} (only for {', '.join(arches)})",
+            hint="install a package built for this machine, or one marked noarch",
+        )
 
     def _foreign_arches(self, name: str) -> list[str]:
         """Architectures of packages called ``name`` that cannot run here."""
@@ -433,9 +420,8 @@ class Solver:
         return sorted(arches)
 
     def _unknown(self, name: str) -> str:
-        flags = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
         similar = sorted(
-            {str(d.str) for d in self.pool.Dataiterator(solv.SOLVABLE_NAME, name, flags)}
+            {str(d.str) for d in self.pool.Dataiterator(solv.SOLVABLE_NAME, name, SUBSTRING)}
         )
         message = f"no package named {name!r} in the repositories"
         if similar:
@@ -513,9 +499,7 @@ class Solver:
 
     def _refuse_breaking_dependents(self, jobs: list[solv.Job], request: Request) -> None:
         """Name the installed packages a removal would break, if that is the only problem."""
-        solver = self.pool.Solver()
-        solver.set_flag(solv.Solver.SOLVER_FLAG_IGNORE_RECOMMENDED, 1)
-        solver.set_flag(solv.Solver.SOLVER_FLAG_ALLOW_UNINSTALL, 1)
+        solver = self._new_solver(allow_uninstall=True)
         if solver.solve(jobs):
             return
         asked = set(request.remove)
