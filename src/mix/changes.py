@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mix.cli import command
 from mix.database import Database
 from mix.errors import DeclinedError, MixError, NotFoundError, TrustError
-from mix.session import Session, bare_solver, command, human_size, say, warn
+from mix.session import Session, human_size, say, warn
 
 if TYPE_CHECKING:
     from mix.transaction import Change, Outcome
@@ -137,9 +138,9 @@ def undo_failed_installs(s: Session, e: Any) -> None:
     plan = None
     for drop_orphans in (True, False):
         try:
-            candidate = bare_solver(s).solve(Request(remove=e.failed_installs,
-                                                      remove_dependents=True,
-                                                      drop_orphans=drop_orphans))
+            candidate = s.solver(repositories=False).solve(
+                Request(remove=e.failed_installs, remove_dependents=True,
+                        drop_orphans=drop_orphans))
         except SolverError:
             continue
         if not candidate.install and not candidate.upgrade \
@@ -221,7 +222,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         elif local:
             for e in local:
                 e["_untrusted"] = True
-        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
         plan = solver.solve(Request(install=specs))
@@ -236,7 +237,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         for name in args.packages:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
-        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        solver = s.solver(repositories=bool(s.cfg.repos))
         plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade))
         return execute(s, plan, [])
 

@@ -1,12 +1,11 @@
 """One root opened for a command: configuration, database, lock, repositories, solver;
-plus the command registry and output helpers shared by the command modules."""
+plus the output helpers shared by the command modules."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -20,16 +19,7 @@ from mix.lock import RootLock
 if TYPE_CHECKING:
     from mix import repos as repos_mod
     from mix.fetch import Fetcher
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]],
-                                   Callable[[argparse.Namespace], int]]:
-    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-    return register
+    from mix.solver import Solver
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -140,12 +130,14 @@ class Session:
         self.fetched = stored
         return stored
 
-    def solver(self, installed: bool = True) -> Any:
+    def solver(self, installed: bool = True, repositories: bool = True) -> Solver:
+        """A solver over the stored repositories (each from its .solv cache when fresh) and,
+        unless told otherwise, the installed packages."""
         from mix.solver import Solver
 
-        s = Solver(arch=os.uname().machine if os.uname().machine == "x86_64" else "x86_64")
-        for r in self.repos():
-            s.add_repo(r.repo.name, r.entries_loader(), r.repo.priority, cache=r.cache_path,
+        s = Solver(arch="x86_64")  # the one architecture MixOS is built for
+        for r in self.repos() if repositories else ():
+            s.add_repo(r.repo.name, r.entries, r.repo.priority, cache=r.cache_path,
                        index=r.index_path)
         if installed:
             s.set_installed(self.db.packages())
@@ -170,11 +162,3 @@ class Session:
         if dest.exists() and sha256_file(dest) == entry["sha256"]:
             return dest
         return self.fetcher.fetch_file(url, dest, entry["sha256"], entry.get("size"))
-
-
-def bare_solver(s: Session) -> Any:
-    from mix.solver import Solver
-
-    solver = Solver(arch="x86_64")
-    solver.set_installed(s.db.packages())
-    return solver
