@@ -131,8 +131,8 @@ class Session:
         return stored
 
     def solver(self, installed: bool = True, repositories: bool = True) -> Solver:
-        """A solver over the stored repositories (each from its .solv cache when fresh) and,
-        unless told otherwise, the installed packages."""
+        """A solver over the stored repositories (each from its .solv cache when fresh) and
+        the installed packages; either left out when its flag is False."""
         from mix.solver import Solver
 
         s = Solver(arch="x86_64")  # the one architecture MixOS is built for
