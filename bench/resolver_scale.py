@@ -242,14 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run(mix_cmd(root, "search", term), env, ok=(0, 9))[0] for _ in range(args.runs)]
         search[term] = median(runs)._asdict()
     results["search"] = search
-    # The floor of `mix search` with the light index: interpreter + mix.solver + load + search.
+    # The floor of `mix search` with the light index: interpreter + mix.search + load + search.
     cache = root / "var/lib/mix/repos/debian/index.solv"
     if not cache.exists():
         run(mix_cmd(root, "search", "x"), env, ok=(0, 9))  # rebuilds the caches
     fast: dict[str, Any] = {}
     for term in SEARCH_TERMS:
         code = (
-            "import sys; from pathlib import Path; from mix.solver import SearchIndex; "
+            "import sys; from pathlib import Path; from mix.search import SearchIndex; "
             "print(len(SearchIndex.load(Path(sys.argv[1])).search(sys.argv[2])))"
         )
         cmd = [sys.executable, "-c", code, str(cache), term]
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     results["search_inprocess_s"] = inprocess_search(root)
     print("mix search, whole command, median wall (CPU) ms: " + ", ".join(
         f"{t!r} {v['wall'] * 1000:.0f} ({v['cpu'] * 1000:.0f})" for t, v in search.items()))  # fmt: skip
-    print("SearchIndex as a command (python + mix.solver + load + search), wall (CPU) ms: "
+    print("SearchIndex as a command (python + mix.search + load + search), wall (CPU) ms: "
           + ", ".join(f"{t!r} {v['wall'] * 1000:.0f} ({v['cpu'] * 1000:.0f})"
                       for t, v in fast.items()))  # fmt: skip
     print(f"  python -c pass alone: {baseline.wall * 1000:.0f} ({baseline.cpu * 1000:.0f}) ms; "

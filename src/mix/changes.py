@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mix.cli import command
 from mix.database import Database
 from mix.errors import DeclinedError, MixError, NotFoundError, TrustError
-from mix.session import Session, bare_solver, command, human_size, say, warn
+from mix.session import Session, human_size, say, warn
 
 if TYPE_CHECKING:
     from mix.transaction import Change, Outcome
@@ -137,9 +138,9 @@ def undo_failed_installs(s: Session, e: Any) -> None:
     plan = None
     for drop_orphans in (True, False):
         try:
-            candidate = bare_solver(s).solve(Request(remove=e.failed_installs,
-                                                      remove_dependents=True,
-                                                      drop_orphans=drop_orphans))
+            candidate = s.solver(repositories=False).solve(
+                Request(remove=e.failed_installs, remove_dependents=True,
+                        drop_orphans=drop_orphans))
         except SolverError:
             continue
         if not candidate.install and not candidate.upgrade \
@@ -164,7 +165,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     with Session(args, write=True) as s:
         ring = repos_mod.keyring(s.cfg)
         failures = []
-        for r in repos_mod.stored(s.cfg):
+        stored = repos_mod.stored(s.cfg)
+        for r in stored:
             try:
                 n = repos_mod.update(s.cfg, r, ring, s.fetcher)
                 say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
@@ -175,6 +177,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)
+        s.fetched = stored  # just fetched: the solver below must not fetch --repo again
         s.solver(installed=False)  # refresh the solver caches now, not on first use
     return 0
 
@@ -219,7 +222,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         elif local:
             for e in local:
                 e["_untrusted"] = True
-        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
         plan = solver.solve(Request(install=specs))
@@ -234,7 +237,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         for name in args.packages:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
-        solver = s.solver() if s.cfg.repos else bare_solver(s)
+        solver = s.solver(repositories=bool(s.cfg.repos))
         plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade))
         return execute(s, plan, [])
 

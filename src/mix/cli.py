@@ -132,15 +132,11 @@ QUERIES = ("list", "search", "info", "files", "owner", "verify")
 
 
 def _load_commands(name: str) -> None:
-    """Commands that act on a root live in mix.changes and mix.queries; import only the
-    module the command needs."""
+    """Commands that act on a root live in mix.changes and mix.queries (registering with
+    @command as they are imported); import only the module the command needs."""
     import importlib
 
-    from mix import session
-
     importlib.import_module("mix.queries" if name in QUERIES else "mix.changes")
-    for cmd, fn in session.COMMANDS.items():
-        COMMANDS.setdefault(cmd, fn)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mix.errors import MixError, PackageError, TrustError
+from mix.errors import PackageError, TrustError
 from mix.keys import PublicKey, sign
 from mix.package import Metadata, read_metadata, sha256_file
 
@@ -96,11 +96,6 @@ def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
     return repo_dir / INDEX_NAME
 
 
-def index_repo(repo_dir: Path, key_path: Path, valid_days: int = 30) -> Path:
-    """`mix repo index DIR --key KEY`: scan, write and sign."""
-    return write_index(repo_dir, scan_repo(repo_dir), key_path, valid_days)
-
-
 def _check_entry(e: Any, source: str) -> None:
     if not isinstance(e, dict):
         raise TrustError(f"index from {source}: a package entry is not an object")
@@ -167,12 +162,3 @@ def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], so
 
 def _date(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def read_local_index(path: Path) -> dict[str, Any]:
-    """An index already verified and stored by `mix update` (trusted local copy)."""
-    try:
-        doc = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError) as e:
-        raise MixError(f"cannot read stored index {path}: {e}", "run 'mix update'") from None
-    return doc

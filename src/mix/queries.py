@@ -6,10 +6,15 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mix.cli import command
 from mix.errors import MixError, NotFoundError, VerifyError
-from mix.session import Session, command, human_size, say, warn
+from mix.session import Session, human_size, say, warn
+
+if TYPE_CHECKING:
+    from mix.search import SearchIndex
+    from mix.solver import Solver
 
 
 def _available(s: Session) -> list[dict[str, Any]]:
@@ -63,15 +68,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_indexes(s: Session) -> list[Any] | None:
+def _search_indexes(s: Session) -> list[SearchIndex] | None:
     """The light search index of every stored repository, or None if one is not usable.
 
     Names and descriptions only: loading them skips the dependency data of the
     full solver cache, which keeps a search over a distribution-sized index fast.
     """
-    from mix.solver import SearchIndex
+    from mix.search import SearchIndex
 
-    out: list[Any] = []
+    out: list[SearchIndex] = []
     for r in s.repos():
         idx = SearchIndex.load(r.cache_path, r.index_path)
         if idx is None:
@@ -83,7 +88,7 @@ def _search_indexes(s: Session) -> list[Any] | None:
 @command("search")
 def cmd_search(args: argparse.Namespace) -> int:
     with Session(args, write=False) as s:
-        searchers = _search_indexes(s)
+        searchers: list[SearchIndex] | list[Solver] | None = _search_indexes(s)
         if searchers is None:  # a cache is missing or stale: the solver rebuilds it
             searchers = [s.solver(installed=False)]
         found: dict[tuple[str, str], dict[str, Any]] | None = None
@@ -118,13 +123,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     if inst is None and not avail:
         raise NotFoundError(f"no package named {args.package!r} is installed or available",
                             "check the name with 'mix search'")
+    from functools import cmp_to_key
+
     from mix.version import compare
 
     info = dict(inst) if inst else dict(_newest(avail)[args.package])
     info = _public(info)
     info["installed_version"] = inst["version"] if inst else None
     info["available_versions"] = sorted({e["version"] for e in avail},
-                                        key=__import__("functools").cmp_to_key(compare))
+                                        key=cmp_to_key(compare))
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True))
         return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,6 @@ class StoredRepo:
             p["repo"] = self.repo.name
         return packages
 
-    def entries_loader(self) -> Callable[[], list[dict[str, Any]]]:
-        return self.entries
-
 
 def stored(cfg: Config) -> list[StoredRepo]:
     if not cfg.repos:
@@ -81,8 +77,6 @@ def keyring(cfg: Config) -> dict[str, PublicKey]:
                          "install the repository's public key (NAME.pub) there, or pass "
                          "--keys-dir DIR")
     return ring
-
-
 
 
 def _unchanged(repo: StoredRepo, data: bytes, sig: bytes) -> bool:

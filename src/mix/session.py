@@ -1,12 +1,11 @@
 """One root opened for a command: configuration, database, lock, repositories, solver;
-plus the command registry and output helpers shared by the command modules."""
+plus the output helpers shared by the command modules."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -20,16 +19,7 @@ from mix.lock import RootLock
 if TYPE_CHECKING:
     from mix import repos as repos_mod
     from mix.fetch import Fetcher
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]],
-                                   Callable[[argparse.Namespace], int]]:
-    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-    return register
+    from mix.solver import Solver
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -61,6 +51,8 @@ class Session:
         self.write = write
         self.lock = RootLock(self.cfg.state_dir) if write else None
         self._fetcher: Fetcher | None = None
+        # The repositories once fetched for this command (see repos()).
+        self.fetched: list[repos_mod.StoredRepo] | None = None
 
     def __enter__(self) -> Self:
         if self.lock is not None:
@@ -113,12 +105,19 @@ class Session:
             self.lock.__exit__(None, None, None)
 
     # --- repositories ------------------------------------------------------------------
-    def repos(self, refresh: bool = False) -> list[repos_mod.StoredRepo]:
-        """Stored repositories; fetched first when asked, never fetched, or given by --repo."""
+    def repos(self) -> list[repos_mod.StoredRepo]:
+        """Stored repositories; fetched first when never fetched or given by --repo.
+
+        At most once per command: a command may ask several times (search's fallback to
+        the solver, a local package's trust check before solving), and an index given by
+        --repo is downloaded and verified on every fetch.
+        """
+        if self.fetched is not None:
+            return self.fetched
         from mix import repos as repos_mod
 
         stored = repos_mod.stored(self.cfg)
-        need = [r for r in stored if refresh or self.args.repo or not r.exists()]
+        need = [r for r in stored if self.args.repo or not r.exists()]
         if need:
             ring = repos_mod.keyring(self.cfg)
             try:
@@ -128,14 +127,17 @@ class Session:
                                  f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
                 repos_mod.update(self.cfg, r, ring, self.fetcher)
+        self.fetched = stored
         return stored
 
-    def solver(self, installed: bool = True) -> Any:
+    def solver(self, installed: bool = True, repositories: bool = True) -> Solver:
+        """A solver over the stored repositories (each from its .solv cache when fresh) and
+        the installed packages; either left out when its flag is False."""
         from mix.solver import Solver
 
-        s = Solver(arch=os.uname().machine if os.uname().machine == "x86_64" else "x86_64")
-        for r in self.repos():
-            s.add_repo(r.repo.name, r.entries_loader(), r.repo.priority, cache=r.cache_path,
+        s = Solver(arch="x86_64")  # the one architecture MixOS is built for
+        for r in self.repos() if repositories else ():
+            s.add_repo(r.repo.name, r.entries, r.repo.priority, cache=r.cache_path,
                        index=r.index_path)
         if installed:
             s.set_installed(self.db.packages())
@@ -160,11 +162,3 @@ class Session:
         if dest.exists() and sha256_file(dest) == entry["sha256"]:
             return dest
         return self.fetcher.fetch_file(url, dest, entry["sha256"], entry.get("size"))
-
-
-def bare_solver(s: Session) -> Any:
-    from mix.solver import Solver
-
-    solver = Solver(arch="x86_64")
-    solver.set_installed(s.db.packages())
-    return solver

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from mixhelpers import World
@@ -29,6 +29,16 @@ class Fail500(Quiet):
     def do_GET(self) -> None:
         Fail500.hits += 1
         self.send_error(500, "broken")
+
+
+class Counting(Quiet):
+    """Serves the repository and records every path asked for."""
+
+    paths: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Counting.paths.append(self.path)
+        super().do_GET()
 
 
 class Trickle(Quiet):
@@ -128,3 +138,36 @@ def test_trickling_server_is_bounded(w: World, capsys: Any) -> None:
         rc, took = mix(w, url, "update")
     err = capsys.readouterr().err
     assert rc == 6 and took < 15, err
+
+
+def test_search_with_a_stale_search_index_fetches_each_index_once(w: World, capsys: Any) -> None:
+    """With --repo, search fetches the index; when no search index is fresh yet it falls
+    back to the solver, which must reuse the repositories already fetched, not fetch them
+    again."""
+    Counting.paths = []
+    handler = functools.partial(Counting, directory=str(w.repo))
+    for url in serve(handler):
+        rc, _ = mix(w, url, "search", "curl")  # first search: nothing stored yet
+        first = list(Counting.paths)
+        w.pkg("curl", "8.1-r0", files={"/usr/bin/curl": "c" * 5000})
+        w.sign()
+        Counting.paths = []
+        rc2, _ = mix(w, url, "search", "curl")  # changed index: the search index is stale
+        second = list(Counting.paths)
+    out = capsys.readouterr().out
+    assert rc == rc2 == 0
+    assert out.splitlines() == ["curl 8.0-r1 - the curl package",
+                                "curl 8.0-r1 - the curl package",
+                                "curl 8.1-r0 - the curl package"]
+    assert first == second == ["/index.json", "/index.json.sig"]
+
+
+def test_update_with_repo_fetches_each_index_once(w: World, capsys: Any) -> None:
+    Counting.paths = []
+    handler = functools.partial(Counting, directory=str(w.repo))
+    for url in serve(handler):
+        rc, _ = mix(w, url, "update")
+    assert rc == 0, capsys.readouterr().err
+    assert Counting.paths == ["/index.json", "/index.json.sig"]
+    assert sorted(p.name for p in w.root.glob("var/lib/mix/repos/*/index*.solv")) == [
+        "index.search.solv", "index.solv"]

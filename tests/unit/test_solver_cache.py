@@ -1,4 +1,4 @@
-"""The .solv cache, search and entry validation of mix.solver."""
+"""The .solv cache (mix.solvcache), search (mix.search) and entry validation (mix.solvables)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from mix.solver import IndexEntryError, Request, SearchIndex, Solver, search_index_path
+from mix.search import SearchIndex, search_index_path
+from mix.solvables import IndexEntryError
+from mix.solver import Request, Solver
 
 LISTS = {
     "dependencies": [],
