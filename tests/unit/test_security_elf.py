@@ -80,6 +80,30 @@ def test_missing_stack_protector_and_fortify_are_reported(tmp_path: Path) -> Non
     assert h.fortify == 0
 
 
+STATIC_PIE = ["-O2", "-fPIE", "-static-pie", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
+              "-frecord-gcc-switches"]
+
+
+def test_hardened_static_pie_has_every_protection(tmp_path: Path) -> None:
+    h = check(tmp_path, "spie", [*STATIC_PIE, "-fstack-protector-strong"])
+    assert (h.kind, h.pie, h.relro, h.canary, h.nx) == ("exec", "pie", "full", True, True)
+    assert h.fortify >= 1
+
+
+def test_static_program_without_stack_protector_is_reported(tmp_path: Path) -> None:
+    # libc.a's own __stack_chk_fail is linked in either way: not evidence.
+    assert not check(tmp_path, "spie", [*STATIC_PIE, "-fno-stack-protector"]).canary
+    # Without GCC's record of the options the protector cannot be shown.
+    unrecorded = [f for f in STATIC_PIE if f != "-frecord-gcc-switches"]
+    assert not check(tmp_path, "spie", [*unrecorded, "-fstack-protector-strong"]).canary
+
+
+def test_static_non_pie_program_is_static_and_not_pie(tmp_path: Path) -> None:
+    h = check(tmp_path, "static", ["-O2", "-static", "-fstack-protector-strong",
+                                   "-frecord-gcc-switches"])
+    assert (h.kind, h.pie, h.canary) == ("static", "no", True)
+
+
 def test_executable_stack_is_reported(tmp_path: Path) -> None:
     assert not check(tmp_path, "execstack", ["-O2", "-Wl,-z,execstack"]).nx
 
