@@ -154,3 +154,12 @@ def test_image_elf_files_do_not_regress_against_baseline() -> None:
     assert not result.regressions, (
         "ELF hardening regressions:\n  " + "\n  ".join(result.regressions)
         + "\nfix the build, or if intended rewrite the baseline with --write-baseline")
+
+
+def test_baseline_holds_busybox_to_every_protection() -> None:
+    """BusyBox is init, every shell and the DHCP client: its baseline entry may not
+    be rewritten weaker (packages/busybox builds it as a hardened static PIE)."""
+    entry = json.loads(BASELINE.read_text())["/usr/bin/busybox"]
+    assert (entry["pie"], entry["relro"], entry["canary"], entry["nx"]) == (
+        "pie", "full", True, True)
+    assert int(entry["fortify"]) > 0
