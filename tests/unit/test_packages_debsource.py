@@ -148,3 +148,32 @@ def test_busybox_is_built_from_its_source_at_the_source_version() -> None:
     pkg = candidates([spec.package])[spec.package]
     assert pkg.source == "busybox"
     assert pkg.source_version and pkg.version.startswith(pkg.source_version)
+
+
+def config_lines(path: Path) -> dict[str, str]:
+    """CONFIG_X -> 'y' / '"value"' / 'n' (for '# CONFIG_X is not set')."""
+    options = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("CONFIG_"):
+            key, _, value = line.partition("=")
+            options[key] = value
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            options[line.split()[1]] = "n"
+    return options
+
+
+def test_busybox_config_is_debians_with_the_documented_changes() -> None:
+    """packages/busybox/recipe.toml lists the changes to Debian's configuration;
+    nothing else may differ."""
+    from mixbuild.debsource import debsrc_dir
+
+    trees = sorted((debsrc_dir() / "unpacked").glob("busybox_*/tree"))
+    if not trees:
+        pytest.skip("BusyBox's source is not unpacked yet (make packages)")
+    debian = config_lines(trees[-1] / "debian/config/pkg/deb")
+    ours = config_lines(PACKAGES_DIR / "busybox/busybox.config")
+    changed = {k: (debian.get(k), ours.get(k)) for k in debian.keys() | ours.keys()
+               if debian.get(k) != ours.get(k)}
+    assert changed == {"CONFIG_USE_BB_PWD_GRP": ("n", "y"),
+                       "CONFIG_USE_BB_SHADOW": ("n", "y"),
+                       "CONFIG_LINUXRC": ("y", "n")}
