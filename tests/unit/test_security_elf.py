@@ -163,3 +163,41 @@ def test_baseline_holds_busybox_to_every_protection() -> None:
     assert (entry["pie"], entry["relro"], entry["canary"], entry["nx"]) == (
         "pie", "full", True, True)
     assert int(entry["fortify"]) > 0
+
+
+def busybox_maps(busybox: Path) -> list[tuple[int, int, str]]:
+    """(start, end, perms) of the busybox file's own mappings, in a process of it."""
+    out = subprocess.run([str(busybox), "cat", "/proc/self/maps"], capture_output=True,
+                         text=True, check=True).stdout
+    maps = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(busybox):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((start, end, fields[1]))
+    return maps
+
+
+def test_image_busybox_is_randomized_and_its_relro_is_read_only_at_run_time() -> None:
+    """The static PIE relocates itself: each run at another address, and the RELRO
+    part of its data made read-only before main (glibc's static-PIE start-up)."""
+    busybox = ROOTFS / "usr/bin/busybox"
+    if not busybox.is_file():
+        pytest.skip(f"{busybox} not built yet (make rootfs)")
+    from elftools.elf.elffile import ELFFile
+
+    with busybox.open("rb") as f:
+        relro = next(s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_GNU_RELRO")
+        relro_start, relro_end = relro["p_vaddr"], relro["p_vaddr"] + relro["p_memsz"]
+    first, second = busybox_maps(busybox), busybox_maps(busybox)
+    assert first and second
+    assert first[0][0] != second[0][0], (
+        "busybox ran twice at the same address: not PIE, or ASLR is off on this host "
+        "(/proc/sys/kernel/randomize_va_space)")
+    base, page = first[0][0], 4096
+    # glibc protects the whole pages inside PT_GNU_RELRO
+    pages = range(base + relro_start // page * page, base + relro_end // page * page, page)
+    assert pages, "PT_GNU_RELRO covers no whole page"
+    for addr in pages:
+        perms = next((p for start, end, p in first if start <= addr < end), None)
+        assert perms is not None and perms[1] == "-", f"{addr:#x} is {perms}: {first}"
