@@ -269,7 +269,7 @@ def parse_recipe(path: Path) -> Recipe:
         debian.append(DebianSource(s.text("package", required=True),
                                    s.strs("include", ("**",)), s.strs("exclude")))
         s.done()
-    built = []
+    built: list[DebianSourceBuild] = []
     for s in t.tables("debian_source"):
         script = s.text("script", required=True)
         inputs = s.strs("inputs")
@@ -277,8 +277,12 @@ def parse_recipe(path: Path) -> Recipe:
             if "/" in rel or not (path.parent / rel).is_file():
                 raise RecipeError(f"{s.where}: '{key}' names {rel!r}, which is not a file "
                                   f"in {path.parent}")
-        built.append(DebianSourceBuild(s.text("package", required=True), script, inputs,
-                                       s.strs("include", ("**",)), s.strs("exclude")))
+        package = s.text("package", required=True)
+        if any(b.package == package for b in built):
+            raise RecipeError(f"{s.where}: {package!r} is built twice; one [[debian_source]] "
+                              "per package (select more files with its include)")
+        built.append(DebianSourceBuild(package, script, inputs, s.strs("include", ("**",)),
+                                       s.strs("exclude")))
         s.done()
     wheels = []
     for s in t.tables("wheel"):

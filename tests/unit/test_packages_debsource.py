@@ -105,6 +105,12 @@ def test_debian_source_needs_a_script(tmp_path: Path) -> None:
         parse_recipe(write_recipe(tmp_path, text))
 
 
+def test_one_package_is_built_once_per_recipe(tmp_path: Path) -> None:
+    twice = RECIPE + RECIPE[RECIPE.index("[[debian_source]]"):]
+    with pytest.raises(RecipeError, match="'busybox' is built twice"):
+        parse_recipe(write_recipe(tmp_path, twice))
+
+
 def test_build_key_follows_source_version_inputs_and_toolchain(tmp_path: Path) -> None:
     r = parse_recipe(write_recipe(tmp_path))
     spec = r.debian_source[0]
