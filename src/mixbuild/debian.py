@@ -23,6 +23,8 @@ class DebPackage:
     name: str
     version: str  # Debian version, e.g. 1:9.2p1-2+deb12u10
     arch: str
+    source: str = ""  # the source package it is built from (default: the same name)
+    source_version: str = ""  # its version (default: the same version; differs for binNMUs)
 
     @property
     def filename(self) -> str:
@@ -72,8 +74,12 @@ def candidates(names: list[str]) -> dict[str, DebPackage]:
             if ": " in line and not line.startswith(" ")
         )
         if "Package" in fields and fields["Package"] not in found:
+            # "Source: busybox (1:1.35.0-4+deb12u1)": name, and version when it differs
+            source = fields.get("Source", fields["Package"]).split()
+            source_version = source[1].strip("()") if len(source) > 1 else fields["Version"]
             found[fields["Package"]] = DebPackage(fields["Package"], fields["Version"],
-                                                  fields.get("Architecture", "amd64"))
+                                                  fields.get("Architecture", "amd64"),
+                                                  source[0], source_version)
     missing = sorted(set(names) - set(found))
     if missing:
         raise BuildError(f"Debian package(s) not known to apt: {', '.join(missing)}; "

@@ -3,6 +3,11 @@ FORTIFY_SOURCE and a non-executable stack, read with pyelftools (what Debian's
 `hardening-check` and `checksec` report), and a committed baseline to catch
 regressions.
 
+A statically linked executable carries libc.a's own __stack_chk_fail whatever
+its code was compiled with, so for it the stack protector is read from GCC's
+record of the compile options (.GCC.command.line, -frecord-gcc-switches): every
+recorded compilation must have enabled it. Without that record it counts as absent.
+
     python -m mixbuild.elfhardening artifacts/rootfs                 # print the table
     python -m mixbuild.elfhardening artifacts/rootfs --check BASELINE.json
     python -m mixbuild.elfhardening artifacts/rootfs --write-baseline BASELINE.json
@@ -59,6 +64,10 @@ class Hardening:
                 f"{self.fortify:7} {'yes' if self.nx else 'NO':3} {self.kind:6} {self.path}")
 
 
+STACK_PROTECTOR_ON = ("-fstack-protector", "-fstack-protector-strong", "-fstack-protector-all",
+                     "-fstack-protector-explicit")
+RECORD_SECTION = ".GCC.command.line"
+
 HEADER = f"{'PIE':4} {'RELRO':8} {'CANARY':6} {'FORTIFY':7} {'NX':3} {'KIND':6} PATH"
 
 
@@ -69,6 +78,23 @@ def _symbol_names(elf: ELFFile) -> set[str]:
         if isinstance(section, SymbolTableSection):
             names.update(sym.name for sym in section.iter_symbols() if sym.name)
     return names
+
+
+def recorded_stack_protector(elf: ELFFile) -> bool:
+    """Every compilation in GCC's option record enabled the stack protector (the
+    last -f[no-]stack-protector* option of each decides); False without a record."""
+    section = elf.get_section_by_name(RECORD_SECTION)
+    if section is None:
+        return False
+    lines = [line for line in section.data().decode("utf-8", "replace").split("\0") if line]
+    if not lines:
+        return False
+    for line in lines:
+        options = [o for o in line.split() if o.startswith(("-fstack-protector",
+                                                             "-fno-stack-protector"))]
+        if not options or options[-1] not in STACK_PROTECTOR_ON:
+            return False
+    return True
 
 
 def inspect(path: Path, root: Path) -> Hardening | None:
@@ -125,7 +151,10 @@ def _inspect(elf: ELFFile, rel: str) -> Hardening | None:
     nx = stack is not None and not stack["p_flags"] & P_FLAGS.PF_X
 
     names = _symbol_names(elf)
-    canary = "__stack_chk_fail" in names or "__stack_chk_guard" in names
+    if not has_interp and (etype == "ET_EXEC" or flags_1 & DF_1_PIE):
+        canary = recorded_stack_protector(elf)  # statically linked (see the module doc)
+    else:
+        canary = "__stack_chk_fail" in names or "__stack_chk_guard" in names
     fortify = len({n for n in names if n.startswith("__") and n.endswith("_chk")
                    and n not in ("__stack_chk_fail", "__stack_chk_guard")})
     return Hardening(rel, kind, pie, relro, canary, fortify, nx)

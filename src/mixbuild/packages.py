@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import debian, pyruntime, wheel
+from . import debian, debsource, pyruntime, wheel
 from .common import (
     ARTIFACTS,
     PACKAGES_DIR,
@@ -47,8 +47,8 @@ from .staging import (
 REPO = ARTIFACTS / "repo"
 KEY_NAME = "mixos-repo"
 # The builder's own code: a change to any of these rebuilds every package.
-BUILDER_FILES = ("packages.py", "staging.py", "recipe.py", "debian.py", "elf.py",
-                 "pyruntime.py", "wheel.py")
+BUILDER_FILES = ("packages.py", "staging.py", "recipe.py", "debian.py", "debsource.py",
+                 "elf.py", "pyruntime.py", "wheel.py")
 MIX_BUILD_FILES = ("build.py", "package.py")
 
 
@@ -104,6 +104,7 @@ class Builder:
         self.force = force
         self.variables: Variables = make_variables()
         names = {n for r in recipes.values() for n in r.debian_packages()}
+        names |= {b.package for r in recipes.values() for b in r.debian_source}
         if any(_needs_python(r) for r in recipes.values()):
             names |= set(pyruntime.TARGET_PYTHON_DEBS)
         with step(f"Resolving {len(names)} Debian packages"):
@@ -113,6 +114,17 @@ class Builder:
         self._python: list[str] | None = None
         self._keys: dict[str, str] = {}  # per run: each recipe is hashed and staged once
         self._staged: dict[str, Staged] = {}
+        self._apt = debsource.PrivateApt()
+        self._toolchain: str | None = None
+
+    def toolchain(self) -> str:
+        if self._toolchain is None:
+            self._toolchain = debsource.toolchain_versions()
+        return self._toolchain
+
+    def source_build_key(self, recipe: Recipe, package: str) -> str:
+        spec = next(b for b in recipe.debian_source if b.package == package)
+        return debsource.build_key(recipe, spec, self.debs[package], self.toolchain())
 
     def target_python(self) -> list[str]:
         if self._python is None:
@@ -121,7 +133,11 @@ class Builder:
 
     def version_of(self, recipe: Recipe) -> str:
         if recipe.version_from:
-            return debian.mix_version(self.debs[recipe.version_from].version, recipe.revision)
+            deb = self.debs[recipe.version_from]
+            # A program built from the source package carries the source's version.
+            built = any(b.package == deb.name for b in recipe.debian_source)
+            return debian.mix_version(deb.source_version if built else deb.version,
+                                      recipe.revision)
         assert recipe.version is not None
         return self.variables.expand(recipe.version, f"{recipe.path} version")
 
@@ -139,6 +155,9 @@ class Builder:
             debs += pyruntime.TARGET_PYTHON_DEBS
         for name in sorted(set(debs)):
             h.update(f"deb {name}={self.debs[name].version}\n".encode())
+        for b in recipe.debian_source:
+            h.update(f"debian_source {b.package} {self.source_build_key(recipe, b.package)}\n"
+                     .encode())
         for w in recipe.wheel:
             h.update(f"wheel {w.requirement} {wheel.download(w.requirement).name}\n".encode())
         for c in recipe.copy:
@@ -203,6 +222,10 @@ class Builder:
             pkgs = [self.debs[n] for n in recipe.debian_packages()]
             debs = debian.download(pkgs)
             inputs.debs.update({p.name: (p, debian.unpacked(debs[p.name])) for p in pkgs})
+            for b in recipe.debian_source:
+                inputs.source_builds[b.package] = debsource.build(
+                    recipe, b, self.debs[b.package], self.source_build_key(recipe, b.package),
+                    self._apt)
             for w in recipe.wheel:
                 inputs.wheels[w.requirement] = wheel.unpacked(wheel.download(w.requirement))
             (base / "stage.key").unlink(missing_ok=True)

@@ -31,6 +31,19 @@ class DebianSource:
 
 
 @dataclass(frozen=True)
+class DebianSourceBuild:
+    """Files built from the Debian source package of binary package `package` (at its
+    candidate's source version) by `script`, a shell script in the recipe directory
+    that installs into $DESTDIR; `inputs` are the other recipe files it reads."""
+
+    package: str
+    script: str
+    inputs: tuple[str, ...] = ()
+    include: tuple[str, ...] = ("**",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WheelSource:
     """Files taken from a PyPI wheel (pip download, cached, unzipped) into `to`."""
 
@@ -121,6 +134,7 @@ class Recipe:
     keep: tuple[str, ...] = ()
     bytecompile: tuple[str, ...] = ()
     debian: tuple[DebianSource, ...] = ()
+    debian_source: tuple[DebianSourceBuild, ...] = ()
     wheel: tuple[WheelSource, ...] = ()
     copy: tuple[CopySource, ...] = ()
     file: tuple[InlineFile, ...] = ()
@@ -255,6 +269,21 @@ def parse_recipe(path: Path) -> Recipe:
         debian.append(DebianSource(s.text("package", required=True),
                                    s.strs("include", ("**",)), s.strs("exclude")))
         s.done()
+    built: list[DebianSourceBuild] = []
+    for s in t.tables("debian_source"):
+        script = s.text("script", required=True)
+        inputs = s.strs("inputs")
+        for key, rel in [("script", script)] + [("inputs", i) for i in inputs]:
+            if "/" in rel or not (path.parent / rel).is_file():
+                raise RecipeError(f"{s.where}: '{key}' names {rel!r}, which is not a file "
+                                  f"in {path.parent}")
+        package = s.text("package", required=True)
+        if any(b.package == package for b in built):
+            raise RecipeError(f"{s.where}: {package!r} is built twice; one [[debian_source]] "
+                              "per package (select more files with its include)")
+        built.append(DebianSourceBuild(package, script, inputs, s.strs("include", ("**",)),
+                                       s.strs("exclude")))
+        s.done()
     wheels = []
     for s in t.tables("wheel"):
         wheels.append(WheelSource(s.text("requirement", required=True),
@@ -345,6 +374,7 @@ def parse_recipe(path: Path) -> Recipe:
         keep=t.strs("keep"),
         bytecompile=tuple(_abs_path(t, "bytecompile", p) for p in t.strs("bytecompile")),
         debian=tuple(debian),
+        debian_source=tuple(built),
         wheel=tuple(wheels),
         copy=tuple(copies),
         file=tuple(files),

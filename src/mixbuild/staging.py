@@ -274,6 +274,7 @@ class StageInputs:
     """What the sources of a recipe resolved to (for the stage and its cache key)."""
 
     debs: dict[str, tuple[DebPackage, Path]] = field(default_factory=dict)
+    source_builds: dict[str, Path] = field(default_factory=dict)  # package -> DESTDIR tree
     wheels: dict[str, Path] = field(default_factory=dict)  # requirement -> unpacked tree
     target_python: Callable[[], list[str]] | None = None
     # python_runtime.trace: the staged site-packages of the traced recipe
@@ -298,6 +299,11 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
         if copy_tree(tree, files, d.include, d.exclude) == 0:
             raise BuildError(f"{recipe.path}: [[debian]] {d.package}: include {list(d.include)} "
                              f"selects nothing from {tree}")
+    for b in recipe.debian_source:
+        tree = inputs.source_builds[b.package]
+        if copy_tree(tree, files, b.include, b.exclude) == 0:
+            raise BuildError(f"{recipe.path}: [[debian_source]] {b.package}: include "
+                             f"{list(b.include)} selects nothing from {tree}")
     for w in recipe.wheel:
         tree = inputs.wheels[w.requirement]
         exclude = list(w.exclude)

@@ -99,8 +99,9 @@ REAL_DEBS = Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos")) / "debs"
 @pytest.mark.parametrize("name", ["python3", "busybox"])
 def test_real_recipe_is_reproducible(name: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two builds in two fresh caches (sharing only the downloaded .debs and
-    wheels) agree byte for byte, .pyc files included."""
+    """Two builds in two fresh caches (sharing only the downloaded .debs, wheels
+    and source packages) agree byte for byte, .pyc files and compiled programs
+    (busybox is built from source) included."""
     recipes = load_recipes(PACKAGES_DIR)
     recipe = recipes[name]
     outs = []
@@ -112,6 +113,9 @@ def test_real_recipe_is_reproducible(name: str, tmp_path: Path,
         (cache / "wheels").mkdir()
         for whl in (REAL_DEBS.parent / "wheels").glob("*.whl"):
             os.symlink(whl, cache / "wheels" / whl.name)
+        (cache / "debsrc").mkdir()
+        for src in (REAL_DEBS.parent / "debsrc").glob("*_*"):  # downloads, not builds
+            os.symlink(src, cache / "debsrc" / src.name)
         outs.append(build(recipe, cache, monkeypatch, recipes))
     assert _sha(outs[0]) == _sha(outs[1])
     shutil.rmtree(tmp_path)

@@ -80,6 +80,30 @@ def test_missing_stack_protector_and_fortify_are_reported(tmp_path: Path) -> Non
     assert h.fortify == 0
 
 
+STATIC_PIE = ["-O2", "-fPIE", "-static-pie", "-D_FORTIFY_SOURCE=2", "-Wl,-z,relro,-z,now",
+              "-frecord-gcc-switches"]
+
+
+def test_hardened_static_pie_has_every_protection(tmp_path: Path) -> None:
+    h = check(tmp_path, "spie", [*STATIC_PIE, "-fstack-protector-strong"])
+    assert (h.kind, h.pie, h.relro, h.canary, h.nx) == ("exec", "pie", "full", True, True)
+    assert h.fortify >= 1
+
+
+def test_static_program_without_stack_protector_is_reported(tmp_path: Path) -> None:
+    # libc.a's own __stack_chk_fail is linked in either way: not evidence.
+    assert not check(tmp_path, "spie", [*STATIC_PIE, "-fno-stack-protector"]).canary
+    # Without GCC's record of the options the protector cannot be shown.
+    unrecorded = [f for f in STATIC_PIE if f != "-frecord-gcc-switches"]
+    assert not check(tmp_path, "spie", [*unrecorded, "-fstack-protector-strong"]).canary
+
+
+def test_static_non_pie_program_is_static_and_not_pie(tmp_path: Path) -> None:
+    h = check(tmp_path, "static", ["-O2", "-static", "-fstack-protector-strong",
+                                   "-frecord-gcc-switches"])
+    assert (h.kind, h.pie, h.canary) == ("static", "no", True)
+
+
 def test_executable_stack_is_reported(tmp_path: Path) -> None:
     assert not check(tmp_path, "execstack", ["-O2", "-Wl,-z,execstack"]).nx
 
@@ -130,3 +154,50 @@ def test_image_elf_files_do_not_regress_against_baseline() -> None:
     assert not result.regressions, (
         "ELF hardening regressions:\n  " + "\n  ".join(result.regressions)
         + "\nfix the build, or if intended rewrite the baseline with --write-baseline")
+
+
+def test_baseline_holds_busybox_to_every_protection() -> None:
+    """BusyBox is init, every shell and the DHCP client: its baseline entry may not
+    be rewritten weaker (packages/busybox builds it as a hardened static PIE)."""
+    entry = json.loads(BASELINE.read_text())["/usr/bin/busybox"]
+    assert (entry["pie"], entry["relro"], entry["canary"], entry["nx"]) == (
+        "pie", "full", True, True)
+    assert int(entry["fortify"]) > 0
+
+
+def busybox_maps(busybox: Path) -> list[tuple[int, int, str]]:
+    """(start, end, perms) of the busybox file's own mappings, in a process of it."""
+    out = subprocess.run([str(busybox), "cat", "/proc/self/maps"], capture_output=True,
+                         text=True, check=True).stdout
+    maps = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(busybox):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((start, end, fields[1]))
+    return maps
+
+
+def test_image_busybox_is_randomized_and_its_relro_is_read_only_at_run_time() -> None:
+    """The static PIE relocates itself: each run at another address, and the RELRO
+    part of its data made read-only before main (glibc's static-PIE start-up)."""
+    busybox = ROOTFS / "usr/bin/busybox"
+    if not busybox.is_file():
+        pytest.skip(f"{busybox} not built yet (make rootfs)")
+    from elftools.elf.elffile import ELFFile
+
+    with busybox.open("rb") as f:
+        relro = next(s for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_GNU_RELRO")
+        relro_start, relro_end = relro["p_vaddr"], relro["p_vaddr"] + relro["p_memsz"]
+    first, second = busybox_maps(busybox), busybox_maps(busybox)
+    assert first and second
+    assert first[0][0] != second[0][0], (
+        "busybox ran twice at the same address: not PIE, or ASLR is off on this host "
+        "(/proc/sys/kernel/randomize_va_space)")
+    base, page = first[0][0], 4096
+    # glibc protects the whole pages inside PT_GNU_RELRO
+    pages = range(base + relro_start // page * page, base + relro_end // page * page, page)
+    assert pages, "PT_GNU_RELRO covers no whole page"
+    for addr in pages:
+        perms = next((p for start, end, p in first if start <= addr < end), None)
+        assert perms is not None and perms[1] == "-", f"{addr:#x} is {perms}: {first}"
