@@ -47,7 +47,8 @@ SQUASHFS_PATH = "/live/root.squashfs"
 # GRUB stretches a hidden zero timeout to 3 s when an input terminal cannot report
 # modifier keys, and the serial terminal cannot. The menu, once open, is drawn
 # on the serial port and the screen. On a serial-only VM, send the key through
-# the hypervisor (QEMU's monitor: "sendkey esc").
+# the hypervisor (QEMU's monitor: "sendkey esc"), or press a key on the serial
+# console while the kernel starts: the initramfs offers the same choices.
 MENU_TIMEOUT = 0
 MENU_HINT = "Esc or Shift on the keyboard: boot menu (VRAM, rescue shell)"
 # The GRUB modules the menu needs (both platforms); everything else is left out

@@ -206,6 +206,17 @@ class VM:
             self.sendkey("esc")
             time.sleep(0.2)
 
+    def open_console_menu(self, timeout: float = 90) -> None:
+        """Bring up the initramfs's boot menu (initramfs/init, console_menu): press
+        Esc on the serial console every 0.2 s until it is shown."""
+        deadline = time.monotonic() + timeout
+        while "boot menu (a key was pressed" not in self.console():
+            if time.monotonic() > deadline or not self.running:
+                raise VMError(self._explain(f"the console boot menu did not open within "
+                                            f"{timeout:.0f} s of pressing Esc"))
+            self.type("\x1b")
+            time.sleep(0.2)
+
     def type(self, text: str) -> None:
         """Type TEXT on the serial console."""
         assert self._proc is not None and self._proc.stdin is not None

@@ -144,6 +144,20 @@ def test_grub_rescue_entry_opens_a_shell_on_the_serial_console(start_vm: StartVM
     g.vm.wait_for(r"login: ?", 120, since=mark)
 
 
+def test_console_boot_menu_from_the_serial_port_boots_vram(start_vm: StartVM) -> None:
+    # GRUB's hidden menu listens to the keyboard; on a serial line, a key pressed
+    # while the kernel starts opens the initramfs's menu instead.
+    g = start_vm("iso", seed=False, wait_login=False, wait_ssh=False)
+    g.vm.open_console_menu()
+    g.vm.wait_for(r"choice \[1\]: ", 30)
+    mark = g.vm.mark()
+    g.vm.type("2\r")
+    g.vm.wait_for(r"VRAM=on chosen", 30, since=mark)
+    g.vm.wait_for(r"VRAM: boot medium \S+ released", 60, since=mark)
+    g.vm.wait_for(r"root image mounted \(VRAM=on\)", 60, since=mark)
+    g.vm.wait_for(r"login: ?", 120, since=mark)
+
+
 def test_missing_medium_stops_in_a_rescue_shell_with_a_reason(start_vm: StartVM) -> None:
     g = start_vm("direct", append="mixos.wait=1", iso=False, seed=False, wait_login=False,
                  wait_ssh=False)
