@@ -1,9 +1,10 @@
 """The .mixpkg format: metadata schema, strict validation, and reading package files.
 
-A .mixpkg is a gzip'd tar: `metadata.json` first, then `scripts/<name>` (optional), then
-`files/<path>` for every entry the metadata lists (spec: docs/package-format.md). Reading
-is strict: every tar member must be named, typed and moded exactly as metadata.json says,
-so a package can only ever write what its (signed) metadata declares.
+A .mixpkg is a tar compressed with gzip or (format 2) zstd: `metadata.json` first, then
+`scripts/<name>` (optional), then `files/<path>` for every entry the metadata lists (spec:
+docs/package-format.md). Reading is strict: every tar member must be named, typed and
+moded exactly as metadata.json says, so a package can only ever write what its (signed)
+metadata declares.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
+from mix.decompress import (
+    ZSTD,
+    DecompressError,
+    DecompressReader,
+    compression_of,
+    zstd_module,
+)
 from mix.errors import PackageError
-from mix.gunzip import GunzipReader, GzipError
 
 FORMAT = 1
 ARCHES = ("x86_64", "noarch")
@@ -303,7 +310,7 @@ class _TarStream:
     fromtarfile() expects of a TarFile: fileobj, encoding, errors, offset, pax_headers.
     """
 
-    def __init__(self, src: GunzipReader, where: str) -> None:
+    def __init__(self, src: DecompressReader, where: str) -> None:
         self.src = src
         self.where = where
         self.fileobj = self
@@ -349,7 +356,7 @@ class _TarStream:
             info = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
         except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):  # type: ignore[attr-defined]
             return None
-        except (tarfile.TarError, EOFError, GzipError, OSError, ValueError) as e:
+        except (tarfile.TarError, EOFError, DecompressError, OSError, ValueError) as e:
             raise self._fail(e) from None
         if info.issparse():
             raise PackageError(f"{self.where}: {info.name} is a sparse file, which "
@@ -365,7 +372,7 @@ class _TarStream:
             return b""
         try:
             piece = self.src.read(want) if n >= 0 else self.read(want)
-        except (GzipError, OSError) as e:
+        except (DecompressError, OSError) as e:
             raise self._fail(e) from None
         if not piece:
             raise self._fail(EOFError("unexpected end of data"))
@@ -405,7 +412,7 @@ class PackageReader:
         self.hasher = hasher
         self.known = known
         self.threaded = threaded
-        self._gunzip: GunzipReader | None = None
+        self._stream: DecompressReader | None = None
         self._fh: IO[bytes] | None = None
         self._tar: _TarStream | None = None
         self.scripts: dict[str, bytes] = {}
@@ -418,8 +425,8 @@ class PackageReader:
         self.close()
 
     def close(self) -> None:
-        if self._gunzip is not None:
-            self._gunzip.close()
+        if self._stream is not None:
+            self._stream.close()
         if self._fh is not None:
             self._fh.close()
 
@@ -428,12 +435,20 @@ class PackageReader:
             self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as e:
             raise PackageError(f"cannot open package {self.path}: {e.strerror}") from None
-        if self._fh.read(2) != b"\x1f\x8b":
+        compression = compression_of(self._fh.read(4))
+        if compression is None:
             self.close()
-            raise PackageError(f"{self.where}: not a gzip file, so not a .mixpkg")
+            raise PackageError(f"{self.where}: not a gzip or zstd file, so not a .mixpkg")
+        if compression == ZSTD and zstd_module() is None:
+            self.close()
+            raise PackageError(f"{self.where}: compressed with zstd (package format 2), which "
+                               "this mix cannot read: the Python module zstandard is missing",
+                               "install python3-zstandard (on MixOS: mix install "
+                               "python3-zstandard), or use a gzip build of the package")
         self._fh.seek(0)
-        self._gunzip = GunzipReader(self._fh, self.hasher, threaded=self.threaded)
-        self._tar = _TarStream(self._gunzip, self.where)
+        self._stream = DecompressReader(self._fh, compression, self.hasher,
+                                        threaded=self.threaded)
+        self._tar = _TarStream(self._stream, self.where)
         try:
             first = self._tar.next()
             if first is None or first.name != "metadata.json" or not first.isfile():
@@ -452,11 +467,11 @@ class PackageReader:
         return dataclasses.replace(md, source=data)
 
     def finish(self) -> None:
-        """Read to the end: the hasher sees the whole file and the gzip trailer is checked."""
-        if self._gunzip is not None:
+        """Read to the end: the hasher sees the whole file and the end of the stream is checked."""
+        if self._stream is not None:
             try:
-                self._gunzip.drain()
-            except (GzipError, OSError) as e:
+                self._stream.drain()
+            except (DecompressError, OSError) as e:
                 raise PackageError(f"{self.where}: corrupt package archive: {e}") from None
 
     def members(self) -> Iterator[tuple[FileEntry, MemberStream | None, int]]:
