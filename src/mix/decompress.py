@@ -23,6 +23,9 @@ MAGIC = {GZIP: b"\x1f\x8b", ZSTD: b"\x28\xb5\x2f\xfd"}
 
 RAW_CHUNK = 256 * 1024
 MAX_OUT = 1024 * 1024  # bounded output per step: a decompression bomb cannot exhaust memory
+# Reading inline is for the metadata (the first member): small steps decompress little
+# more than that.
+INLINE_STEP = 64 * 1024
 DEPTH = 24  # threaded: at most ~24 MiB run ahead of the reader
 # zstd levels up to 19 use at most an 8 MiB window; a frame asking for more (up to 2 GiB,
 # and that much memory) is refused rather than obeyed.
@@ -50,7 +53,8 @@ def zstd_module() -> Any:
     return zstandard
 
 
-def _inflate(raw: IO[bytes], hasher: Any, stop: Callable[[], bool]) -> Iterator[bytes]:
+def _inflate(raw: IO[bytes], hasher: Any, stop: Callable[[], bool], step: int
+             ) -> Iterator[bytes]:
     """Decompressed pieces of raw (one or more gzip members); hasher sees every raw byte
     up to the end of the file."""
     d = zlib.decompressobj(31)
@@ -68,7 +72,7 @@ def _inflate(raw: IO[bytes], hasher: Any, stop: Callable[[], bool]) -> Iterator[
                         break
                     d = zlib.decompressobj(31)
                     data = rest
-                out = d.decompress(data, MAX_OUT)
+                out = d.decompress(data, step)
                 data = d.unconsumed_tail
                 if out:
                     yield out
@@ -161,7 +165,8 @@ class _ZstdSource:
         return data
 
 
-def _unzstd(raw: IO[bytes], hasher: Any, stop: Callable[[], bool]) -> Iterator[bytes]:
+def _unzstd(raw: IO[bytes], hasher: Any, stop: Callable[[], bool], step: int
+            ) -> Iterator[bytes]:
     """Decompressed pieces of raw (zstd frames); hasher sees every raw byte up to the end
     of the file."""
     zstandard = zstd_module()
@@ -174,7 +179,7 @@ def _unzstd(raw: IO[bytes], hasher: Any, stop: Callable[[], bool]) -> Iterator[b
         reader = dctx.stream_reader(src, read_size=RAW_CHUNK, read_across_frames=True,
                                     closefd=False)
         while not stop():
-            out = reader.read(MAX_OUT)
+            out = reader.read(step)
             if not out:
                 break
             yield out
@@ -198,13 +203,16 @@ class DecompressReader:
 
     def __init__(self, raw: IO[bytes], compression: str, hasher: Any = None,
                  threaded: bool = False) -> None:
+        """threaded: decompress on a second thread in steps of MAX_OUT (for reading whole
+        packages); else inline, in steps of INLINE_STEP."""
         self.stopped = False
         self.buf = b""
         self.pos = 0
         self.eof = False
         self.thread: threading.Thread | None = None
         pieces = {GZIP: _inflate, ZSTD: _unzstd}[compression]
-        self.pieces = pieces(raw, hasher, lambda: self.stopped)
+        self.pieces = pieces(raw, hasher, lambda: self.stopped,
+                             MAX_OUT if threaded else INLINE_STEP)
         if threaded:
             self.q: queue.Queue[bytes | BaseException | None] = queue.Queue(DEPTH)
             self.thread = threading.Thread(target=self._run, name="mix-decompress",
@@ -238,6 +246,11 @@ class DecompressReader:
         return item
 
     def read(self, n: int = -1) -> bytes:
+        out = self.read_view(n)
+        return out if isinstance(out, bytes) else bytes(out)
+
+    def read_view(self, n: int = -1) -> bytes | memoryview:
+        """Like read(), without copying: the view is valid until the next read."""
         if self.pos >= len(self.buf):
             if self.eof:
                 return b""
@@ -251,7 +264,8 @@ class DecompressReader:
                 return b""
             self.buf, self.pos = piece, 0
         end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
-        out = self.buf[self.pos:end] if self.pos or end < len(self.buf) else self.buf
+        out = memoryview(self.buf)[self.pos:end] if self.pos or end < len(self.buf) \
+            else self.buf
         self.pos = end
         return out
 

@@ -343,7 +343,7 @@ class _TarStream:
 
     def _skip(self, n: int) -> None:
         while n > 0:
-            piece = self.src.read(min(n, 1 << 20))
+            piece = self.src.read_view(min(n, 1 << 20))
             if not piece:
                 raise self._fail(EOFError("unexpected end of data"))
             n -= len(piece)
@@ -366,17 +366,27 @@ class _TarStream:
         return info
 
     def read_data(self, n: int = -1) -> bytes:
-        """Up to n bytes of the current member's data (b"" at its end)."""
-        want = self.remaining if n < 0 else min(n, self.remaining)
+        """Up to n bytes of the current member's data (all of it if n < 0; b"" at its end)."""
+        if n < 0:
+            return self._data(self.remaining, whole=True)
+        return bytes(self._data(n))
+
+    def read_view(self, n: int) -> bytes | memoryview:
+        """Up to n bytes of the current member's data without copying: the view is valid
+        until the next read."""
+        return self._data(n)
+
+    def _data(self, n: int, whole: bool = False) -> Any:
+        want = min(n, self.remaining)
         if want <= 0:
             return b""
         try:
-            piece = self.src.read(want) if n >= 0 else self.read(want)
+            piece = self.read(want) if whole else self.src.read_view(want)
         except (DecompressError, OSError) as e:
             raise self._fail(e) from None
         if not piece:
             raise self._fail(EOFError("unexpected end of data"))
-        if n >= 0:
+        if not whole:
             self.pos += len(piece)
         self.remaining -= len(piece)
         self.pending -= len(piece)
@@ -391,6 +401,10 @@ class MemberStream:
 
     def read(self, n: int = -1) -> bytes:
         return self.tar.read_data(n)
+
+    def read_view(self, n: int) -> bytes | memoryview:
+        """Up to n bytes without copying; the view is valid until the next read."""
+        return self.tar.read_view(n)
 
 
 class PackageReader:

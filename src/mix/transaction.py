@@ -386,9 +386,12 @@ class Transaction:
             pieces = []
             while piece := stream.read(1 << 20):
                 pieces.append(piece)
-            self.writers.submit(_write_file, temp, entry, pieces, mtime, where, check)
+            self.writers.submit(_write_file, temp, entry, pieces, mtime, where, check,
+                                size=entry.size)
         else:
-            _write_file(temp, entry, iter(lambda: stream.read(1 << 20), b""), mtime, where, check)
+            # written before the next read: views into the decompressed stream, no copies
+            _write_file(temp, entry, iter(lambda: stream.read_view(1 << 20), b""), mtime,
+                        where, check)
 
     def _draw(self, done: int, total: int, label: str) -> None:
         if not self.progress:
@@ -497,30 +500,60 @@ class Transaction:
 class _Writers:
     """Creates directories, small files and symlinks on a few worker threads. Creating an
     inode can wait for the filesystem journal (about 1 ms each on a busy host); several
-    creations can wait at once, and the GIL is released while they do."""
+    creations can wait at once, and the GIL is released while they do. Work is handed
+    over in batches (up to BATCH entries or BATCH_BYTES): one task per file cost more in
+    thread hand-offs than the writing itself."""
 
     SMALL = 1 << 20  # larger files are written by the reading thread, as they stream
-    MAX_PENDING = 64  # bounds the memory held by queued small files (64 MiB)
+    BATCH = 32
+    BATCH_BYTES = 1 << 20
+    MAX_PENDING_BYTES = 64 << 20  # bounds the memory held by queued small files
 
     def __init__(self, workers: int = 4) -> None:
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mix-write")
-        self.pending: deque[Future[None]] = deque()
+        self.pending: deque[tuple[Future[None], int]] = deque()
+        self.pending_bytes = 0
+        self.batch: list[tuple[Any, tuple[Any, ...]]] = []
+        self.batch_bytes = 0
 
-    def submit(self, fn: Any, *args: Any) -> None:
-        self.pending.append(self.pool.submit(fn, *args))
-        while len(self.pending) > self.MAX_PENDING:
-            self.pending.popleft().result()  # re-raises the worker's exception
+    def submit(self, fn: Any, *args: Any, size: int = 0) -> None:
+        """Queue fn(*args); size: the bytes it holds in memory until it runs."""
+        self.batch.append((fn, args))
+        self.batch_bytes += size
+        if len(self.batch) >= self.BATCH or self.batch_bytes >= self.BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        self.pending.append((self.pool.submit(_run_batch, self.batch), self.batch_bytes))
+        self.pending_bytes += self.batch_bytes
+        self.batch, self.batch_bytes = [], 0
+        while self.pending_bytes > self.MAX_PENDING_BYTES or len(self.pending) > 256:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        future, size = self.pending.popleft()
+        self.pending_bytes -= size
+        future.result()  # re-raises the worker's exception
 
     def finish(self) -> None:
+        self._flush()
         while self.pending:
-            self.pending.popleft().result()
+            self._wait_oldest()
 
     def close(self) -> None:
         """Wait for every worker: a rollback must not race a file still being created."""
+        self.batch = []
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_batch(batch: list[tuple[Any, tuple[Any, ...]]]) -> None:
+    for fn, args in batch:
+        fn(*args)
 
 
 def _make_dir(path: str, mode: int) -> None:
