@@ -27,8 +27,8 @@ MAX_OUT = 1024 * 1024  # bounded output per step: a decompression bomb cannot ex
 # more than that.
 INLINE_STEP = 64 * 1024
 DEPTH = 24  # threaded: at most ~24 MiB run ahead of the reader
-# zstd levels up to 19 use at most an 8 MiB window; a frame asking for more (up to 2 GiB,
-# and that much memory) is refused rather than obeyed.
+# zstd levels up to 19 use at most an 8 MiB window; a frame asking for more (libzstd's
+# own limit is 128 MiB, memory the reader must give) is refused rather than obeyed.
 ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -208,3 +209,58 @@ def test_mix_without_zstandard_names_the_package_and_what_to_install(tmp_path: P
     assert (root / "usr/bin/hello").read_text() == "hi\n"
     r = mix("build", str(d), "-o", str(tmp_path / "x.mixpkg"), "--compression", "zstd")
     assert r.returncode == 2 and "zstandard" in r.stderr and not (tmp_path / "x.mixpkg").exists()
+
+
+def _members(blob: bytes, fast: bool) -> list[tuple[object, ...]]:
+    from mix.decompress import DecompressReader
+    from mix.package import _TarStream
+
+    fields = ("name", "type", "mode", "uid", "gid", "size", "mtime", "linkname", "uname",
+              "gname", "devmajor", "devminor", "offset", "offset_data")
+    t = _TarStream(DecompressReader(io.BytesIO(gzip.compress(blob, mtime=0)), "gzip"), "t",
+                   fast=fast)
+    out = []
+    while (info := t.next()) is not None:
+        out.append(tuple(getattr(info, f) for f in fields)
+                   + (t.read_data() if info.isreg() else b"",))
+    return out
+
+
+def test_plain_header_parser_agrees_with_tarfile(tmp_path: Path) -> None:
+    """mix parses the plain headers mix build writes itself, and leaves every other to
+    tarfile: both must give the same members, whatever the archive holds."""
+    long_dir = "/usr/share/" + "d" * 120
+    d = stage(tmp_path, "edge", files={
+        "/usr/bin/tool": "t", "/usr/bin/empty": "", "/etc/é-conf": "x=1\n",
+        f"{long_dir}/file-with-a-long-name": "long", "/usr/bin/link": "->tool",
+        "/usr/bin/far-link": "->" + "../" * 40 + "target", "/usr/bin/su": "s"},
+        setuid=["/usr/bin/su"])
+    (d / "files/usr/bin/su").chmod(0o4755)
+    build_package(d, tmp_path / "edge.mixpkg")
+    blob = gzip.decompress((tmp_path / "edge.mixpkg").read_bytes())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("usr/" + "p" * 120 + "/name")  # a ustar name prefix
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+        info = tarfile.TarInfo("old-style-dir/")
+        info.type = tarfile.AREGTYPE
+        t.addfile(info)
+    pax = io.BytesIO()
+    with tarfile.open(fileobj=pax, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "global"}) as t:
+        info = tarfile.TarInfo("files/pax-" + "é" * 60)
+        info.size, info.mtime = 2, 1.5
+        t.addfile(info, io.BytesIO(b"px"))
+        t.addfile(tarfile.TarInfo("files/plain-after-a-global-header"))
+    for archive in (blob, buf.getvalue(), pax.getvalue()):
+        fast, slow = _members(archive, True), _members(archive, False)
+        assert fast == slow and len(fast) > 1
+    names = [m[0] for m in _members(blob, True)]
+    assert f"files{long_dir}/file-with-a-long-name" in names
+    # a header with a wrong checksum is refused either way
+    bad = bytearray(blob)
+    bad[148:156] = b"0000001\0"  # metadata.json's header
+    for fast_path in (True, False):
+        with pytest.raises(PackageError, match="corrupt package archive"):
+            _members(bytes(bad), fast_path)
