@@ -535,6 +535,7 @@ class _Writers:
     BATCH = 32
     BATCH_BYTES = 1 << 20
     MAX_PENDING_BYTES = 64 << 20  # bounds the memory held by queued small files
+    MAX_PENDING_BATCHES = 256  # and the number of entries queued
 
     def __init__(self, workers: int = 4) -> None:
         from collections import deque
@@ -559,7 +560,8 @@ class _Writers:
         self.pending.append((self.pool.submit(_run_batch, self.batch), self.batch_bytes))
         self.pending_bytes += self.batch_bytes
         self.batch, self.batch_bytes = [], 0
-        while self.pending_bytes > self.MAX_PENDING_BYTES or len(self.pending) > 256:
+        while self.pending_bytes > self.MAX_PENDING_BYTES \
+                or len(self.pending) > self.MAX_PENDING_BATCHES:
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:

@@ -17,8 +17,9 @@ from mix.decompress import DecompressError, DecompressReader, compression_of
 DATA = os.urandom(150_000) + b"mixos " * 40_000
 
 
-def zstd(data: bytes, **kw: object) -> bytes:
-    return zstandard.ZstdCompressor(level=3, write_checksum=True, **kw).compress(data)
+def zstd(data: bytes, content_size: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_checksum=True,
+                                    write_content_size=content_size).compress(data)
 
 
 def read_all(blob: bytes, threaded: bool = False) -> bytes:
@@ -47,7 +48,7 @@ def test_both_compressions_read_back_and_hash_every_byte(threaded: bool) -> None
 
 def test_zstd_frames_in_sequence_and_skippable_frames_are_read() -> None:
     skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"12345"
-    blob = zstd(DATA[:1000]) + skippable + zstd(DATA[1000:], write_content_size=False)
+    blob = zstd(DATA[:1000]) + skippable + zstd(DATA[1000:], content_size=False)
     assert read_all(blob) == DATA
 
 
