@@ -1,11 +1,13 @@
 """mix install vs pacman -U: the same ~50 real Debian packages into an empty root.
 
-    PYTHONPATH=src .venv/bin/python bench/mix_vs_pacman.py [--runs 3] [--work DIR]
+    PYTHONPATH=src .venv/bin/python bench/mix_vs_pacman.py [--runs 5] [--work DIR]
 
 Each Debian package (binaries and libraries, a few MB each) is unpacked once and
-repackaged twice with the same file tree: as a .mixpkg (`mix build`, gzip) in a signed
-mix repository, and as a .pkg.tar.zst (.PKGINFO + tree, zstd) for pacman. Then, for
-each run and in alternating order, both install all of them into a fresh empty root:
+repackaged three times with the same file tree: as a .mixpkg with zstd (package format 2)
+and as a .mixpkg with gzip (`mix build --compression zstd|gzip`), each set in its own
+signed mix repository, and as a .pkg.tar.zst (.PKGINFO + tree) for pacman. Both zstd
+sets use level 10 (mix's fixed level; `zstd -10` for pacman). Then, for each run and in
+rotating order, each installs all of them into a fresh empty root:
 
     mix --root R --repo file://REPO --keys-dir K -y install P1 ... P50
     pacman -U --root R --dbpath R/var/lib/pacman --config C --noconfirm F1 ... F50
@@ -13,7 +15,7 @@ each run and in alternating order, both install all of them into a fresh empty r
 mix's time includes reading and verifying the signed index, building the solver cache,
 resolving, verifying every package's sha256, extraction and its two filesystem syncs;
 pacman runs with SigLevel = Never (no signature checks) and does not sync, so a second
-pacman figure adds one `sync` after it. Prints medians and the ratio mix/pacman.
+pacman figure adds one `sync` after it. Prints medians and the ratios mix/pacman.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
 
-from mix.build import build_package
+from mix.build import ZSTD_LEVEL, build_package
 from mix.index import scan_repo, write_index
 from mix.keys import generate
 from mixbuild import debian
@@ -94,18 +96,24 @@ def pacman_pkg(name: str, stage: Path, out: Path) -> None:
         t.addfile(info, io.BytesIO(pkginfo))
         for p in sorted(files.iterdir()):
             t.add(p, arcname=p.name, recursive=True)
-    run(["zstd", "-q", "-f", "-T2", "-10", "--rm", str(tar_path), "-o", str(out)])
+    run(["zstd", "-q", "-f", "-T2", f"-{ZSTD_LEVEL}", "--rm", str(tar_path), "-o", str(out)])
 
 
-def prepare(work: Path) -> tuple[Path, Path, list[Path]]:
-    repo, pacdir, keys = work / "mix-repo", work / "pacman-pkgs", work / "keys"
+COMPRESSIONS = ("zstd", "gzip")
+
+
+def prepare(work: Path) -> tuple[dict[str, Path], Path, list[Path]]:
+    """The mix repositories (by compression), the keys dir and pacman's package files."""
+    repos = {c: work / f"mix-repo-{c}" for c in COMPRESSIONS}
+    pacdir, keys = work / "pacman-pkgs", work / "keys"
     stamp = work / ".prepared"
     pac_files = [pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst" for n in PACKAGES]
-    if stamp.exists() and stamp.read_text() == " ".join(PACKAGES):
-        return repo, keys, pac_files
+    recipe = f"zstd-{ZSTD_LEVEL} gzip " + " ".join(PACKAGES)
+    if stamp.exists() and stamp.read_text() == recipe:
+        return repos, keys, pac_files
     seed_debs()
     fetched = debian.fetch(PACKAGES)
-    for d in (repo, pacdir, keys):
+    for d in (*repos.values(), pacdir, keys):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
     generate(keys / "bench")
@@ -113,13 +121,15 @@ def prepare(work: Path) -> tuple[Path, Path, list[Path]]:
         deb, tree = fetched[n]
         version = debian.mix_version(deb.version)
         st = staging(n, version, tree, work)
-        build_package(st, repo / f"{n}-{version.replace(':', '%3a')}.x86_64.mixpkg")
+        for c, repo in repos.items():
+            build_package(st, repo / f"{n}-{version.replace(':', '%3a')}.x86_64.mixpkg", c)
         pacman_pkg(n, st, pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst")
         shutil.rmtree(st)
         print(f"  packaged {n}", file=sys.stderr)
-    write_index(repo, scan_repo(repo), keys / "bench.key")
-    stamp.write_text(" ".join(PACKAGES))
-    return repo, keys, pac_files
+    for repo in repos.values():
+        write_index(repo, scan_repo(repo), keys / "bench.key")
+    stamp.write_text(recipe)
+    return repos, keys, pac_files
 
 
 def quiesce(max_wait: float = 30.0) -> None:
@@ -152,11 +162,12 @@ def cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def time_mix(root: Path, repo: Path, keys: Path) -> tuple[float, float]:
+def time_mix(root: Path, repo: Path, keys: Path, src: Path = PROJECT / "src"
+             ) -> tuple[float, float]:
     fresh(root)
     cmd = [sys.executable, "-m", "mix", "--root", str(root), "--repo", f"file://{repo}",
            "--keys-dir", str(keys), "-y", "install", *PACKAGES]
-    env = dict(os.environ, PYTHONPATH=str(PROJECT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(src))
     c0, t0 = cpu_children(), time.perf_counter()
     run(cmd, env=env)
     return time.perf_counter() - t0, cpu_children() - c0
@@ -192,64 +203,80 @@ def main() -> int:
                     help="untimed runs of each tool first (page cache, pending disk work)")
     ap.add_argument("--work", type=Path,
                     default=Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos")) / "bench/mix-vs-pacman")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also time the mix of another checkout (e.g. an earlier version) on "
+                    "the gzip repository, as the tool 'baseline'")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     print(f"preparing {len(PACKAGES)} packages in {work} ...", file=sys.stderr)
-    repo, keys, pac_files = prepare(work)
+    repos, keys, pac_files = prepare(work)
     conf = work / "pacman.conf"
     conf.write_text(PACMAN_CONF)
-    mix_size = sum(p.stat().st_size for p in repo.glob("*.mixpkg"))
+    sizes = {c: sum(p.stat().st_size for p in repo.glob("*.mixpkg")) for c, repo in repos.items()}
     pac_size = sum(p.stat().st_size for p in pac_files)
-    for i in range(args.warmup):
-        time_mix(work / f"warmup-mix-{i}", repo, pub_dir(keys))
-        time_pacman(work / f"warmup-pacman-{i}", conf, pac_files)
-    mix_t: list[float] = []
-    pac_t: list[float] = []
+    tools = [f"mix-{c}" for c in COMPRESSIONS] + (["baseline"] if args.baseline else []) \
+        + ["pacman"]
+
+    def once(tool: str, root: Path) -> tuple[float, float]:
+        if tool == "pacman":
+            a, b, cpu = time_pacman(root, conf, pac_files)
+            pac_sync_t.append(b)
+            return a, cpu
+        if tool == "baseline":
+            return time_mix(root, repos["gzip"], pub_dir(keys), args.baseline / "src")
+        return time_mix(root, repos[tool.removeprefix("mix-")], pub_dir(keys))
+
     pac_sync_t: list[float] = []
-    mix_cpu: list[float] = []
-    pac_cpu: list[float] = []
-    for i in range(args.runs):
-        order = ("mix", "pacman") if i % 2 == 0 else ("pacman", "mix")
-        for tool in order:
-            if tool == "mix":
-                wall, cpu = time_mix(work / f"root-mix-{i}", repo, pub_dir(keys))
-                mix_t.append(wall)
-                mix_cpu.append(cpu)
-            else:
-                a, b, cpu = time_pacman(work / f"root-pacman-{i}", conf, pac_files)
-                pac_t.append(a)
-                pac_sync_t.append(b)
-                pac_cpu.append(cpu)
-        print(f"  run {i + 1}: mix {mix_t[-1]:.2f} s (cpu {mix_cpu[-1]:.2f}), pacman "
-              f"{pac_t[-1]:.2f} s (cpu {pac_cpu[-1]:.2f}, +sync {pac_sync_t[-1]:.2f} s)",
-              file=sys.stderr)
-    gz_wall, gz_cpu = time_tar(work / "root-tar-gz", sorted(repo.glob("*.mixpkg")), "-z")
-    zst_wall, zst_cpu = time_tar(work / "root-tar-zst", pac_files, "--zstd")
-    shutil.rmtree(work / "root-tar-gz")
-    shutil.rmtree(work / "root-tar-zst")
-    files_mix = sum(1 for _ in (work / "root-mix-0").rglob("*"))
-    files_pac = sum(1 for _ in (work / "root-pacman-0").rglob("*"))
-    m, p, ps = (statistics.median(x) for x in (mix_t, pac_t, pac_sync_t))
-    print(f"packages: {len(PACKAGES)}; mix repo {mix_size / 1e6:.0f} MB (gzip), "
-          f"pacman packages {pac_size / 1e6:.0f} MB (zstd); entries in root: mix {files_mix}, "
-          f"pacman {files_pac}")
-    print(f"mix install      median {m:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in mix_t)})")
-    print(f"pacman -U        median {p:.2f} s  (runs: {', '.join(f'{x:.2f}' for x in pac_t)})")
-    print(f"pacman -U + sync median {ps:.2f} s")
-    mc, pc = statistics.median(mix_cpu), statistics.median(pac_cpu)
-    print(f"CPU (user+sys) median: mix {mc:.2f} s, pacman {pc:.2f} s, ratio {mc / pc:.2f}")
-    print(f"floor, GNU tar extracting the packages (one run): .mixpkg (gzip) {gz_wall:.2f} s "
-          f"(cpu {gz_cpu:.2f}), .pkg.tar.zst {zst_wall:.2f} s (cpu {zst_cpu:.2f})")
-    print(f"load average during the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"ratio mix/pacman: {m / p:.2f}  (mix/(pacman+sync): {m / ps:.2f}); "
-          f"below 1.0 means mix is faster")
-    for i in range(args.runs):
-        for root in (f"root-mix-{i}", f"root-pacman-{i}"):
-            shutil.rmtree(work / root, ignore_errors=True)
     for i in range(args.warmup):
-        for root in (f"warmup-mix-{i}", f"warmup-pacman-{i}"):
-            shutil.rmtree(work / root, ignore_errors=True)
+        for tool in tools:
+            once(tool, work / f"warmup-{tool}-{i}")
+    pac_sync_t.clear()
+    wall: dict[str, list[float]] = {t: [] for t in tools}
+    cpu: dict[str, list[float]] = {t: [] for t in tools}
+    loads: list[float] = []
+    for i in range(args.runs):
+        order = tools[i % len(tools):] + tools[:i % len(tools)]  # each tool goes first in turn
+        for tool in order:
+            w, c = once(tool, work / f"root-{tool}-{i}")
+            wall[tool].append(w)
+            cpu[tool].append(c)
+            loads.append(os.getloadavg()[0])
+        print(f"  run {i + 1}: " + ", ".join(f"{t} {wall[t][-1]:.2f} s (cpu {cpu[t][-1]:.2f})"
+                                             for t in tools)
+              + f", pacman+sync {pac_sync_t[-1]:.2f} s", file=sys.stderr)
+    floors = {}
+    for name, files, flag in (("mix-zstd", sorted(repos["zstd"].glob("*.mixpkg")), "--zstd"),
+                              ("mix-gzip", sorted(repos["gzip"].glob("*.mixpkg")), "-z"),
+                              ("pacman", pac_files, "--zstd")):
+        floors[name] = time_tar(work / f"root-tar-{name}", files, flag)
+        shutil.rmtree(work / f"root-tar-{name}")
+    entries = {t: sum(1 for _ in (work / f"root-{t}-0").rglob("*")) for t in tools}
+    med = {t: statistics.median(wall[t]) for t in tools}
+    med_cpu = {t: statistics.median(cpu[t]) for t in tools}
+    ps = statistics.median(pac_sync_t)
+    print(f"packages: {len(PACKAGES)}; mix repositories {sizes['zstd'] / 1e6:.0f} MB (zstd -"
+          f"{ZSTD_LEVEL}), {sizes['gzip'] / 1e6:.0f} MB (gzip -6); pacman packages "
+          f"{pac_size / 1e6:.0f} MB (zstd -{ZSTD_LEVEL}); entries in root: "
+          + ", ".join(f"{t} {n}" for t, n in entries.items()))
+    for t in tools:
+        print(f"{t:<16} median {med[t]:.2f} s  cpu {med_cpu[t]:.2f} s  "
+              f"(runs: {', '.join(f'{x:.2f}' for x in wall[t])})")
+    print(f"pacman + sync    median {ps:.2f} s")
+    print("floor, GNU tar extracting the packages (one run): "
+          + ", ".join(f"{t} {w:.2f} s (cpu {c:.2f})" for t, (w, c) in floors.items()))
+    print(f"load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
+          f"max {max(loads):.1f} on {os.cpu_count()} CPUs")
+    for t in tools[:-1]:
+        print(f"ratio {t}/pacman: {med[t] / med['pacman']:.2f} (/(pacman+sync): "
+              f"{med[t] / ps:.2f}; cpu {med_cpu[t] / med_cpu['pacman']:.2f})")
+    print("below 1.0 means mix is faster")
+    for i in range(args.runs):
+        for t in tools:
+            shutil.rmtree(work / f"root-{t}-{i}", ignore_errors=True)
+    for i in range(args.warmup):
+        for t in tools:
+            shutil.rmtree(work / f"warmup-{t}-{i}", ignore_errors=True)
     return 0
 
 

@@ -2,8 +2,10 @@
 
 Staging layout: metadata.json (name, version, ...; see docs/package-format.md),
 files/ (the tree to install) and optional scripts/. The output depends only on the
-staging contents and SOURCE_DATE_EPOCH: entries sorted, owner root:root with empty
-owner names, mtimes clamped to SOURCE_DATE_EPOCH, gzip header without name or time.
+staging contents, SOURCE_DATE_EPOCH and the compression: entries sorted, owner
+root:root with empty owner names, mtimes clamped to SOURCE_DATE_EPOCH; gzip at level 6
+with a header without name or time, or zstd (package format 2) at a fixed level in one
+single-threaded frame without content size or dictionary id.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import stat
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from mix.errors import PackageError
+from mix.decompress import COMPRESSIONS, GZIP, ZSTD, zstd_module
+from mix.errors import PackageError, UsageError
 from mix.package import (
     SCRIPT_NAMES,
     SUID_BITS,
@@ -94,8 +99,41 @@ def _tarinfo(name: str, entry: FileEntry | None, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def build_package(staging: Path, out: Path) -> dict[str, Any]:
-    """Build OUT from STAGING; return the final metadata (as written into the package)."""
+GZIP_LEVEL = 6
+# zstd -10: about 40 MB/s to compress on one core of the build host, packages ~15 %
+# smaller than gzip -6, and decompression several times faster than inflate (decompression
+# speed hardly depends on the level; levels 15-19 shave a few more percent off the size at
+# a tenth of the compression speed).
+ZSTD_LEVEL = 10
+
+
+@contextmanager
+def _compressed(raw: IO[bytes], compression: str) -> Iterator[Any]:
+    """A writable stream compressing into raw, the same bytes for the same input."""
+    if compression == GZIP:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                           compresslevel=GZIP_LEVEL) as gz:
+            yield gz
+        return
+    zstandard = zstd_module()
+    # threads=0: one frame from one thread (multi-threaded zstd makes other bytes);
+    # no content size (unknown while streaming anyway) and no dictionary id.
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                    write_content_size=False, write_dict_id=False, threads=0)
+    with cctx.stream_writer(raw, closefd=False) as zw:
+        yield zw
+
+
+def build_package(staging: Path, out: Path, compression: str = GZIP) -> dict[str, Any]:
+    """Build OUT from STAGING; return the final metadata (as written into the package).
+    compression: GZIP (every mix reads it) or ZSTD (package format 2: needs the zstandard
+    module to write and to read)."""
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"unknown compression {compression!r}",
+                         f"use one of {', '.join(COMPRESSIONS)}")
+    if compression == ZSTD and zstd_module() is None:
+        raise UsageError("zstd compression needs the Python module zstandard, which is "
+                         "missing", "install python3-zstandard, or build with gzip")
     staging = Path(staging)
     meta_path = staging / "metadata.json"
     try:
@@ -128,10 +166,8 @@ def build_package(staging: Path, out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as raw_fh, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw_fh, mtime=0,
-                              compresslevel=6) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with open(tmp, "wb") as raw_fh, _compressed(raw_fh, compression) as stream, \
+                tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
             info = _tarinfo("metadata.json", None, epoch)
             info.mode, info.size = 0o644, len(meta_bytes)
             tar.addfile(info, io.BytesIO(meta_bytes))

@@ -46,6 +46,10 @@ from .staging import (
 
 REPO = ARTIFACTS / "repo"
 KEY_NAME = "mixos-repo"
+# The distribution's packages are zstd (package format 2): the measured install of the
+# root filesystem is faster than from gzip (docs/benchmarks.md), and every mix in MixOS
+# reads it (the mix package depends on python3-zstandard).
+COMPRESSION = "zstd"
 # The builder's own code: a change to any of these rebuilds every package.
 BUILDER_FILES = ("packages.py", "staging.py", "recipe.py", "debian.py", "debsource.py",
                  "elf.py", "pyruntime.py", "wheel.py")
@@ -173,12 +177,21 @@ class Builder:
             if rt.trace not in self.recipes:
                 raise BuildError(f"{recipe.path}: [python_runtime] trace names {rt.trace!r}, "
                                  "which has no recipe")
-            h.update(f"trace {self.stage_key(self.recipes[rt.trace])}\n".encode())
+            for traced in self.traced_recipes(recipe):
+                h.update(f"trace {traced.name} {self.stage_key(traced)}\n".encode())
         text = recipe.path.read_text()
         for var in ("kernel_version", "kernel_mix_version", "project_version", "repo_url"):
             if "{" + var + "}" in text:
                 h.update(f"var {var}={self.variables[var]}\n".encode())
         return h.hexdigest()
+
+    def traced_recipes(self, recipe: Recipe) -> list[Recipe]:
+        """[python_runtime] trace: the traced recipe, then the recipes it depends on by
+        name (its Python libraries, e.g. python3-zstandard for mix), RECIPE itself aside."""
+        assert recipe.python_runtime is not None and recipe.python_runtime.trace
+        traced = self.recipes[recipe.python_runtime.trace]
+        return [traced] + [self.recipes[d] for d in traced.dependencies
+                           if d in self.recipes and d != recipe.name]
 
     def _cached(self, recipe: Recipe, key: str) -> bool:
         base = pkg_cache() / recipe.name
@@ -216,9 +229,9 @@ class Builder:
             inputs = StageInputs(target_python=self.target_python)
             rt = recipe.python_runtime
             if rt and rt.trace:
-                traced = self.recipes[rt.trace]
-                inputs.trace_site = lambda: (self.stage(traced).stage_dir / "files"
-                                             / pyruntime.SITE.lstrip("/"))
+                traced = self.traced_recipes(recipe)
+                inputs.trace_site = lambda: [self.stage(r).stage_dir / "files"
+                                             / pyruntime.SITE.lstrip("/") for r in traced]
             pkgs = [self.debs[n] for n in recipe.debian_packages()]
             debs = debian.download(pkgs)
             inputs.debs.update({p.name: (p, debian.unpacked(debs[p.name])) for p in pkgs})
@@ -311,7 +324,8 @@ def build_one(s: Staged, md: dict[str, Any]) -> Path:
     """The .mixpkg for S with metadata MD, from $MIXOS_CACHE/packages/built when known."""
     from mix.build import build_package
 
-    key = hashlib.sha256((s.key + json.dumps(md, sort_keys=True)).encode()).hexdigest()[:20]
+    key = hashlib.sha256((s.key + json.dumps(md, sort_keys=True) + COMPRESSION).encode()
+                         ).hexdigest()[:20]
     built = pkg_cache() / "built" / f"{s.recipe.name}-{key}.mixpkg"
     if built.exists():
         return built
@@ -320,7 +334,7 @@ def build_one(s: Staged, md: dict[str, Any]) -> Path:
         built.parent.mkdir(parents=True, exist_ok=True)
         tmp = built.with_name(built.name + ".tmp")
         os.environ.setdefault("SOURCE_DATE_EPOCH", str(source_date_epoch()))
-        build_package(s.stage_dir, tmp)
+        build_package(s.stage_dir, tmp, COMPRESSION)
         tmp.rename(built)
         for old in built.parent.glob(f"{s.recipe.name}-*.mixpkg"):
             if old != built and old.name[len(s.recipe.name) + 1:].count("-") == 0:
@@ -342,14 +356,17 @@ def check_closure(entries: list[dict[str, Any]]) -> None:
                                  "repository provides; add or fix a recipe")
 
 
-def stage_only(name: str) -> Path:
-    """Stage one recipe (cached) and return its files/ tree (used by pyruntime trace)."""
+def trace_sites(runtime: str = "python3") -> list[Path]:
+    """The staged site-packages that the RUNTIME recipe's trace runs (cached): the traced
+    recipe's and those of the recipes it depends on (used by pyruntime trace)."""
     recipes = load_recipes(PACKAGES_DIR)
-    if name not in recipes:
-        raise BuildError(f"no recipe packages/{name}/recipe.toml")
+    rt = recipes[runtime].python_runtime if runtime in recipes else None
+    if rt is None or not rt.trace:
+        raise BuildError(f"packages/{runtime}/recipe.toml has no [python_runtime] trace")
     with cache_lock("packages"):
-        b = Builder({name: recipes[name]})
-        return b.stage(recipes[name]).stage_dir / "files"
+        b = Builder(recipes)
+        return [b.stage(r).stage_dir / "files" / pyruntime.SITE.lstrip("/")
+                for r in b.traced_recipes(recipes[runtime])]
 
 
 def build_repo(only: list[str] | None = None, force: bool = False,

@@ -277,8 +277,9 @@ class StageInputs:
     source_builds: dict[str, Path] = field(default_factory=dict)  # package -> DESTDIR tree
     wheels: dict[str, Path] = field(default_factory=dict)  # requirement -> unpacked tree
     target_python: Callable[[], list[str]] | None = None
-    # python_runtime.trace: the staged site-packages of the traced recipe
-    trace_site: Callable[[], Path] | None = None
+    # python_runtime.trace: the staged site-packages of the traced recipe, then of the
+    # recipes it depends on
+    trace_site: Callable[[], list[Path]] | None = None
 
 
 def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:

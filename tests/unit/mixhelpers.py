@@ -35,9 +35,10 @@ def stage(base: Path, name: str, version: str = "1.0", files: dict[str, str | by
     return d
 
 
-def make_pkg(base: Path, repo: Path, name: str, version: str = "1.0", **kw: Any) -> Path:
+def make_pkg(base: Path, repo: Path, name: str, version: str = "1.0",
+             compression: str = "gzip", **kw: Any) -> Path:
     out = repo / f"{name}-{version}.noarch.mixpkg"
-    build_package(stage(base, name, version, **kw), out)
+    build_package(stage(base, name, version, **kw), out, compression)
     return out
 
 
@@ -54,8 +55,9 @@ def sign_repo(repo: Path, key: Path, **kw: Any) -> None:
 class World:
     """A signed file:// repository, a key and an empty root, driven through mix's CLI."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, compression: str = "gzip") -> None:
         self.base = base
+        self.compression = compression  # of the packages pkg() builds
         self.repo = base / "repo"
         self.repo.mkdir()
         self.root = base / "root"
@@ -64,7 +66,7 @@ class World:
         self.keys_dir = self.pub.parent
 
     def pkg(self, name: str, version: str = "1.0", **kw: Any) -> Path:
-        return make_pkg(self.base, self.repo, name, version, **kw)
+        return make_pkg(self.base, self.repo, name, version, self.compression, **kw)
 
     def sign(self, **kw: Any) -> None:
         sign_repo(self.repo, self.key, **kw)

@@ -13,9 +13,10 @@ from mixhelpers import World
 BUSYBOX = shutil.which("busybox")
 
 
-@pytest.fixture
-def w(tmp_path: Path) -> World:
-    return World(tmp_path)
+@pytest.fixture(params=["gzip", "zstd"])
+def w(tmp_path: Path, request: pytest.FixtureRequest) -> World:
+    """Every test runs with gzip packages and with zstd ones (package format 2)."""
+    return World(tmp_path, request.param)
 
 
 def base_repo(w: World) -> None:
@@ -166,8 +167,8 @@ def test_install_local_file_needs_allow_untrusted(w: World, capsys, tmp_path: Pa
     base_repo(w)
     from mixhelpers import make_pkg
 
-    local = make_pkg(tmp_path, tmp_path / "local", "extra", files={"/extra": "x"},
-                     dependencies=["libc"])
+    local = make_pkg(tmp_path, tmp_path / "local", "extra", compression=w.compression,
+                     files={"/extra": "x"}, dependencies=["libc"])
     rc, _, err = w.mix("install", str(local), capsys=capsys)
     assert rc == 4 and "--allow-untrusted" in err
     rc, _, err = w.mix("install", "--allow-untrusted", str(local), capsys=capsys)

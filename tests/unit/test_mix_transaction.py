@@ -59,9 +59,9 @@ def disk_matches_db(root: Path) -> tuple[dict[str, str], list[str]]:
     return installed, problems
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    w = World(tmp_path_factory.mktemp("crash"))
+@pytest.fixture(scope="module", params=["gzip", "zstd"])
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> World:
+    w = World(tmp_path_factory.mktemp("crash"), request.param)
     w.pkg("base", "1.0", files={"/etc/base.conf": "b=1\n", "/usr/lib/libbase.so": "base1",
                                 "/usr/share/base/old": "gone in 2.0"})
     w.pkg("tool", "1.0", files={"/usr/bin/tool": "tool1", "/usr/share/tool/doc": "d"},

@@ -50,11 +50,9 @@ def test_mix_stdlib_imports_sees_lazy_imports(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_debs
 def test_committed_module_list_covers_what_mix_imports(interpreter: Path) -> None:
-    from mixbuild.packages import stage_only
+    from mixbuild.packages import trace_sites
 
-    files = stage_only("mix")
-    traced = pyruntime.trace(files / "usr/lib/python3/dist-packages",
-                             pyruntime.python_command(interpreter),
+    traced = pyruntime.trace(trace_sites(), pyruntime.python_command(interpreter),
                              interpreter / pyruntime.STDLIB)
     listed = set(pyruntime.read_module_list(PACKAGES_DIR / "python3/modules.txt"))
     missing = sorted(set(traced) - listed)

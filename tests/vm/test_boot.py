@@ -68,6 +68,22 @@ def test_mix_verify_is_clean(guest: Guest) -> None:
     assert out.returncode == 0, f"mix verify found problems:\n{out.stdout}\n{out.stderr}"
 
 
+def test_mix_installs_and_removes_a_zstd_package_from_the_medium(guest: Guest) -> None:
+    """The repository on the boot medium is zstd (package format 2): the booted image's
+    mix reads it with python3-zstandard. The package is removed again, so that the
+    system stays as booted for the other tests."""
+    repo = "/run/mixos/medium/repo"
+    first = guest.sh(f"ls {repo}/openssh-*.mixpkg").split()[0]
+    assert guest.sh(f"head -c 4 {first} | od -An -tx1").split() == ["28", "b5", "2f", "fd"]
+    before = guest.sh("mix list --installed")
+    out = guest.ssh("mix update && mix -y install openssh && ssh -V 2>&1 && mix verify",
+                    timeout=300, check=False)
+    removed = guest.ssh("mix -y remove openssh", timeout=300, check=False)
+    assert out.returncode == 0 and "OpenSSH_9.2" in out.stdout, f"{out.stdout}\n{out.stderr}"
+    assert removed.returncode == 0, removed.stderr
+    assert guest.sh("mix list --installed") == before
+
+
 def test_network_has_a_dhcp_lease(guest: Guest) -> None:
     addrs = guest.sh("ip -4 -o addr show")
     assert f"inet {QEMU_USER_NET_GUEST_IP}/" in addrs, addrs
