@@ -268,8 +268,12 @@ def main() -> int:
     print(f"load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
           f"max {max(loads):.1f} on {os.cpu_count()} CPUs")
     for t in tools[:-1]:
+        # The same run's pair: a host that slows down for a while (other work, CPU
+        # steal: CPU seconds of both tools rise together) hits both tools of a run.
+        paired = statistics.median(w / p for w, p in zip(wall[t], wall["pacman"], strict=True))
         print(f"ratio {t}/pacman: {med[t] / med['pacman']:.2f} (/(pacman+sync): "
-              f"{med[t] / ps:.2f}; cpu {med_cpu[t] / med_cpu['pacman']:.2f})")
+              f"{med[t] / ps:.2f}; cpu {med_cpu[t] / med_cpu['pacman']:.2f}; "
+              f"median of the runs' own ratios {paired:.2f})")
     print("below 1.0 means mix is faster")
     for i in range(args.runs):
         for t in tools:
