@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -198,23 +199,23 @@ class VM:
         """Bring up the ISO's hidden GRUB menu: press Esc on the keyboard every
         0.2 s from power-on until the menu is drawn (GRUB boots the default entry
         at once unless a key is waiting when it starts)."""
-        deadline = time.monotonic() + timeout
-        while not re.search(r"GNU GRUB", self.console()):
-            if time.monotonic() > deadline:
-                raise VMError(self._explain(f"the GRUB menu did not open within {timeout:.0f} s "
-                                            "of pressing Esc"))
-            self.sendkey("esc")
-            time.sleep(0.2)
+        self._press_until("GNU GRUB", lambda: self.sendkey("esc"), timeout, "the GRUB menu")
 
     def open_console_menu(self, timeout: float = 90) -> None:
         """Bring up the initramfs's boot menu (initramfs/init, console_menu): press
         Esc on the serial console every 0.2 s until it is shown."""
+        self._press_until("boot menu (a key was pressed", lambda: self.type("\x1b"), timeout,
+                          "the console boot menu")
+
+    def _press_until(self, marker: str, press: Callable[[], None], timeout: float,
+                     what: str) -> None:
+        """PRESS every 0.2 s until MARKER is on the console."""
         deadline = time.monotonic() + timeout
-        while "boot menu (a key was pressed" not in self.console():
+        while marker not in self.console():
             if time.monotonic() > deadline or not self.running:
-                raise VMError(self._explain(f"the console boot menu did not open within "
-                                            f"{timeout:.0f} s of pressing Esc"))
-            self.type("\x1b")
+                raise VMError(self._explain(f"{what} did not open within {timeout:.0f} s "
+                                            "of pressing Esc"))
+            press()
             time.sleep(0.2)
 
     def type(self, text: str) -> None:
