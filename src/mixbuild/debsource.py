@@ -119,8 +119,6 @@ def fetch(pkg: DebPackage, apt: PrivateApt) -> Path:
     name = f"{pkg.source}_{_strip_epoch(pkg.source_version)}"
     target = debsrc_dir() / name
     dsc = target / f"{name}.dsc"
-    if (target / ".complete").exists():
-        return dsc
 
     def download(tmp: Path) -> None:
         apt.update()
@@ -130,7 +128,7 @@ def fetch(pkg: DebPackage, apt: PrivateApt) -> Path:
             raise BuildError(f"apt-get source did not produce {dsc.name} in {tmp}; is "
                              f"{pkg.source} {pkg.source_version} still in the archive?")
 
-    unpack_once(target, download)
+    unpack_once(target, download)  # downloads only the first time
     return dsc
 
 

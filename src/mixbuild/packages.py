@@ -120,6 +120,7 @@ class Builder:
         self._staged: dict[str, Staged] = {}
         self._apt = debsource.PrivateApt()
         self._toolchain: str | None = None
+        self._source_keys: dict[tuple[str, str], str] = {}
 
     def toolchain(self) -> str:
         if self._toolchain is None:
@@ -127,8 +128,12 @@ class Builder:
         return self._toolchain
 
     def source_build_key(self, recipe: Recipe, package: str) -> str:
-        spec = next(b for b in recipe.debian_source if b.package == package)
-        return debsource.build_key(recipe, spec, self.debs[package], self.toolchain())
+        """The cache key of RECIPE's build of PACKAGE's source (hashed once per run)."""
+        if (recipe.name, package) not in self._source_keys:
+            spec = next(b for b in recipe.debian_source if b.package == package)
+            self._source_keys[recipe.name, package] = debsource.build_key(
+                recipe, spec, self.debs[package], self.toolchain())
+        return self._source_keys[recipe.name, package]
 
     def target_python(self) -> list[str]:
         if self._python is None:
