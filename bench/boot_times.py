@@ -1,12 +1,14 @@
 """Boot time of MixOS under QEMU, stage by stage, from the serial console.
 
-Boots the ISO (firmware + GRUB) and the kernel directly (-kernel/-initrd, ISO
-attached for the root image) several times each, alternating, and prints for
+Boots the ISO (firmware + GRUB, on q35) and the kernel directly (-kernel/-initrd,
+ISO attached for the root image, on QEMU's microvm machine) several times each,
+alternating, and prints for
 each milestone the minimum and median seconds since QEMU started. The minimum
 is the number to compare: on a shared host, other work only ever adds time.
 
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --runs 5
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine pc --runs 3
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine q35  # as the ISO
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --against ../old/artifacts  # A/B
 
 Milestones (the first console line that marks each):
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from mixbuild import iso as iso_stage
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import Machine, probe_accel
+from mixbuild.qemu import DIRECT_MACHINE, MACHINES, Machine, probe_accel
 from mixbuild.vm import VM, VMError
 
 MILESTONES = [
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initrd", type=Path, default=ARTIFACTS / "initramfs.img")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory", type=int, default=256)
-    parser.add_argument("--machine", choices=("pc", "q35"), default="q35")
+    parser.add_argument("--machine", choices=("pc", "q35"), default="q35",
+                        help="the machine the ISO boots on")
+    parser.add_argument("--direct-machine", choices=MACHINES, default=DIRECT_MACHINE,
+                        help="the machine the direct kernel boots use")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--against", type=Path, metavar="ARTIFACTS",
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         modes["iso" + suffix] = Machine(accel=accel, memory_mb=args.memory, machine=args.machine,
                                         iso=iso)
         modes["direct" + suffix] = Machine(
-            accel=accel, memory_mb=args.memory, machine=args.machine, kernel=kernel,
+            accel=accel, memory_mb=args.memory, machine=args.direct_machine, kernel=kernel,
             initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
     results: dict[str, list[dict[str, float | None]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="mixos-boot-bench-") as tmp:
@@ -102,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                 except VMError as e:
                     print(f"boot_times: {mode} run {i + 1} failed:\n{e}", file=sys.stderr)
                     return 1
-    report = {"accel": accel, "machine": args.machine, "runs": args.runs,
+    report = {"accel": accel, "machine": args.machine, "direct_machine": args.direct_machine,
+              "runs": args.runs,
               "iso_mb": round(args.iso.stat().st_size / 2**20, 1),
               **{mode: summarize(r) for mode, r in results.items()}}
-    print(f"accel={accel} machine={args.machine} runs={args.runs} ISO {report['iso_mb']} MiB")
+    print(f"accel={accel} machine={args.machine} direct-machine={args.direct_machine} "
+          f"runs={args.runs} ISO {report['iso_mb']} MiB")
     print(f"{'milestone':<10}" + "".join(f" {mode + ' min':>14} {mode + ' med':>14}"
                                          for mode in modes))
     for name, _ in MILESTONES:

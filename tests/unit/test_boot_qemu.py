@@ -32,6 +32,21 @@ def test_direct_boot_passes_kernel_initrd_and_arguments() -> None:
         assert argv[argv.index("-bios") + 1] == str(qemu.QBOOT)
 
 
+def test_microvm_puts_every_device_on_virtio_mmio() -> None:
+    m = Machine(machine="microvm", kernel=Path("/k"), initrd=Path("/i"), iso=Path("/x.iso"),
+                disks=(Path("/seed.img"),), ssh_port=2222)
+    argv = command(m)
+    assert argv[argv.index("-machine") + 1] == "microvm,accel=tcg"
+    # The ISO is the first virtio disk, the seed the second; no IDE, no PCI devices.
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[0].startswith("file=/x.iso,if=none,id=disk0") and "/seed.img" in drives[1]
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert devices == ["virtio-blk-device,drive=disk0", "virtio-blk-device,drive=disk1",
+                       "virtio-net-device,netdev=net0", "virtio-rng-device"]
+    assert "-bios" not in argv  # microvm's own firmware
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in argv[argv.index("-netdev") + 1]
+
+
 def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
     argv = command(Machine(iso=Path("/x.iso"), uefi=True, accel="kvm"))
     assert "-bios" in argv and "OVMF" in argv[argv.index("-bios") + 1]
@@ -43,6 +58,9 @@ def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
     ({}, "neither given"),
     ({"iso": Path("/x"), "initrd": Path("/i")}, "initrd= needs kernel="),
     ({"iso": Path("/x"), "accel": "hvf"}, "accel must be"),
+    ({"iso": Path("/x"), "machine": "virt"}, "machine must be one of"),
+    ({"iso": Path("/x"), "machine": "microvm"}, "boots a kernel directly"),
+    ({"kernel": Path("/k"), "machine": "microvm", "uefi": True}, "boots a kernel directly"),
 ])
 def test_invalid_machines_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

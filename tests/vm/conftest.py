@@ -17,10 +17,12 @@ Fixture API (use these from any tests/vm/test_*.py; mark modules `pytest.mark.vm
                 would see. Powered off at the end of the session.
   start_vm      (function) factory: start_vm(boot="iso"|"direct", append="",
                 memory_mb=256, seed=True, cmdline_key=False, iso=True, wait_login=True,
-                wait_ssh=True, uefi=False) -> Guest. "direct" boots kernel+initrd with
-                the ISO's default kernel arguments (+ append) and the ISO attached as
-                CD-ROM; uefi=True boots with OVMF instead of SeaBIOS. Every guest it
-                starts is stopped when the test ends.
+                wait_ssh=True, uefi=False, machine=None) -> Guest. "direct" boots
+                kernel+initrd with the ISO's default kernel arguments (+ append) on
+                QEMU's microvm machine (qemu.DIRECT_MACHINE; machine="q35" for the
+                PC one), the ISO attached as a disk (a CD-ROM on q35); "iso" boots
+                the ISO on q35; uefi=True boots with OVMF instead of SeaBIOS. Every
+                guest it starts is stopped when the test ends.
   boot_metrics  (session) dict: tests record measurements in it; they are printed
                 at the end of the run and written to artifacts/vm-metrics.json.
 
@@ -52,7 +54,7 @@ import pytest
 
 from mixbuild import iso as iso_stage
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import Machine, free_port, probe_accel
+from mixbuild.qemu import DIRECT_MACHINE, Machine, free_port, probe_accel
 from mixbuild.vm import VM, VMError
 
 LOGIN_PROMPT = r"login: ?"
@@ -218,7 +220,7 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
           boot: str = "iso", append: str = "", memory_mb: int = 256, with_seed: bool = True,
           cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
           wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
-          name: str = "guest") -> Guest:
+          machine_type: str | None = None, name: str = "guest") -> Guest:
     if boot not in ("iso", "direct"):
         raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
     port = free_port()
@@ -233,7 +235,7 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
                           disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
-                          initrd=images.initrd,
+                          initrd=images.initrd, machine=machine_type or DIRECT_MACHINE,
                           append=iso_stage.kernel_args(f"{iso_stage.entry_args('normal')} {extra}"),
                           iso=images.iso if with_iso else None, ssh_port=port,
                           disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
@@ -257,11 +259,13 @@ def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair:
 
     def start(boot: str = "iso", *, append: str = "", memory_mb: int = 256, seed: bool = True,
               cmdline_key: bool = False, iso: bool = True, wait_login: bool = True,
-              wait_ssh: bool = True, uefi: bool = False, monitor: bool = False) -> Guest:
+              wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
+              machine: str | None = None) -> Guest:
         guest = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed,
                       boot=boot, append=append, memory_mb=memory_mb, with_seed=seed,
                       cmdline_key=cmdline_key, with_iso=iso, wait_login=wait_login,
-                      wait_ssh=wait_ssh, uefi=uefi, monitor=monitor, name=request.node.name)
+                      wait_ssh=wait_ssh, uefi=uefi, monitor=monitor, machine_type=machine,
+                      name=request.node.name)
         started.append(guest)
         return guest
 
