@@ -52,8 +52,8 @@ class Machine:
     cpus: int = 1
     # QEMU machine type. q35 puts the CD-ROM on AHCI, which SeaBIOS reads by DMA:
     # GRUB loads the kernel ~3x faster than from pc's IDE CD-ROM (PIO) under TCG.
-    # microvm (direct kernel boots only) has no PCI bus, no AHCI, no PS/2: every
-    # device is virtio over MMIO (described by its ACPI tables), the ISO a virtio disk.
+    # microvm (direct kernel boots only) has no PCI bus, no AHCI, no PS/2, no ACPI:
+    # every device is virtio over MMIO, the ISO a virtio disk.
     machine: str = "q35"
     accel: str = "tcg"  # "tcg" or "kvm"
     iso: Path | None = None  # a CD-ROM (on microvm a virtio disk); booted unless kernel is set
@@ -100,7 +100,15 @@ def ovmf_firmware() -> Path:
 
 def command(m: Machine) -> list[str]:
     """The qemu-system-x86_64 argv for machine M."""
-    argv = [QEMU, "-nodefaults", "-no-user-config", "-machine", f"{m.machine},accel={m.accel}",
+    machine = f"{m.machine},accel={m.accel}"
+    if m.mmio:
+        # Without ACPI. With it, microvm is a hardware-reduced ACPI machine: no PIT
+        # interrupt, no HPET or PM timer, and when the TSC calibration against the
+        # PIT fails (about 1 boot in 10 under TCG) the kernel waits forever for a
+        # tick. Without it the PIT ticks, and QEMU puts the virtio devices on the
+        # kernel command line. The price: no power-off device (see VM.wait_exit).
+        machine += ",acpi=off"
+    argv = [QEMU, "-nodefaults", "-no-user-config", "-machine", machine,
             "-m", f"{m.memory_mb}M", "-smp", str(m.cpus),
             "-display", "gtk" if m.graphics else "none", "-serial", m.serial,
             "-no-reboot"]
@@ -116,8 +124,14 @@ def command(m: Machine) -> list[str]:
         argv += ["-kernel", str(m.kernel)]
         if m.initrd is not None:
             argv += ["-initrd", str(m.initrd)]
-        if m.append:
-            argv += ["-append", m.append]
+        append = m.append
+        if m.mmio:
+            # No PCI bus to look for (the search prints an error). Not "acpi=off": with
+            # neither ACPI nor MP tables that turns the local APIC off as well, and the
+            # kernel then hangs; it only notes once that it found no ACPI tables.
+            append = f"{append} pci=off".strip()
+        if append:
+            argv += ["-append", append]
     if m.mmio:
         # microvm: the ISO is the first virtio disk (the initramfs finds it by label).
         for n, image in enumerate((m.iso, *m.disks) if m.iso is not None else m.disks):

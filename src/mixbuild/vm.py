@@ -23,6 +23,9 @@ from typing import Self
 from mixbuild.qemu import Machine, command
 
 TAIL_LINES = 50
+# What the kernel prints last when it powers the machine off (at any log level);
+# on a machine it cannot power off (no ACPI), it halts instead.
+POWER_DOWN = r"reboot: (Power down|System halted)"
 
 
 class VMError(RuntimeError):
@@ -95,12 +98,30 @@ class VM:
             self._proc.stdin.close()
 
     def wait_exit(self, timeout: float) -> int:
-        """Wait up to TIMEOUT seconds for QEMU to exit on its own (guest powered off)."""
+        """Wait up to TIMEOUT seconds for QEMU to exit on its own (guest powered off).
+        A machine without a power-off device (microvm, run without ACPI) stays on
+        after the guest's kernel has halted ("reboot: System halted" on the
+        console): QEMU is then ended here, and the guest counts as powered off (0)."""
         assert self._proc is not None
+
+        def stuck() -> VMError:
+            return VMError(self._explain(f"QEMU still running {timeout:.0f} s after poweroff"))
+        powered_down = False
+        if self.machine.mmio:
+            try:
+                self.wait_for(POWER_DOWN, timeout)
+                powered_down = True
+            except VMError:
+                if self._proc.poll() is None:
+                    raise stuck() from None
         try:
-            code = self._proc.wait(timeout=timeout)
+            code = self._proc.wait(timeout=1 if powered_down else timeout)
         except subprocess.TimeoutExpired:
-            raise VMError(self._explain(f"QEMU still running {timeout:.0f} s after poweroff"))
+            if not powered_down:
+                raise stuck() from None
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            code = 0
         if self._reader is not None:
             self._reader.join(timeout=5)
         return code

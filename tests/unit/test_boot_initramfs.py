@@ -28,7 +28,7 @@ def test_boot_scripts_parse_with_busybox_sh(script: Path) -> None:
 
 def user_data_keys(user_data: str, tmp_path: Path) -> list[str]:
     (tmp_path / "user-data").write_text(user_data)
-    script = f'. "{INIT_D / "S15instance"}"; user_data_keys "{tmp_path / "user-data"}"'
+    script = f'. "{INIT_D / "S25instance"}"; user_data_keys "{tmp_path / "user-data"}"'
     out = subprocess.run([BUSYBOX, "sh", "-c", script], capture_output=True, text=True,
                          check=True).stdout
     return out.splitlines()

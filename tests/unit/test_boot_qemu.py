@@ -36,7 +36,8 @@ def test_microvm_puts_every_device_on_virtio_mmio() -> None:
     m = Machine(machine="microvm", kernel=Path("/k"), initrd=Path("/i"), iso=Path("/x.iso"),
                 disks=(Path("/seed.img"),), ssh_port=2222)
     argv = command(m)
-    assert argv[argv.index("-machine") + 1] == "microvm,accel=tcg"
+    assert argv[argv.index("-machine") + 1] == "microvm,accel=tcg,acpi=off"
+    assert argv[argv.index("-append") + 1] == "pci=off"  # no PCI bus to search
     # The ISO is the first virtio disk, the seed the second; no IDE, no PCI devices.
     drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
     assert drives[0].startswith("file=/x.iso,if=none,id=disk0") and "/seed.img" in drives[1]

@@ -182,4 +182,7 @@ def test_busybox_config_is_debians_with_the_documented_changes() -> None:
                if debian.get(k) != ours.get(k)}
     assert changed == {"CONFIG_USE_BB_PWD_GRP": ("n", "y"),
                        "CONFIG_USE_BB_SHADOW": ("n", "y"),
-                       "CONFIG_LINUXRC": ("y", "n")}
+                       "CONFIG_LINUXRC": ("y", "n"),
+                       "CONFIG_FEATURE_PREFER_APPLETS": ("n", "y"),
+                       "CONFIG_FEATURE_SH_STANDALONE": ("n", "y"),
+                       "CONFIG_FEATURE_SH_NOFORK": ("n", "y")}

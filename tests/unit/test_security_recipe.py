@@ -47,15 +47,20 @@ def order(name: str) -> int:
 
 def test_boot_order_against_mixos_init() -> None:
     ours = {p.name[3:]: order(p.name) for p in INIT_D.glob("S[0-9][0-9]*")}
-    assert set(ours) == {"hardening", "apparmor", "firewall", "logrotate"}
+    assert set(ours) == {"hardening", "audit", "apparmor", "firewall", "logrotate"}
+    # S00-S19 run before the login prompt, S20+ in order in the background (rcS):
+    # audit first among the latter, so that the AppArmor loads and the firewall's
+    # table changes are recorded.
+    assert ours["hardening"] < 20 <= ours["audit"] < ours["apparmor"] < ours["firewall"]
     if not MIXOS_INIT_D.is_dir():
         pytest.skip("packages/mixos-init is not in this checkout")
     theirs = {p.name[3:]: order(p.name) for p in MIXOS_INIT_D.glob("S[0-9][0-9]*")}
     assert ours["hardening"] > theirs.get("mountfs", -1)
-    for service in ("network", "sshd"):
+    for service in ("instance", "network", "sshd"):
         if service in theirs:
             assert ours["apparmor"] < theirs[service], f"AppArmor loads after {service}"
             assert ours["firewall"] < theirs[service], f"firewall loads after {service}"
+            assert theirs[service] >= 20, f"{service} is not among the ordered services"
     if "syslog" in theirs:
         assert ours["logrotate"] > theirs["syslog"]
     clash = set(ours.values()) & set(theirs.values())

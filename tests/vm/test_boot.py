@@ -127,7 +127,7 @@ def test_direct_kernel_boot_with_key_on_the_command_line(
     # microvm: the ISO is a virtio disk with a partition table whose HFS+ partition
     # (for Macs) carries the label too; the initramfs mounted the whole disk.
     assert "MIXOS_MEDIUM=/dev/vda\n" in g.sh("cat /run/mixos/boot.env")
-    assert g.poweroff() == 0  # ACPI power-off on microvm too
+    assert g.poweroff() == 0  # microvm: the kernel powered down (VM.wait_exit)
 
 
 def test_direct_kernel_boot_on_the_pc_machine(start_vm: StartVM,

@@ -508,7 +508,7 @@ def test_image_elf_files_do_not_regress_against_baseline() -> None:
 
 def test_hardening_boot_cost(sec: SecureGuest, boot_metrics: dict[str, object]) -> None:
     """Seconds each mixos-hardening boot step takes when run again (idempotent)."""
-    out = sec.sh("for s in S01hardening S06apparmor S20firewall; do "
+    out = sec.sh("for s in S01hardening S20audit S21apparmor S22firewall; do "
                  "a=$(cut -d' ' -f1 /proc/uptime); /etc/init.d/$s start >/dev/null 2>&1; "
                  "b=$(cut -d' ' -f1 /proc/uptime); echo $s $a $b; done")
     for line in out.splitlines():
