@@ -8,7 +8,7 @@ is the number to compare: on a shared host, other work only ever adds time.
 
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --runs 5
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine pc --runs 3
-    PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine q35  # as the ISO
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine microvm --direct-machine q35
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --against ../old/artifacts  # A/B
 
 Milestones (the first console line that marks each):
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", type=int, default=256)
     parser.add_argument("--machine", choices=("pc", "q35"), default="q35",
                         help="the machine the ISO boots on")
-    parser.add_argument("--direct-machine", choices=MACHINES, default=DIRECT_MACHINE,
-                        help="the machine the direct kernel boots use")
+    parser.add_argument("--direct-machine", choices=MACHINES, action="append",
+                        help=f"the machine the direct kernel boots use (default {DIRECT_MACHINE}); "
+                             "repeat it to boot on each, alternating")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--against", type=Path, metavar="ARTIFACTS",
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                              "its ISO, kernel and initramfs boot alternately with these, and "
                              "both are reported")
     args = parser.parse_args(argv)
+    direct_machines = args.direct_machine or [DIRECT_MACHINE]
     image_sets = {"": (args.iso, args.kernel, args.initrd)}
     if args.against is not None:
         image_sets["@base"] = (args.against / args.iso.name, args.against / "kernel" / "bzImage",
@@ -94,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     for suffix, (iso, kernel, initrd) in image_sets.items():
         modes["iso" + suffix] = Machine(accel=accel, memory_mb=args.memory, machine=args.machine,
                                         iso=iso)
-        modes["direct" + suffix] = Machine(
-            accel=accel, memory_mb=args.memory, machine=args.direct_machine, kernel=kernel,
-            initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
+        for direct in direct_machines:
+            name = "direct" if len(direct_machines) == 1 else f"direct-{direct}"
+            modes[name + suffix] = Machine(
+                accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
+                initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
     results: dict[str, list[dict[str, float | None]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="mixos-boot-bench-") as tmp:
         for i in range(args.runs):
@@ -107,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                 except VMError as e:
                     print(f"boot_times: {mode} run {i + 1} failed:\n{e}", file=sys.stderr)
                     return 1
-    report = {"accel": accel, "machine": args.machine, "direct_machine": args.direct_machine,
+    report = {"accel": accel, "machine": args.machine, "direct_machines": direct_machines,
               "runs": args.runs,
               "iso_mb": round(args.iso.stat().st_size / 2**20, 1),
               **{mode: summarize(r) for mode, r in results.items()}}
-    print(f"accel={accel} machine={args.machine} direct-machine={args.direct_machine} "
+    print(f"accel={accel} machine={args.machine} direct-machine={','.join(direct_machines)} "
           f"runs={args.runs} ISO {report['iso_mb']} MiB")
     print(f"{'milestone':<10}" + "".join(f" {mode + ' min':>14} {mode + ' med':>14}"
                                          for mode in modes))
