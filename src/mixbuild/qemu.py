@@ -40,7 +40,7 @@ SERIAL_CONSOLE = "console=tty0 console=ttyS0,115200"
 
 MACHINES = ("q35", "pc", "microvm")
 # The machine direct kernel boots use (tests, benchmarks): microvm reaches /init
-# ~0.6 s sooner than q35 under TCG (no PCI/AHCI enumeration; docs/benchmarks.md).
+# 0.86 s sooner than q35 under TCG (no PCI/AHCI/ACPI enumeration; docs/benchmarks.md).
 DIRECT_MACHINE = "microvm"
 
 
@@ -104,7 +104,7 @@ def command(m: Machine) -> list[str]:
     if m.mmio:
         # Without ACPI. With it, microvm is a hardware-reduced ACPI machine: no PIT
         # interrupt, no HPET or PM timer, and when the TSC calibration against the
-        # PIT fails (about 1 boot in 10 under TCG) the kernel waits forever for a
+        # PIT fails (4 of 50 probe boots under TCG here) the kernel waits forever for a
         # tick. Without it the PIT ticks, and QEMU puts the virtio devices on the
         # kernel command line. The price: no power-off device (see VM.wait_exit).
         machine += ",acpi=off"
