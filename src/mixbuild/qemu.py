@@ -126,9 +126,10 @@ def command(m: Machine) -> list[str]:
             argv += ["-initrd", str(m.initrd)]
         append = m.append
         if m.mmio:
-            # No PCI bus to look for (the search prints an error). Not "acpi=off": with
-            # neither ACPI nor MP tables that turns the local APIC off as well, and the
-            # kernel then hangs; it only notes once that it found no ACPI tables.
+            # No PCI bus to probe for. Not "acpi=off": with neither ACPI nor MP tables
+            # that turns the local APIC off as well, and the kernel then hangs. The
+            # kernel notes both absences once ("A valid RSDP was not found", "PCI:
+            # Fatal: No config space access function found"); both are harmless here.
             append = f"{append} pci=off".strip()
         if append:
             argv += ["-append", append]
