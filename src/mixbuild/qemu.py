@@ -57,6 +57,9 @@ class Machine:
     machine: str = "q35"
     accel: str = "tcg"  # "tcg" or "kvm"
     iso: Path | None = None  # a CD-ROM (on microvm a virtio disk); booted unless kernel is set
+    # "disk": the ISO attached as a virtio disk instead, as if written to a USB stick
+    # (the image is hybrid: the firmware boots it from its MBR/GPT).
+    iso_media: str = "cdrom"
     kernel: Path | None = None  # direct kernel boot (-kernel/-initrd/-append)
     initrd: Path | None = None
     append: str = ""
@@ -79,6 +82,8 @@ class Machine:
             raise ValueError("a Machine boots an ISO (iso=) or a kernel (kernel=); neither given")
         if self.initrd is not None and self.kernel is None:
             raise ValueError("initrd= needs kernel= (direct kernel boot)")
+        if self.iso_media not in ("cdrom", "disk"):
+            raise ValueError(f"iso_media must be 'cdrom' or 'disk', not {self.iso_media!r}")
         if self.machine not in MACHINES:
             raise ValueError(f"machine must be one of {', '.join(MACHINES)}, not {self.machine!r}")
         if self.machine == "microvm" and (self.kernel is None or self.uefi or self.graphics):
@@ -139,7 +144,11 @@ def command(m: Machine) -> list[str]:
             argv += ["-drive", f"file={image},if=none,id=disk{n},format=raw,readonly=on",
                      "-device", f"virtio-blk-device,drive=disk{n}"]
     else:
-        if m.iso is not None:
+        if m.iso is not None and m.iso_media == "disk":
+            argv += ["-drive", f"file={m.iso},if=none,id=iso,format=raw,readonly=on",
+                     "-device", "virtio-blk-pci,drive=iso"
+                     + (",bootindex=0" if m.kernel is None else "")]
+        elif m.iso is not None:
             # On q35 an AHCI (SATA) CD-ROM; on pc the secondary IDE master.
             argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
             if m.kernel is None:

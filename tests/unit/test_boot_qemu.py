@@ -48,6 +48,14 @@ def test_microvm_puts_every_device_on_virtio_mmio() -> None:
     assert "hostfwd=tcp:127.0.0.1:2222-:22" in argv[argv.index("-netdev") + 1]
 
 
+def test_the_iso_as_a_disk_is_the_first_boot_device() -> None:
+    argv = command(Machine(iso=Path("/x.iso"), iso_media="disk", disks=(Path("/seed.img"),)))
+    assert "-boot" not in argv and "media=cdrom" not in " ".join(argv)
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert devices[0] == "virtio-blk-pci,drive=iso,bootindex=0"
+    assert argv[argv.index("-drive") + 1] == "file=/x.iso,if=none,id=iso,format=raw,readonly=on"
+
+
 def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
     argv = command(Machine(iso=Path("/x.iso"), uefi=True, accel="kvm"))
     assert "-bios" in argv and "OVMF" in argv[argv.index("-bios") + 1]
@@ -60,6 +68,7 @@ def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
     ({"iso": Path("/x"), "initrd": Path("/i")}, "initrd= needs kernel="),
     ({"iso": Path("/x"), "accel": "hvf"}, "accel must be"),
     ({"iso": Path("/x"), "machine": "virt"}, "machine must be one of"),
+    ({"iso": Path("/x"), "iso_media": "usb"}, "iso_media must be"),
     ({"iso": Path("/x"), "machine": "microvm"}, "boots a kernel directly"),
     ({"kernel": Path("/k"), "machine": "microvm", "uefi": True}, "boots a kernel directly"),
 ])

@@ -21,8 +21,9 @@ Fixture API (use these from any tests/vm/test_*.py; mark modules `pytest.mark.vm
                 kernel+initrd with the ISO's default kernel arguments (+ append) on
                 QEMU's microvm machine (qemu.DIRECT_MACHINE; machine="q35" for the
                 PC one), the ISO attached as a disk (a CD-ROM on q35); "iso" boots
-                the ISO on q35; uefi=True boots with OVMF instead of SeaBIOS. Every
-                guest it starts is stopped when the test ends.
+                the ISO on q35 (iso_media="disk": the ISO as a virtio disk, as if
+                written to a USB stick); uefi=True boots with OVMF instead of
+                SeaBIOS. Every guest it starts is stopped when the test ends.
   boot_metrics  (session) dict: tests record measurements in it; they are printed
                 at the end of the run and written to artifacts/vm-metrics.json.
 
@@ -220,7 +221,8 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
           boot: str = "iso", append: str = "", memory_mb: int = 256, with_seed: bool = True,
           cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
           wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
-          machine_type: str | None = None, name: str = "guest") -> Guest:
+          machine_type: str | None = None, iso_media: str = "cdrom",
+          name: str = "guest") -> Guest:
     if boot not in ("iso", "direct"):
         raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
     port = free_port()
@@ -232,7 +234,8 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
         extra = f"{extra} mixos.ssh_key={encoded}".strip()
     if boot == "iso":
         machine = Machine(memory_mb=memory_mb, accel=accel, iso=images.iso, ssh_port=port,
-                          disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
+                          iso_media=iso_media, disks=(seed,) if with_seed else (), uefi=uefi,
+                          monitor=mon)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
                           initrd=images.initrd, machine=machine_type or DIRECT_MACHINE,
@@ -260,12 +263,12 @@ def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair:
     def start(boot: str = "iso", *, append: str = "", memory_mb: int = 256, seed: bool = True,
               cmdline_key: bool = False, iso: bool = True, wait_login: bool = True,
               wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
-              machine: str | None = None) -> Guest:
+              machine: str | None = None, iso_media: str = "cdrom") -> Guest:
         guest = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed,
                       boot=boot, append=append, memory_mb=memory_mb, with_seed=seed,
                       cmdline_key=cmdline_key, with_iso=iso, wait_login=wait_login,
                       wait_ssh=wait_ssh, uefi=uefi, monitor=monitor, machine_type=machine,
-                      name=request.node.name)
+                      iso_media=iso_media, name=request.node.name)
         started.append(guest)
         return guest
 

@@ -138,6 +138,16 @@ def test_direct_kernel_boot_on_the_pc_machine(start_vm: StartVM,
     assert "MIXOS_MEDIUM=/dev/sr0\n" in g.sh("cat /run/mixos/boot.env")
 
 
+def test_the_iso_written_to_a_disk_boots_too(start_vm: StartVM) -> None:
+    # The hybrid image as a virtio disk (a USB stick, a cloud volume): SeaBIOS boots
+    # GRUB from its MBR; the disk's HFS+ partition carries the label MIXOS too, and
+    # /init must mount the whole disk's ISO 9660 file system, not that partition.
+    g = start_vm("iso", iso_media="disk")
+    env = g.sh("cat /run/mixos/boot.env")
+    assert "MIXOS_MEDIUM=/dev/vda\n" in env, env
+    assert " / overlay " in g.sh("cat /proc/mounts")
+
+
 def test_vram_mode_copies_the_root_image_and_releases_the_medium(start_vm: StartVM) -> None:
     g = start_vm("direct", append="VRAM=on", cmdline_key=True, seed=False)
     env = g.sh("cat /run/mixos/boot.env")
