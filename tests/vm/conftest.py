@@ -17,13 +17,14 @@ Fixture API (use these from any tests/vm/test_*.py; mark modules `pytest.mark.vm
                 would see. Powered off at the end of the session.
   start_vm      (function) factory: start_vm(boot="iso"|"direct", append="",
                 memory_mb=256, seed=True, cmdline_key=False, iso=True, wait_login=True,
-                wait_ssh=True, uefi=False, machine=None) -> Guest. "direct" boots
-                kernel+initrd with the ISO's default kernel arguments (+ append) on
-                QEMU's microvm machine (qemu.DIRECT_MACHINE; machine="q35" for the
-                PC one), the ISO attached as a disk (a CD-ROM on q35); "iso" boots
-                the ISO on q35 (iso_media="disk": the ISO as a virtio disk, as if
-                written to a USB stick); uefi=True boots with OVMF instead of
-                SeaBIOS. Every guest it starts is stopped when the test ends.
+                wait_ssh=True, uefi=False, machine=None, iso_media="cdrom") -> Guest.
+                "direct" boots kernel+initrd with the ISO's default kernel arguments
+                (+ append) on QEMU's microvm machine (qemu.DIRECT_MACHINE;
+                machine="q35" for the PC one), the ISO attached as a disk (a CD-ROM
+                on q35); "iso" boots the ISO on q35 (iso_media="disk": the ISO as a
+                virtio disk, as if written to a USB stick); uefi=True boots with
+                OVMF instead of SeaBIOS. Every guest it starts is stopped when the
+                test ends.
   boot_metrics  (session) dict: tests record measurements in it; they are printed
                 at the end of the run and written to artifacts/vm-metrics.json.
 
