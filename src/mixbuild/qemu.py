@@ -86,7 +86,7 @@ class Machine:
             raise ValueError(f"iso_media must be 'cdrom' or 'disk', not {self.iso_media!r}")
         if self.machine not in MACHINES:
             raise ValueError(f"machine must be one of {', '.join(MACHINES)}, not {self.machine!r}")
-        if self.machine == "microvm" and (self.kernel is None or self.uefi or self.graphics):
+        if self.mmio and (self.kernel is None or self.uefi or self.graphics):
             raise ValueError("the microvm machine boots a kernel directly (kernel=), "
                              "without firmware menus (uefi=) or a display (graphics=)")
 
