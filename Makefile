@@ -9,10 +9,14 @@ export MIXOS_CACHE
 export SOURCE_DATE_EPOCH ?= 1767225600
 MIXBUILD    := PYTHONPATH=src $(PY) -m mixbuild
 
-.PHONY: all deps kernel mix-cli packages rootfs initramfs iso \
-        test test-unit test-qemu clean
+.PHONY: all deps kernel mix-cli packages rootfs initramfs iso bootloader viso \
+        iso-autoinstall test test-unit test-qemu test-install test-viso clean
 
-all: deps iso
+# The sample unattended-install configuration the unattended ISO carries
+# (INSTALL_CONFIG=/path/install.yaml make iso-autoinstall carries another).
+INSTALL_CONFIG ?=
+
+all: deps iso viso iso-autoinstall
 
 deps:
 	$(PYTHON) src/mixbuild/deps.py --venv $(VENV)
@@ -23,7 +27,7 @@ kernel: deps
 mix-cli: deps
 	$(MIXBUILD) packages --only mix
 
-packages: deps kernel
+packages: deps kernel initramfs bootloader
 	$(MIXBUILD) packages
 
 rootfs: packages
@@ -34,18 +38,37 @@ initramfs: deps
 
 iso: rootfs initramfs
 	$(MIXBUILD) iso
+	$(if $(INSTALL_CONFIG),$(MIXBUILD) iso --install-config $(INSTALL_CONFIG))
+
+# The unattended installer: the ISO with an install.yaml and every package.
+iso-autoinstall: rootfs initramfs
+	$(MIXBUILD) iso --install-config $(or $(INSTALL_CONFIG),packaging/install.yaml)
+
+# MixOS installed on a virtual disk, as a compressed qcow2 (cloud image).
+viso: packages
+	$(MIXBUILD) viso
+
+bootloader: deps
+	$(MIXBUILD) bootloader
 
 # The images are built first, so that the unit tests that read them (kernel
 # .config, root filesystem chroot checks, ELF hardening) run instead of skipping.
-test: deps iso
+test: deps iso viso
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
 	PYTHONPATH=src $(PY) -m pytest -q tests/vm
 
 test-unit: deps
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
 
-test-qemu: iso
+test-qemu: iso viso
 	PYTHONPATH=src $(PY) -m pytest -q tests/vm
+
+# The installed-system VM tests alone: unattended install, disk boot, upgrades.
+test-install: iso
+	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_install.py
+
+test-viso: viso
+	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_viso.py
 
 clean:
 	rm -rf artifacts build

@@ -13,6 +13,8 @@ STAGES = {
     "rootfs": "mixbuild.rootfs",
     "initramfs": "mixbuild.initramfs",
     "iso": "mixbuild.iso",
+    "bootloader": "mixbuild.bootloader",
+    "viso": "mixbuild.viso",
     "qemu": "mixbuild.qemu",
 }
 

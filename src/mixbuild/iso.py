@@ -32,13 +32,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixboot import cmdline
 from mixbuild import bootcompat
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
-from mixbuild.qemu import SERIAL_CONSOLE
 
 VOLUME_LABEL = "MIXOS"
 CMDLINE_FILE = PROJECT / "configs" / "kernel" / "cmdline"
 SQUASHFS_PATH = "/live/root.squashfs"
+INSTALL_CONFIG_PATH = "/install.yaml"
 # Seconds the GRUB menu waits before booting the default entry: none. The menu
 # stays hidden unless Esc, F4 or Shift is pressed on the keyboard while GRUB
 # starts (keys typed while the firmware starts are buffered), as in Debian's and
@@ -67,6 +68,9 @@ class IsoInputs:
     extra_cmdline: str = ""
     repo: Path | None = None  # a directory copied to /repo on the medium
     kernel_config: Path | None = None  # the kernel's .config, for bootcompat checks
+    # An install.yaml to carry as /install.yaml: the ISO then installs MixOS
+    # unattended (mixos.install=/install.yaml on every entry but rescue).
+    install_config: Path | None = None
 
 
 def project_version() -> str:
@@ -75,48 +79,27 @@ def project_version() -> str:
 
 
 def hardening_cmdline(path: Path | None = None) -> str:
-    """The kernel hardening arguments (configs/kernel/cmdline): its
-    first non-comment line, or nothing when the file does not exist yet."""
+    """The kernel hardening arguments of the source tree (configs/kernel/cmdline)."""
     path = path or CMDLINE_FILE
     if not path.is_file():
         log(f"note: {path} not found; no hardening arguments added")
-        return ""
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            return " ".join(line.split())
-    return ""
+    return cmdline.read_hardening(path)
 
 
 def kernel_args(entry_args: str = "", *, label: str = VOLUME_LABEL, extra: str = "") -> str:
-    """The kernel command line of a boot entry: consoles, hardening arguments,
-    EXTRA, the medium's label, then the entry's own ENTRY_ARGS. The VM tests use
-    it too, so that direct kernel boots match the ISO's menu."""
-    parts = [SERIAL_CONSOLE, hardening_cmdline(), extra, f"mixos.root_label={label}",
-             entry_args]
-    return " ".join(p for p in parts if p)
-
-
-# The menu: (id, title after "MixOS <version>", the entry's own kernel arguments).
-# "quiet" keeps the kernel's messages off the consoles (they stay in dmesg and
-# syslog): printing them on an emulated serial port costs ~0.2 s under TCG. The
-# rescue entry shows them.
-MENU = (
-    ("normal", "", "quiet"),
-    ("vram", ", run from RAM (VRAM)", "quiet VRAM=on"),
-    ("rescue", ", rescue shell (initramfs)", "rescue"),
-)
+    """The kernel command line of a live-medium boot entry (mixboot.cmdline owns the
+    order). The VM tests and benchmarks use it, so direct kernel boots match the menu."""
+    return cmdline.kernel_args(entry_args, hardening=hardening_cmdline(),
+                               root=cmdline.live_root(label), extra=extra)
 
 
 def entry_args(entry_id: str) -> str:
-    """The menu entry ENTRY_ID's own kernel arguments (see MENU)."""
-    for ident, _, args in MENU:
-        if ident == entry_id:
-            return args
-    raise KeyError(f"no menu entry {entry_id!r}; entries: {', '.join(m[0] for m in MENU)}")
+    """The menu entry ENTRY_ID's own kernel arguments (mixboot.cmdline.ENTRIES)."""
+    return cmdline.entry(entry_id).args
 
 
 def grub_cfg(inputs: IsoInputs) -> str:
-    entries = [(ident, f"MixOS {inputs.version}{title}", args) for ident, title, args in MENU]
+    entries = [(e.ident, f"MixOS {inputs.version}{e.title}", e.args) for e in cmdline.ENTRIES]
     lines = [
         f"# MixOS {inputs.version} boot menu, on the serial port and the screen.",
         "serial --unit=0 --speed=115200",
@@ -129,16 +112,20 @@ def grub_cfg(inputs: IsoInputs) -> str:
         "",
     ]
     for entry_id, title, args in entries:
-        cmdline = kernel_args(args, label=inputs.label, extra=inputs.extra_cmdline)
+        extra = inputs.extra_cmdline
+        if inputs.install_config is not None and entry_id != "rescue":
+            extra = f"{extra} mixos.install={INSTALL_CONFIG_PATH}".strip()
+            title += ", unattended install"
+        line = kernel_args(args, label=inputs.label, extra=extra)
         # Under BIOS, the 16-bit boot protocol (linux16): the kernel reaches
         # /init ~1.5 s sooner under TCG than when GRUB enters it in 32-bit mode.
         lines += [
             f'menuentry "{title}" --id {entry_id} {{',
             '    if [ "$grub_platform" = pc ]; then',
-            f"        linux16 /boot/vmlinuz {cmdline}",
+            f"        linux16 /boot/vmlinuz {line}",
             "        initrd16 /boot/initramfs.img",
             "    else",
-            f"        linux /boot/vmlinuz {cmdline}",
+            f"        linux /boot/vmlinuz {line}",
             "        initrd /boot/initramfs.img",
             "    fi",
             "}",
@@ -176,7 +163,8 @@ def fix_efi_volume_serial(image: Path) -> None:
 def inputs_key(inputs: IsoInputs, cfg: str) -> str:
     h = hashlib.sha256()
     repo_files = sorted(p for p in inputs.repo.rglob("*") if p.is_file()) if inputs.repo else []
-    for path in (inputs.kernel, inputs.initrd, inputs.squashfs, *repo_files):
+    extra = [inputs.install_config] if inputs.install_config is not None else []
+    for path in (inputs.kernel, inputs.initrd, inputs.squashfs, *repo_files, *extra):
         with path.open("rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
         h.update(str(path.name).encode())
@@ -235,6 +223,8 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         if inputs.repo is not None:
             shutil.copytree(inputs.repo, tree / "repo")
         (tree / "mixos-release").write_text(f"MixOS {inputs.version}\n")
+        if inputs.install_config is not None:
+            shutil.copyfile(inputs.install_config, tree / INSTALL_CONFIG_PATH.lstrip("/"))
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         run(["grub-mkrescue", "-o", partial,
@@ -248,6 +238,24 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         stamp.write_text(key)
         log(f"{output.name}: {output.stat().st_size / 2**20:.1f} MiB")
     return output
+
+
+def check_install_config(path: Path) -> None:
+    """Refuse to build an unattended ISO around an invalid install.yaml."""
+    from mixinstall import config as configmod
+
+    try:
+        configmod.load(str(path))
+    except configmod.ConfigError as e:
+        raise BuildError(f"--install-config: {e}") from None
+
+
+def install_repo() -> Path:
+    """The unattended ISO's repository: the build's whole signed repository. An
+    installation needs every package file, the kernel's too; the live ISO's
+    repository carries only what its root image lacks, without the kernel, to
+    stay within its size budget."""
+    return ARTIFACTS / "repo"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,20 +274,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="don't check that the kernel can boot the image")
     parser.add_argument("--label", default=VOLUME_LABEL, help="ISO volume label")
     parser.add_argument("--cmdline", default="", help="extra kernel arguments for every entry")
+    parser.add_argument("--install-config", type=Path, metavar="INSTALL_YAML",
+                        help="make an unattended installer: carry this install.yaml and "
+                             "start mixos-install with it at boot (validated now); the "
+                             "medium's repository then holds every package, the kernel too")
     parser.add_argument("-o", "--output", type=Path,
-                        help="default: artifacts/mixos-<version>.iso")
+                        help="default: artifacts/mixos-<version>.iso "
+                             "(-autoinstall.iso with --install-config)")
     args = parser.parse_args(argv)
     version = project_version()
+    if args.install_config is not None:
+        try:
+            check_install_config(args.install_config)
+        except BuildError as e:
+            print(f"mixbuild iso: {e}", file=sys.stderr)
+            return 1
+        if args.repo == ARTIFACTS / "medium-repo":
+            args.repo = install_repo()
     repo = None if args.no_repo else args.repo
     if repo is not None and not repo.is_dir():
         log(f"note: {repo} not found; the ISO carries no package repository")
         repo = None
     inputs = IsoInputs(kernel=args.kernel, initrd=args.initrd, squashfs=args.squashfs,
                        version=version, label=args.label, extra_cmdline=args.cmdline,
-                       repo=repo,
+                       repo=repo, install_config=args.install_config,
                        kernel_config=None if args.no_kernel_check else
                        args.kernel_config or args.kernel.with_name("config"))
-    output = args.output or ARTIFACTS / f"mixos-{version}.iso"
+    output = args.output or ARTIFACTS / (f"mixos-{version}-autoinstall.iso"
+                                          if args.install_config else f"mixos-{version}.iso")
     try:
         build(inputs, output)
     except BuildError as e:

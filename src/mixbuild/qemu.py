@@ -34,14 +34,26 @@ OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
 # ROMs); it reaches the kernel ~0.3 s sooner than SeaBIOS under TCG.
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 PROBE_LINE = "mixos-initramfs: probe: userspace reached"
-# The serial console the ISO's GRUB entries and the tests use.
-SERIAL_CONSOLE = "console=tty0 console=ttyS0,115200"
 
 
 MACHINES = ("q35", "pc", "microvm")
 # The machine direct kernel boots use (tests, benchmarks): microvm reaches /init
 # 0.86 s sooner than q35 under TCG (no PCI/AHCI/ACPI enumeration; docs/benchmarks.md).
 DIRECT_MACHINE = "microvm"
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A writable (or read-only) virtio disk: an installed system, a VISO, a blank
+    target for the installer. The options are the VISO's documented ones."""
+
+    path: Path
+    format: str = "qcow2"  # "qcow2" or "raw"
+    readonly: bool = False
+
+    def option(self) -> str:
+        opt = f"file={self.path},if=virtio,format={self.format},cache=writeback,aio=threads"
+        return opt + (",readonly=on" if self.readonly else "")
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,9 @@ class Machine:
     initrd: Path | None = None
     append: str = ""
     disks: tuple[Path, ...] = ()  # raw images on virtio-blk, read-only, in order
+    # Virtio disks (writable by default), before `disks`. With neither iso= nor
+    # kernel=, the machine boots from the first one (an installed system, a VISO).
+    drives: tuple[Drive, ...] = ()
     ssh_port: int | None = None  # host 127.0.0.1:ssh_port -> guest port 22 (virtio NIC)
     network: bool = True  # a virtio NIC on QEMU's user-mode network
     uefi: bool = False  # OVMF instead of SeaBIOS
@@ -78,8 +93,9 @@ class Machine:
     def __post_init__(self) -> None:
         if self.accel not in ("tcg", "kvm"):
             raise ValueError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
-        if self.kernel is None and self.iso is None:
-            raise ValueError("a Machine boots an ISO (iso=) or a kernel (kernel=); neither given")
+        if self.kernel is None and self.iso is None and not self.drives:
+            raise ValueError("a Machine boots an ISO (iso=), a kernel (kernel=) or a disk "
+                             "(drives=); none given")
         if self.initrd is not None and self.kernel is None:
             raise ValueError("initrd= needs kernel= (direct kernel boot)")
         if self.iso_media not in ("cdrom", "disk"):
@@ -143,6 +159,11 @@ def command(m: Machine) -> list[str]:
         for n, image in enumerate((m.iso, *m.disks) if m.iso is not None else m.disks):
             argv += ["-drive", f"file={image},if=none,id=disk{n},format=raw,readonly=on",
                      "-device", f"virtio-blk-device,drive=disk{n}"]
+        for n, drive in enumerate(m.drives):
+            ro = ",readonly=on" if drive.readonly else ""
+            argv += ["-drive", (f"file={drive.path},if=none,id=drive{n},"
+                                f"format={drive.format},cache=writeback,aio=threads{ro}"),
+                     "-device", f"virtio-blk-device,drive=drive{n}"]
     else:
         if m.iso is not None and m.iso_media == "disk":
             argv += ["-drive", f"file={m.iso},if=none,id=iso,format=raw,readonly=on",
@@ -153,6 +174,8 @@ def command(m: Machine) -> list[str]:
             argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
             if m.kernel is None:
                 argv += ["-boot", "order=d"]
+        for drive in m.drives:
+            argv += ["-drive", drive.option()]
         for disk in m.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
     if m.network:
@@ -217,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the ISO's normal menu entry)")
     parser.add_argument("--disk", type=Path, action="append", default=[],
                         help="raw image on virtio-blk (e.g. a NoCloud seed); repeatable")
+    parser.add_argument("--drive", type=Path, action="append", default=[],
+                        help="a writable virtio disk (qcow2 when named .qcow2 or .viso, else "
+                             "raw), e.g. the VISO; booted when there is no --iso/--kernel")
     parser.add_argument("--memory", type=int, default=256, help="MiB")
     parser.add_argument("--ssh-port", type=int, help="forward 127.0.0.1:PORT to the guest's 22")
     parser.add_argument("--uefi", action="store_true")
@@ -239,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         accel = probe_accel(kernel, initrd) if kernel.exists() and initrd.exists() else "tcg"
     append = args.append
     if append is None and args.kernel:
-        from mixbuild import iso  # iso imports this module
+        from mixbuild import iso
 
         append = iso.kernel_args(iso.entry_args("normal"))
     machine = args.machine or (DIRECT_MACHINE if args.kernel and not (args.uefi or args.graphics)
@@ -248,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 machine=machine,
                 initrd=args.initrd, append=append or "",
                 disks=tuple(args.disk), ssh_port=args.ssh_port, uefi=args.uefi,
+                drives=tuple(Drive(d, "qcow2" if d.suffix in (".qcow2", ".viso") else "raw")
+                             for d in args.drive),
                 graphics=args.graphics, serial="mon:stdio")
     argv_q = command(m)
     if args.print:

@@ -2,7 +2,7 @@
 (so the installed-package database in the image is true), then a reproducible
 compressed squashfs.
 
-  artifacts/rootfs/        mix --root artifacts/rootfs -y install mixos-base
+  artifacts/rootfs/        mix --root artifacts/rootfs -y install mixos-base mixos-installer
   artifacts/root.squashfs  mksquashfs, zstd (or --comp xz), all root-owned,
                            every time stamp = SOURCE_DATE_EPOCH
   artifacts/medium-repo/   the signed repository the ISO carries as /repo: the
@@ -43,6 +43,9 @@ SQUASHFS = ARTIFACTS / "root.squashfs"
 REPO = ARTIFACTS / "repo"
 MEDIUM_REPO = ARTIFACTS / "medium-repo"
 META_PACKAGE = "mixos-base"
+# The live system also carries the installer (mixos-install), as Alpine's ISO
+# carries setup-alpine: the unattended ISO runs it, and a person can too.
+LIVE_PACKAGES = [META_PACKAGE, "mixos-installer"]
 # The ISO (with kernel, initramfs and GRUB) must stay within 32 MB.
 SQUASHFS_BUDGET = 22 * 1024 * 1024
 # zstd by default: the guest reads the root image at boot, and zstd decompresses
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                              "xz: ~10%% smaller)")
     parser.add_argument("--root", type=Path, default=ROOTFS)
     parser.add_argument("--output", type=Path, default=SQUASHFS)
-    parser.add_argument("packages", nargs="*", default=[META_PACKAGE])
+    parser.add_argument("packages", nargs="*", default=LIVE_PACKAGES)
     args = parser.parse_args(argv)
     try:
         with cache_lock("packages"):  # not while a packages build rewrites the repository

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mixbuild import qemu
-from mixbuild.qemu import Machine, command
+from mixbuild.qemu import Drive, Machine, command
 
 
 def test_iso_boot_is_a_q35_cdrom_with_user_network_forwarded_on_loopback() -> None:
@@ -63,8 +63,14 @@ def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:
     assert "-machine" in argv and argv[argv.index("-machine") + 1].endswith("accel=kvm")
 
 
+def test_a_disk_boot_uses_the_visos_drive_options() -> None:
+    argv = command(Machine(drives=(Drive(Path("/x.viso")),)))
+    assert "file=/x.viso,if=virtio,format=qcow2,cache=writeback,aio=threads" in argv
+    assert "-kernel" not in argv and "-cdrom" not in argv
+
+
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "neither given"),
+    ({}, "none given"),
     ({"iso": Path("/x"), "initrd": Path("/i")}, "initrd= needs kernel="),
     ({"iso": Path("/x"), "accel": "hvf"}, "accel must be"),
     ({"iso": Path("/x"), "machine": "virt"}, "machine must be one of"),

@@ -96,6 +96,25 @@ def mixos_images() -> Images:
 
 
 @pytest.fixture(scope="session")
+def viso_image() -> Path:
+    """The VISO (make viso): boot it through an overlay (overlay()), never itself."""
+    default = ARTIFACTS / f"mixos-{iso_stage.project_version()}.viso"
+    return _image("MIXOS_VISO", default, "make viso")
+
+
+def overlay(base: Path, path: Path, grow_mib: int = 0) -> Path:
+    """A qcow2 overlay of BASE at PATH (writes go to it; BASE stays as built),
+    GROW_MIB bigger than BASE when asked (as `qemu-img resize` would make it)."""
+    path.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(base.absolute()), str(path)], check=True, capture_output=True)
+    if grow_mib:
+        subprocess.run(["qemu-img", "resize", "-q", str(path), f"+{grow_mib}M"], check=True,
+                       capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def vm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mixos-vm")
 
@@ -137,10 +156,11 @@ def nocloud_seed(vm_workdir: Path, ssh_keypair: KeyPair) -> Path:
 class Guest:
     """A booted MixOS VM reachable over SSH on 127.0.0.1:port."""
 
-    def __init__(self, vm: VM, port: int, key: Path) -> None:
+    def __init__(self, vm: VM, port: int, key: Path, user: str = "root") -> None:
         self.vm = vm
         self.port = port
         self.key = key
+        self.user = user
         self.login_seconds: float | None = None
         self.ssh_seconds: float | None = None
 
@@ -148,7 +168,7 @@ class Guest:
         return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-p", str(self.port),
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
-                "-o", "LogLevel=ERROR", *extra, "root@127.0.0.1"]
+                "-o", "LogLevel=ERROR", *extra, f"{self.user}@127.0.0.1"]
 
     def ssh(self, cmd: str, timeout: float = 60, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
@@ -278,6 +298,36 @@ def start_vm(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair:
         guest.stop()
         if guest.vm.machine.monitor is not None:
             shutil.rmtree(guest.vm.machine.monitor.parent, ignore_errors=True)
+
+
+StartMachine = Callable[..., Guest]
+
+
+@pytest.fixture
+def start_machine(vm_workdir: Path, ssh_keypair: KeyPair, vm_accel: str,
+                  request: pytest.FixtureRequest) -> Iterator[StartMachine]:
+    """factory: start_machine(machine_fn, user="root", key=None, wait_login=True,
+    wait_ssh=True, name=None) -> Guest. MACHINE_FN(port, accel) returns the Machine
+    to boot (any disks, firmware); the guest is stopped when the test ends."""
+    started: list[Guest] = []
+
+    def start(machine_fn: Callable[[int, str], Machine], *, user: str = "root",
+              key: Path | None = None, wait_login: bool = True, wait_ssh: bool = True,
+              name: str | None = None) -> Guest:
+        port = free_port()
+        vm = VM(machine_fn(port, vm_accel),
+                vm_workdir / f"{name or request.node.name}-{port}.console.log").start()
+        guest = Guest(vm, port, key or ssh_keypair.private, user=user)
+        started.append(guest)
+        if wait_login:
+            guest.wait_login()
+        if wait_ssh:
+            guest.wait_ssh()
+        return guest
+
+    yield start
+    for guest in started:
+        guest.stop()
 
 
 _METRICS: dict[str, object] = {}

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Guest, Images, KeyPair
+from conftest import Guest, Images, KeyPair, overlay
 
 from mixbuild import elfhardening
 from mixbuild.common import ARTIFACTS, PROJECT
-from mixbuild.qemu import Machine, free_port
+from mixbuild.qemu import Drive, Machine, free_port
 from mixbuild.vm import VM
 
 sys.path.insert(0, str(PROJECT / "tests" / "unit"))
@@ -72,6 +72,7 @@ class SecureGuest:
     control_dir: Path
     workdir: Path
     key: Path
+    medium: str = "iso"  # "iso": the live ISO; "viso": the installed system (VISO)
 
     def ssh_argv(self, *extra: str) -> list[str]:
         return self.guest.ssh_argv("-o", "ControlMaster=auto",
@@ -108,22 +109,31 @@ def need_root() -> None:
         pytest.skip("the tap NIC and its network namespace need root")
 
 
-@pytest.fixture(scope="module")
-def sec(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
-        nocloud_seed: Path) -> Iterator[SecureGuest]:
+@pytest.fixture(scope="module", params=["iso", "viso"])
+def sec(request: pytest.FixtureRequest, mixos_images: Images, vm_accel: str, vm_workdir: Path,
+        ssh_keypair: KeyPair, nocloud_seed: Path) -> Iterator[SecureGuest]:
+    """Every check below runs twice: on the live ISO, and on an installed system
+    (the VISO, booted from its disk through an overlay)."""
     need_root()
+    medium = request.param
     tag = f"{os.getpid() % 100000}"
     tap, netns = f"mxsec{tag}", f"mixos-sec-{tag}"
     control = vm_workdir / "sec-ssh"
     control.mkdir(exist_ok=True)
     host_run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
     port = free_port()
-    machine = Machine(accel=vm_accel, iso=mixos_images.iso, ssh_port=port, disks=(nocloud_seed,),
-                      extra=("-netdev", f"tap,id=sec1,ifname={tap},script=no,downscript=no",
-                             "-device", f"virtio-net-pci,netdev=sec1,romfile=,mac={TAP_MAC}"))
-    vm = VM(machine, vm_workdir / f"security-{port}.console.log").start()
+    tap_nic = ("-netdev", f"tap,id=sec1,ifname={tap},script=no,downscript=no",
+               "-device", f"virtio-net-pci,netdev=sec1,romfile=,mac={TAP_MAC}")
+    if medium == "viso":
+        disk = overlay(request.getfixturevalue("viso_image"), vm_workdir / "security-viso.qcow2")
+        machine = Machine(accel=vm_accel, drives=(Drive(disk),), ssh_port=port,
+                          disks=(nocloud_seed,), extra=tap_nic)
+    else:
+        machine = Machine(accel=vm_accel, iso=mixos_images.iso, ssh_port=port,
+                          disks=(nocloud_seed,), extra=tap_nic)
+    vm = VM(machine, vm_workdir / f"security-{medium}-{port}.console.log").start()
     guest = Guest(vm, port, ssh_keypair.private)
-    sg = SecureGuest(guest, netns, control, vm_workdir, ssh_keypair.private)
+    sg = SecureGuest(guest, netns, control, vm_workdir, ssh_keypair.private, medium)
     try:
         guest.wait_login()
         guest.wait_ssh()
@@ -267,6 +277,13 @@ def test_tmp_and_dev_shm_are_nosuid_nodev_noexec_and_proc_hides_pids(sec: Secure
 
 def test_root_squashfs_is_read_only_beneath_the_overlay(sec: SecureGuest) -> None:
     mounts = [line.split() for line in sec.sh("cat /proc/mounts").splitlines()]
+    if sec.medium == "viso":
+        # An installed system: its ext4 root, found by UUID; the ESP not executable.
+        root = [m for m in mounts if m[1] == "/"][-1]
+        assert root[2] == "ext4" and "rw" in root[3].split(","), root
+        esp = [m for m in mounts if m[1] == "/boot/efi"]
+        assert esp and {"nosuid", "nodev", "noexec"} <= set(esp[0][3].split(",")), esp
+        return
     squash = [m for m in mounts if m[2] == "squashfs"]
     assert squash and all("ro" in m[3].split(",") for m in squash), squash
     assert [m for m in mounts if m[1] == "/"][-1][2] == "overlay"
@@ -513,4 +530,5 @@ def test_hardening_boot_cost(sec: SecureGuest, boot_metrics: dict[str, object]) 
                  "b=$(cut -d' ' -f1 /proc/uptime); echo $s $a $b; done")
     for line in out.splitlines():
         name, start, end = line.split()
-        boot_metrics[f"security_{name}_s"] = round(float(end) - float(start), 2)
+        suffix = "" if sec.medium == "iso" else f"_{sec.medium}"
+        boot_metrics[f"security_{name}{suffix}_s"] = round(float(end) - float(start), 2)
