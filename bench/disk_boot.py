@@ -39,7 +39,7 @@ from mixbuild.qemu import QEMU, Machine, ovmf_firmware
 from mixbuild.vm import VM, VMError
 
 RESCUE_LINE = "rescue requested"
-GRUB_LINE = r"mixos-disk-test: GRUB on (\w+), oneshot=(\S*)"
+GRUB_LINE = r"mixos-disk-test: GRUB on (\w+), oneshot=(\S*)[\r\n]"
 GRUB_CFG = """\
 serial --unit=0 --speed=115200
 terminal_input serial console

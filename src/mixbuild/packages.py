@@ -318,6 +318,8 @@ def metadata(s: Staged, providers: dict[str, str]) -> dict[str, Any]:
         "license": r.license, "url": r.url, "dependencies": deps, "provides": provides,
         "conflicts": list(r.conflicts), "replaces": list(r.replaces),
     }
+    if r.setuid:
+        md["setuid"] = list(r.setuid)
     return md
 
 

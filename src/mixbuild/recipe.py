@@ -133,6 +133,9 @@ class Recipe:
     strip: tuple[str, ...] = ()
     keep: tuple[str, ...] = ()
     bytecompile: tuple[str, ...] = ()
+    # Files that keep a setuid-root mode: each one a decision documented in
+    # docs/security.md (today only doas, installed only for install.yaml's admins).
+    setuid: tuple[str, ...] = ()
     debian: tuple[DebianSource, ...] = ()
     debian_source: tuple[DebianSourceBuild, ...] = ()
     wheel: tuple[WheelSource, ...] = ()
@@ -373,6 +376,7 @@ def parse_recipe(path: Path) -> Recipe:
         strip=t.strs("strip"),
         keep=t.strs("keep"),
         bytecompile=tuple(_abs_path(t, "bytecompile", p) for p in t.strs("bytecompile")),
+        setuid=tuple(_abs_path(t, "setuid", p) for p in t.strs("setuid")),
         debian=tuple(debian),
         debian_source=tuple(built),
         wheel=tuple(wheels),

@@ -37,6 +37,8 @@ from mixinstall.steps import InstallError, Progress
 MEDIUM_REPO = Path("/run/mixos/medium/repo")
 BASE_PACKAGES = ("mixos-base", "linux")
 GROW_PACKAGE = "mixos-growroot"
+# How install.yaml's admins (group wheel) become root: nobody has a password.
+ADMIN_PACKAGE = "doas"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def packages_for(config: InstallConfig, plan: Plan) -> list[str]:
     wanted = list(BASE_PACKAGES)
     if config.grow_root and plan.root_last:
         wanted.append(GROW_PACKAGE)
+    if any(u.admin for u in config.users):
+        wanted.append(ADMIN_PACKAGE)
     return wanted + [p for p in config.packages if p not in wanted]
 
 

@@ -141,3 +141,16 @@ def test_every_debian_package_a_recipe_names_is_known_to_apt() -> None:
     assert set(found) == set(names)
     for pkg in found.values():
         parse_version(mix_version(pkg.version))
+
+
+def test_setuid_paths_are_declared_one_by_one(tmp_path: Path) -> None:
+    recipe = parse_recipe(write(tmp_path, BASE + 'setuid = ["/usr/bin/demo"]\n'))
+    assert recipe.setuid == ("/usr/bin/demo",)
+    with pytest.raises(RecipeError, match="'setuid' must be a normalized absolute path"):
+        parse_recipe(write(tmp_path, BASE + 'setuid = ["usr/bin/demo"]\n'))
+
+
+def test_only_doas_keeps_a_setuid_mode() -> None:
+    """Every setuid file of the repository is a decision in docs/security.md."""
+    with_setuid = {r.name: r.setuid for r in load_recipes(PACKAGES_DIR).values() if r.setuid}
+    assert with_setuid == {"doas": ("/usr/bin/doas",)}

@@ -99,8 +99,10 @@ def test_unattended_install_then_boot_from_the_disk_alone(
     boot_metrics[f"installed_{firmware}_login_prompt_s"] = round(user.login_seconds or 0, 2)
     assert user.sh("hostname").strip() == HOSTNAME
     assert "wheel" in user.sh("id").split("groups=")[1]
+    # An admin (install.yaml admin: true) becomes root with doas; nobody has a password.
+    assert user.sh("doas -n id -u").strip() == "0"
     installed = user.sh("mix list --installed")
-    for pkg in ("mixos-base", "linux", "nginx", "mixos-growroot"):
+    for pkg in ("mixos-base", "linux", "nginx", "mixos-growroot", "doas"):
         assert f"{pkg} " in installed or installed.startswith(pkg), f"{pkg} not installed"
     fstab = user.sh("cat /etc/fstab")
     assert "/boot/efi  vfat" in fstab and " swap " in fstab
