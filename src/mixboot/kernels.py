@@ -174,7 +174,9 @@ def sync_boot(root: Path, keep: set[str]) -> list[str]:
 
 def write_menu(root: Path, config: BootConfig, kernels: list[str], installed: str | None,
                hardening: str) -> Path:
-    entries = [MenuKernel(version=k, previous=(k != installed)) for k in kernels]
+    good = read_env(root).get(GOOD, "")
+    ordered = sorted(kernels, key=lambda k: k != good)  # the good one first, else as given
+    entries = [MenuKernel(version=k, previous=(k != installed)) for k in ordered]
     text = disk_menu(entries, os_version=config.os_version, root_uuid=config.root_uuid,
                      hardening=hardening, extra=config.kernel_args)
     path = root / GRUB_DIR / "grub.cfg"

@@ -3,7 +3,9 @@ from the same entries and command line, mixboot.cmdline).
 
 The disk menu boots, by id, the kernel GRUB's environment block names (see
 kernels.py for the trial/fallback protocol); every entry loads /boot/<version>/
-from the root partition GRUB's prefix points at (layout.GRUB_PREFIX).
+from the root partition GRUB's prefix points at (layout.GRUB_PREFIX). The
+known-good kernel is the first entry, so that a menu whose environment block
+cannot be read still boots it.
 """
 
 from __future__ import annotations
@@ -55,12 +57,12 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         "if [ -n \"${mixos_trial}\" ]; then",
         "    # A new kernel, booted once: cleared before it runs, so that a kernel",
         "    # that never reaches userspace is not booted again.",
-        "    set default=\"${mixos_trial}\"",
-        "    set fallback=\"${mixos_good}\"",
+        "    set default=\"kernel-${mixos_trial}\"",
+        "    set fallback=\"kernel-${mixos_good}\"",
         "    set mixos_trial=",
         "    save_env mixos_trial",
         "elif [ -n \"${mixos_good}\" ]; then",
-        "    set default=\"${mixos_good}\"",
+        "    set default=\"kernel-${mixos_good}\"",
         "fi",
         "",
     ]
@@ -69,7 +71,7 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         args = cmdline.kernel_args(f"{cmdline.entry('normal').args} {cmdline_kernel(k.version)}",
                                    hardening=hardening, root=root, extra=extra)
         title = f"{name}, kernel {k.version}" + (" (previous)" if k.previous else "")
-        lines += _entry(k.version, title, k.version, args)
+        lines += _entry(entry_id(k.version), title, k.version, args)
     current = next((k for k in kernels if not k.previous), None)
     if current is not None:
         rescue = cmdline.entry("rescue")
@@ -78,6 +80,12 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         lines += _entry(f"rescue-{current.version}", f"{name}{rescue.title}", current.version,
                         args)
     return "\n".join(lines) + "\n"
+
+
+def entry_id(version: str) -> str:
+    """A kernel's menu entry id. Never the bare version: GRUB reads a `default`
+    that starts with a digit as an entry *number* ("6.1.192" is entry 6)."""
+    return f"kernel-{version}"
 
 
 def cmdline_kernel(version: str) -> str:

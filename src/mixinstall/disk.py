@@ -242,7 +242,7 @@ def make_filesystems(progress: Progress, disk: str, plan: Plan, ids: FsIds) -> N
     # No lazy initialisation: the inode tables and journal are zeroed now, not by
     # a kernel thread after the first boot (which would fill a VISO's qcow2 with
     # zero clusters and slow the first minutes of every instance).
-    ext4 = ["mke2fs", "-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
+    ext4 = ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
     progress.run(["mkfs.vfat", "-n", layout.FS_LABELS[layout.ESP], "-i", ids.esp,
                   dev(disk, layout.ESP)])
     progress.run([*ext4, "-L", layout.FS_LABELS[layout.ROOT], "-U", ids.root,

@@ -100,11 +100,17 @@ def test_menu_boots_the_trial_once_with_the_good_kernel_as_fallback(tmp_path: Pa
     kernels.update(root)
     cfg = (root / "boot/grub/grub.cfg").read_text()
     assert "load_env" in cfg
-    trial = cfg.index('set default="${mixos_trial}"')
+    trial = cfg.index('set default="kernel-${mixos_trial}"')
     assert cfg.index("set mixos_trial=", trial) < cfg.index("save_env mixos_trial", trial)
-    assert 'set fallback="${mixos_good}"' in cfg
+    assert 'set fallback="kernel-${mixos_good}"' in cfg
+    # GRUB reads a default starting with a digit as an entry number: ids never do.
+    ids = [line.split("--id ")[1].split()[0].strip('"') for line in cfg.splitlines()
+           if "--id " in line]
+    assert ids and not any(i[0].isdigit() for i in ids)
+    # the known-good kernel is the first entry (what GRUB boots without its environment)
+    assert ids[0] == "kernel-6.1.1-r1"
     for version in ("6.1.1-r1", "6.1.2-r1"):
-        assert f'--id "{version}"' in cfg
+        assert f'--id "kernel-{version}"' in cfg
         assert f"linux16 /boot/{version}/vmlinuz " in cfg and f"initrd /boot/{version}/initramfs.img" in cfg
     linux = [line.split(None, 2)[2] for line in cfg.splitlines()
              if line.strip().startswith("linux ")]

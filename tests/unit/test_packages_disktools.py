@@ -12,7 +12,7 @@ import re
 import pytest
 
 from mix.package import FileEntry, read_metadata
-from mixbuild.common import ARTIFACTS
+from mixbuild.common import ARTIFACTS, PACKAGES_DIR
 
 REPO = ARTIFACTS / "repo"
 pytestmark = pytest.mark.skipif(not (REPO / "index.json").exists(),
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(not (REPO / "index.json").exists(),
 SITE = "/usr/lib/python3/dist-packages"
 # package -> paths it must carry (a symlink's target is checked in SYMLINKS).
 FILES = {
-    "e2fsprogs": ["/usr/sbin/mke2fs", "/usr/sbin/mkfs.ext4", "/usr/sbin/e2fsck",
-                  "/usr/sbin/fsck.ext4", "/usr/sbin/resize2fs", "/usr/sbin/tune2fs",
-                  "/etc/mke2fs.conf"],
+    # mke2fs itself as mkfs.ext4: /usr/sbin/mke2fs is BusyBox's applet link.
+    "e2fsprogs": ["/usr/sbin/mkfs.ext4", "/usr/sbin/e2fsck", "/usr/sbin/fsck.ext4",
+                  "/usr/sbin/resize2fs", "/usr/sbin/tune2fs", "/etc/mke2fs.conf"],
     "fdisk": ["/usr/sbin/sfdisk"],
     "util-linux-partx": ["/usr/bin/partx"],
     "dosfstools": ["/usr/sbin/mkfs.fat", "/usr/sbin/mkfs.vfat", "/usr/sbin/fsck.fat",
@@ -42,7 +42,7 @@ FILES = {
     "libreadline": ["/usr/lib/x86_64-linux-gnu/libreadline.so.8"],
     "libyaml": ["/usr/lib/x86_64-linux-gnu/libyaml-0.so.2"],
 }
-SYMLINKS = {"/usr/sbin/mkfs.ext4": "mke2fs", "/usr/sbin/fsck.ext4": "e2fsck",
+SYMLINKS = {"/usr/sbin/fsck.ext4": "e2fsck",
             "/usr/sbin/mkfs.vfat": "mkfs.fat", "/usr/sbin/fsck.vfat": "fsck.fat"}
 # Library packages each program package must depend on (from DT_NEEDED).
 LIBRARIES = {
@@ -97,3 +97,14 @@ def test_library_dependencies_are_the_library_packages(name: str) -> None:
     assert isinstance(raw, list)
     deps = {re.split(r"[<>=! ]", str(d), maxsplit=1)[0] for d in raw}
     assert LIBRARIES[name] <= deps, f"{name} depends on {sorted(deps)}"
+
+
+def test_mkfs_ext4_is_the_real_mke2fs_and_no_path_is_busyboxs() -> None:
+    """Installable next to BusyBox: no program path of these packages is one of
+    BusyBox's applet links (mix refuses two owners of one path)."""
+    assert files("e2fsprogs")["/usr/sbin/mkfs.ext4"].type == "file"
+    applets = {line.strip() for line in (PACKAGES_DIR / "busybox/applets.txt").read_text()
+               .splitlines() if line.startswith("/")}
+    for name in FILES:
+        clash = sorted(set(files(name)) & applets)
+        assert not clash, f"{name} and busybox both own {clash}"
