@@ -191,12 +191,23 @@ class Builder:
         return h.hexdigest()
 
     def traced_recipes(self, recipe: Recipe) -> list[Recipe]:
-        """[python_runtime] trace: the traced recipe, then the recipes it depends on by
-        name (its Python libraries, e.g. python3-zstandard for mix), RECIPE itself aside."""
+        """[python_runtime] trace: the traced recipe, then the Python recipes it depends
+        on, directly or not (mix and its python3-zstandard for the installer, PyYAML...),
+        RECIPE itself aside. A Python recipe byte-compiles, unpacks a wheel or is named
+        python3-*."""
         assert recipe.python_runtime is not None and recipe.python_runtime.trace
         traced = self.recipes[recipe.python_runtime.trace]
-        return [traced] + [self.recipes[d] for d in traced.dependencies
-                           if d in self.recipes and d != recipe.name]
+        out, todo, seen = [traced], list(traced.dependencies), {traced.name, recipe.name}
+        while todo:
+            name = todo.pop(0)
+            if name in seen or name not in self.recipes:
+                continue
+            seen.add(name)
+            dep = self.recipes[name]
+            if dep.bytecompile or dep.wheel or dep.name.startswith("python3-"):
+                out.append(dep)
+                todo += list(dep.dependencies)
+        return out
 
     def _cached(self, recipe: Recipe, key: str) -> bool:
         base = pkg_cache() / recipe.name

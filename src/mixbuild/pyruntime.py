@@ -218,7 +218,8 @@ SCENARIO = [
 
 
 def mix_stdlib_imports(src: Path) -> list[str]:
-    """Top-level stdlib modules imported anywhere in mix's source (lazy imports too)."""
+    """Stdlib modules imported anywhere in the Python source under SRC (lazy imports
+    too): mix, and every other MixOS tool and library the traced recipes stage."""
     names: set[str] = set()
     for py in sorted(src.rglob("*.py")):
         for node in ast.walk(ast.parse(py.read_text(), str(py))):
@@ -246,7 +247,11 @@ def _serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
 def trace(site_dirs: list[Path], python: list[str], stdlib: Path) -> list[str]:
     """Run the scenario with PYTHONPATH=SITE_DIRS (mix's first, then its Python
     libraries'); return the stdlib modules loaded."""
-    seed = sorted(set(mix_stdlib_imports(site_dirs[0] / "mix")) | set(EXTRA_MODULES))
+    seed_set = set(EXTRA_MODULES)
+    for site in site_dirs:
+        if site.is_dir():
+            seed_set |= set(mix_stdlib_imports(site))
+    seed = sorted(seed_set)
     with tempfile.TemporaryDirectory(prefix="mixtrace-") as tmp:
         work = Path(tmp)
         for d in ("root", "keys", "repo", "stage/files/etc"):

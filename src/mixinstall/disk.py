@@ -44,7 +44,6 @@ class FsIds:
 
     root: str = field(default_factory=lambda: str(uuid.uuid4()))
     data: str = field(default_factory=lambda: str(uuid.uuid4()))
-    swap: str = field(default_factory=lambda: str(uuid.uuid4()))
     esp: str = field(default_factory=lambda: uuid.uuid4().hex[:8].upper())  # FAT volume id
     disk_guid: str = field(default_factory=lambda: str(uuid.uuid4()).upper())
 
@@ -248,8 +247,8 @@ def make_filesystems(progress: Progress, disk: str, plan: Plan, ids: FsIds) -> N
     progress.run([*ext4, "-L", layout.FS_LABELS[layout.ROOT], "-U", ids.root,
                   dev(disk, layout.ROOT)])
     if plan.get(layout.SWAP) is not None:
-        progress.run(["mkswap", "-L", layout.PART_LABELS[layout.SWAP], "-U", ids.swap,
-                      dev(disk, layout.SWAP)])
+        # BusyBox's mkswap picks the UUID itself (no -U): install.py reads it back.
+        progress.run(["mkswap", "-L", layout.PART_LABELS[layout.SWAP], dev(disk, layout.SWAP)])
     if plan.get(layout.DATA) is not None:
         progress.run([*ext4, "-L", layout.FS_LABELS[layout.DATA], "-U", ids.data,
                       dev(disk, layout.DATA)])

@@ -97,8 +97,8 @@ def check(config: InstallConfig, progress: Progress, *, allow_file: bool = False
     """Step 1: choose and check the disk and the plan; nothing is written."""
     res = Result()
     res.device = disk.first_empty_disk() if config.disk == "auto" else config.disk
-    if not os.path.exists(res.device):
-        disk.check_target(res.device, need_mib=0, wipe=config.wipe)  # raises: does not exist
+    # In the order a person would fix them: the wrong disk, then its size, then its data.
+    disk.check_target(res.device, need_mib=0, wipe=True, allow_file=allow_file)
     size_mib = disk.device_size(res.device) // (1024 * 1024)
     try:
         res.plan = make_plan(config, size_mib)
