@@ -98,7 +98,7 @@ def test_a_disk_with_a_mounted_file_system_is_refused(loop: str, tmp_path: Path)
     part = f"{loop}p1"
     if not os.path.exists(part):
         pytest.skip("the kernel made no partition device for the loop device")
-    subprocess.run(["mkfs.vfat", part], check=True, capture_output=True)
+    subprocess.run(["mkfs.ext4", "-q", part], check=True, capture_output=True)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", part, str(mnt)], check=True)
