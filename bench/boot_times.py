@@ -1,8 +1,9 @@
 """Boot time of MixOS under QEMU, stage by stage, from the serial console.
 
 Boots the ISO (firmware + GRUB, on q35) and the kernel directly (-kernel/-initrd,
-ISO attached for the root image, on QEMU's microvm machine) several times each,
-alternating, and prints for
+ISO attached for the root image, on QEMU's microvm machine), and with --viso the
+VISO from its disk (through a throw-away qcow2 overlay, as the seed's
+-drive line says), several times each, alternating, and prints for
 each milestone the minimum and median seconds since QEMU started. The minimum
 is the number to compare: on a shared host, other work only ever adds time.
 
@@ -10,14 +11,17 @@ is the number to compare: on a shared host, other work only ever adds time.
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine pc --runs 3
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine microvm --direct-machine q35
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --against ../old/artifacts  # A/B
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --viso --uefi --no-direct  # ISO vs VISO
 
 Milestones (the first console line that marks each):
-    grub      GRUB runs its menu file         (its "... boot menu (VRAM ..." line; the menu
-                                              itself stays hidden, see iso.MENU_TIMEOUT)
+    grub      GRUB runs its menu file         (its "... boot menu (VRAM ..." line, on a disk
+                                              "(previous kernel ..."; the menu itself stays
+                                              hidden, see iso.MENU_TIMEOUT)
     kernel    the kernel's console is up      ("Linux version"; absent: the menu's
                                               entries boot with "quiet")
     initramfs /init runs                      ("mixos-initramfs:")
-    init      switch_root to BusyBox init     ("root image mounted")
+    init      switch_root to BusyBox init     ("root image mounted", on a disk "root file
+                                              system ... mounted")
     login     the serial getty prompts        ("login:")
 """
 
@@ -26,25 +30,35 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from mixbuild import iso as iso_stage
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import DIRECT_MACHINE, MACHINES, Machine, probe_accel
+from mixbuild.qemu import DIRECT_MACHINE, MACHINES, Drive, Machine, probe_accel
 from mixbuild.vm import VM, VMError
 
 MILESTONES = [
-    ("grub", r"boot menu \(VRAM"),
+    ("grub", r"boot menu \((VRAM|previous)"),
     ("kernel", r"Linux version"),
     ("initramfs", r"mixos-initramfs:"),
-    ("init", r"root image mounted"),
+    ("init", r"root (image|file system \S+) mounted"),
     ("login", r"login: ?"),
 ]
 
 
+def fresh_overlay(machine: Machine) -> None:
+    """Every VISO boot starts from the image as built (its first boot, as an instance's)."""
+    for drive in machine.drives:
+        base = Path(str(drive.path).removesuffix(".overlay.qcow2"))
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(base.absolute()), str(drive.path)], check=True)
+
+
 def boot_once(machine: Machine, log: Path, timeout: float) -> dict[str, float | None]:
+    fresh_overlay(machine)
     with VM(machine, log) as vm:
         vm.wait_for(r"login: ?", timeout)
         return {name: vm.arrival_of(pattern) for name, pattern in MILESTONES}
@@ -74,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct-machine", choices=MACHINES, action="append",
                         help=f"the machine the direct kernel boots use (default {DIRECT_MACHINE}); "
                              "repeat it to boot on each, alternating")
+    parser.add_argument("--viso", nargs="?", type=Path, metavar="VISO",
+                        const=ARTIFACTS / f"mixos-{iso_stage.project_version()}.viso",
+                        help="also boot the VISO (default artifacts/mixos-<version>.viso)")
+    parser.add_argument("--uefi", action="store_true",
+                        help="also boot the ISO (and the VISO) with OVMF")
+    parser.add_argument("--no-direct", action="store_true", help="no direct kernel boots")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--against", type=Path, metavar="ARTIFACTS",
@@ -93,16 +113,27 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     accel = probe_accel(args.kernel, args.initrd)
     modes: dict[str, Machine] = {}
+    tmpdir = tempfile.TemporaryDirectory(prefix="mixos-boot-bench-")
     for suffix, (iso, kernel, initrd) in image_sets.items():
         modes["iso" + suffix] = Machine(accel=accel, memory_mb=args.memory, machine=args.machine,
                                         iso=iso)
-        for direct in direct_machines:
+        if args.uefi:
+            modes["iso-uefi" + suffix] = Machine(accel=accel, memory_mb=args.memory, iso=iso,
+                                                 uefi=True)
+        if args.viso is not None and not suffix:
+            disk = Path(tmpdir.name) / f"{args.viso.name}.overlay.qcow2"
+            disk.parent.mkdir(exist_ok=True)
+            (Path(tmpdir.name) / args.viso.name).symlink_to(args.viso.absolute())
+            for uefi in (False, True) if args.uefi else (False,):
+                modes["viso-uefi" if uefi else "viso"] = Machine(
+                    accel=accel, memory_mb=args.memory, drives=(Drive(disk),), uefi=uefi)
+        for direct in [] if args.no_direct else direct_machines:
             name = "direct" if len(direct_machines) == 1 else f"direct-{direct}"
             modes[name + suffix] = Machine(
                 accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
                 initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
     results: dict[str, list[dict[str, float | None]]] = {m: [] for m in modes}
-    with tempfile.TemporaryDirectory(prefix="mixos-boot-bench-") as tmp:
+    with tmpdir as tmp:
         for i in range(args.runs):
             for mode, machine in modes.items():
                 try:
@@ -114,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"accel": accel, "machine": args.machine, "direct_machines": direct_machines,
               "runs": args.runs,
               "iso_mb": round(args.iso.stat().st_size / 2**20, 1),
+              **({"viso_mb": round(args.viso.stat().st_size / 2**20, 1)} if args.viso else {}),
               **{mode: summarize(r) for mode, r in results.items()}}
     print(f"accel={accel} machine={args.machine} direct-machine={','.join(direct_machines)} "
           f"runs={args.runs} ISO {report['iso_mb']} MiB")
