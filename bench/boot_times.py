@@ -35,10 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixbuild import iso as iso_stage
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import DIRECT_MACHINE, MACHINES, Drive, Machine, probe_accel
-from mixbuild.vm import VM, VMError
+from mixbuild.images import iso as iso_stage
+from mixbuild.vm.guest import VM, VMError
+from mixbuild.vm.qemu import DIRECT_MACHINE, MACHINES, Drive, Machine, probe_accel
 
 MILESTONES = [
     ("grub", r"boot menu \((VRAM|previous)"),

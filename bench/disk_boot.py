@@ -35,8 +35,8 @@ from pathlib import Path
 
 from mixboot import bootloader, grubenv, layout
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import QEMU, Machine, ovmf_firmware
-from mixbuild.vm import VM, VMError
+from mixbuild.vm.guest import VM, VMError
+from mixbuild.vm.qemu import QEMU, Machine, ovmf_firmware
 
 RESCUE_LINE = "rescue requested"
 GRUB_LINE = r"mixos-disk-test: GRUB on (\w+), oneshot=(\S*)[\r\n]"

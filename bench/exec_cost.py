@@ -26,9 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixbuild import debian
 from mixbuild.common import ARTIFACTS
-from mixbuild.cpio import Entry, newc_archive
+from mixbuild.images.cpio import Entry, newc_archive
+from mixbuild.packages import debian
 
 KERNEL = ARTIFACTS / "kernel" / "bzImage"
 STATIC_PIE = ARTIFACTS / "rootfs" / "usr" / "bin" / "busybox"

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixbuild.cpio import Entry, newc_archive
+from mixbuild.images.cpio import Entry, newc_archive
 
 PROJECT = Path(__file__).resolve().parents[1]
 MIXOS_KERNEL = PROJECT / "artifacts" / "kernel" / "bzImage"

@@ -37,7 +37,7 @@ sys.path.insert(0, str(PROJECT / "src"))
 from mix.build import ZSTD_LEVEL, build_package
 from mix.index import scan_repo, write_index
 from mix.keys import generate
-from mixbuild import debian
+from mixbuild.packages import debian
 
 # Binaries and libraries, 1-5 MB each as .deb, ~115 MB together.
 PACKAGES = ["ripgrep", "qemu-utils", "openssl", "udev", "cmake", "systemd", "grub-common", "perl-base", "librpm9", "libssl3", "libpython3.11", "libpython3.11-stdlib", "python3.11-minimal", "libglib2.0-0", "libqt5core5a", "libqt5gui5", "libqt5widgets5", "libgtk-3-0", "libavcodec59", "libavfilter8", "libaom3", "libpoppler126", "libmagickcore-6.q16-6", "libgs10", "libtesseract5", "libproj25", "libhdf5-103-1", "libsystemd-shared", "libharfbuzz-icu0", "libtorrent-rasterbar2.0", "mariadb-client", "xvfb", "gstreamer1.0-plugins-good", "texinfo", "netpbm", "iverilog", "ngspice", "ledger", "wabt", "lld-14", "libqt6core6", "libqt6gui6", "libqt6widgets6", "libopencv-imgproc406", "libmfx1", "libplacebo208", "librados2", "librbd1", "libperl5.36", "libgraphicsmagick-q16-3"]

@@ -102,7 +102,7 @@ GPT_ENTRY = struct.Struct("<16s16sQQQ72s")  # type, unique GUID, first/last LBA,
 MAX_GPT_ENTRIES_BYTES = 1 << 20  # sanity bound on a header's entry array
 
 
-# The kit: the files `make bootloader` (mixbuild.bootloader) puts in one directory.
+# The kit: the files `make bootloader` (mixbuild.images.bootloader) puts in one directory.
 KIT_BOOT_IMG = "boot.img"  # GRUB's i386-pc boot.img, as Debian ships it
 KIT_CORE_IMG = "core.img"  # grub-mkimage -O i386-pc, prefix layout.GRUB_PREFIX
 KIT_EFI = "BOOTX64.EFI"  # grub-mkimage -O x86_64-efi, the same prefix

@@ -1,4 +1,4 @@
-"""GRUB menus: the installed disk's (the live medium's is built in mixbuild.iso,
+"""GRUB menus: the installed disk's (the live medium's is built in mixbuild.images.iso,
 from the same entries and command line, mixboot.cmdline).
 
 The disk menu boots, by id, the kernel GRUB's environment block names (see

@@ -8,14 +8,14 @@ import sys
 # stage name -> module implementing main(argv) -> int
 STAGES = {
     "deps": "mixbuild.deps",
-    "kernel": "mixbuild.kernel",
-    "packages": "mixbuild.packages",
-    "rootfs": "mixbuild.rootfs",
-    "initramfs": "mixbuild.initramfs",
-    "iso": "mixbuild.iso",
-    "bootloader": "mixbuild.bootloader",
-    "viso": "mixbuild.viso",
-    "qemu": "mixbuild.qemu",
+    "kernel": "mixbuild.images.kernel",
+    "packages": "mixbuild.packages.repo",
+    "rootfs": "mixbuild.images.rootfs",
+    "initramfs": "mixbuild.images.initramfs",
+    "iso": "mixbuild.images.iso",
+    "bootloader": "mixbuild.images.bootloader",
+    "viso": "mixbuild.images.viso",
+    "qemu": "mixbuild.vm.qemu",
 }
 
 

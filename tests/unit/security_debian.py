@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import debian
+from mixbuild.packages import debian
 
 
 def unpacked(*packages: str) -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""The GRUB kit (mixbuild.bootloader) and its installer (mixboot.bootloader) on
+"""The GRUB kit (mixbuild.images.bootloader) and its installer (mixboot.bootloader) on
 GPT image files made with sfdisk: the fields grub-bios-setup would patch, and
 refusals that leave the disk untouched."""
 
@@ -24,7 +24,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The kit as `make bootloader` builds it (into a temporary directory)."""
     if shutil.which("grub-mkimage") is None or not Path("/usr/lib/grub/i386-pc").is_dir():
         pytest.skip("needs grub-mkimage with grub-pc-bin and grub-efi-amd64-bin")
-    from mixbuild import bootloader as stage
+    from mixbuild.images import bootloader as stage
 
     return stage.build(tmp_path_factory.mktemp("kit") / "grub")
 
@@ -134,7 +134,7 @@ def test_install_refuses_missing_esp_mount_before_writing(tmp_path: Path, kit: P
 
 
 def test_kit_is_reproducible_cached_and_fits_partition_1(tmp_path: Path, kit: Path) -> None:
-    from mixbuild import bootloader as stage
+    from mixbuild.images import bootloader as stage
 
     again = stage.build(tmp_path / "grub")
     for name in ("boot.img", "core.img", "BOOTX64.EFI"):

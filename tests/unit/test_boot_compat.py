@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import bootcompat
+from mixbuild.images import bootcompat
 
 FULL = set(bootcompat.BOOT_OPTIONS) | {"SATA_AHCI", "RD_GZIP", "SQUASHFS_XZ", "SQUASHFS_ZSTD"}
 

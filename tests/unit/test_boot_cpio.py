@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild.cpio import Entry, newc_archive
+from mixbuild.images.cpio import Entry, newc_archive
 
 ENTRIES = [
     Entry.directory("bin"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import initramfs
 from mixbuild.common import PROJECT
+from mixbuild.images import initramfs
 
 BUSYBOX = "busybox"  # the host's (busybox-static is a build dependency)
 INIT_D = PROJECT / "packages" / "mixos-init" / "files" / "etc" / "init.d"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import iso
+from mixbuild.images import iso
 
 
 def inputs(tmp_path: Path, label: str = "MIXOS") -> iso.IsoInputs:

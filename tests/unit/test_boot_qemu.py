@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import qemu
-from mixbuild.qemu import Drive, Machine, command
+from mixbuild.vm import qemu
+from mixbuild.vm.qemu import Drive, Machine, command
 
 
 def test_iso_boot_is_a_q35_cdrom_with_user_network_forwarded_on_loopback() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import kconfig, kernel
+from mixbuild.images import kconfig, kernel
 
 # KSPP recommended settings for x86_64 (Linux 6.1, GCC) that MixOS keeps, plus what
 # issue "Hardened out of the box" asks for. None: must not be set.

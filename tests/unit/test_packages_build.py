@@ -12,8 +12,8 @@ import pytest
 
 from mix.package import read_metadata
 from mixbuild.common import PACKAGES_DIR
-from mixbuild.packages import Builder, build_one, metadata
-from mixbuild.recipe import Recipe, load_recipes, parse_recipe
+from mixbuild.packages.recipe import Recipe, load_recipes, parse_recipe
+from mixbuild.packages.repo import Builder, build_one, metadata
 
 RECIPE = '''
 name = "demo"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mixbuild.common import PACKAGES_DIR, BuildError
-from mixbuild.debian import DebPackage
-from mixbuild.debsource import build_key, deb_src_sources
-from mixbuild.recipe import RecipeError, parse_recipe
-from mixbuild.staging import StageInputs, make_variables, stage_files
+from mixbuild.packages.debian import DebPackage
+from mixbuild.packages.debsource import build_key, deb_src_sources
+from mixbuild.packages.recipe import RecipeError, parse_recipe
+from mixbuild.packages.staging import StageInputs, make_variables, stage_files
 
 DEB822 = """\
 Types: deb
@@ -147,7 +147,7 @@ def test_staging_copies_the_selected_files_of_the_built_tree(tmp_path: Path) -> 
 
 @pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs apt")
 def test_busybox_is_built_from_its_source_at_the_source_version() -> None:
-    from mixbuild.debian import candidates
+    from mixbuild.packages.debian import candidates
 
     recipe = parse_recipe(PACKAGES_DIR / "busybox/recipe.toml")
     (spec,) = recipe.debian_source
@@ -171,7 +171,7 @@ def config_lines(path: Path) -> dict[str, str]:
 def test_busybox_config_is_debians_with_the_documented_changes() -> None:
     """packages/busybox/recipe.toml lists the changes to Debian's configuration;
     nothing else may differ."""
-    from mixbuild.debsource import debsrc_dir
+    from mixbuild.packages.debsource import debsrc_dir
 
     trees = sorted((debsrc_dir() / "unpacked").glob("busybox_*/tree"))
     if not trees:

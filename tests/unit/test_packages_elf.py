@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from mixbuild.common import BuildError
-from mixbuild.elf import read_elf, scan_tree
-from mixbuild.packages import (
+from mixbuild.packages.elf import read_elf, scan_tree
+from mixbuild.packages.recipe import Recipe
+from mixbuild.packages.repo import (
     Staged,
     auto_dependencies,
     check_sonames,
     linkage_json,
     soname_providers,
 )
-from mixbuild.recipe import Recipe
 
 LS = Path("/usr/bin/ls")
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")

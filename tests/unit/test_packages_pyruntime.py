@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import pyruntime
 from mixbuild.common import PACKAGES_DIR
+from mixbuild.packages import pyruntime
 
 CACHE = Path(os.environ.get("MIXOS_CACHE", "/var/cache/mixos"))
 have_debs = any((CACHE / "debs").glob("libpython3.11-stdlib_*.deb"))
@@ -50,12 +50,12 @@ def test_mix_stdlib_imports_sees_lazy_imports(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_debs
 def test_committed_module_list_covers_what_mix_imports(interpreter: Path) -> None:
-    from mixbuild.packages import trace_sites
+    from mixbuild.packages.repo import trace_sites
 
     traced = pyruntime.trace(trace_sites(), pyruntime.python_command(interpreter),
                              interpreter / pyruntime.STDLIB)
     listed = set(pyruntime.read_module_list(PACKAGES_DIR / "python3/modules.txt"))
     missing = sorted(set(traced) - listed)
     assert not missing, (f"mix now imports {missing}, which the python3 package lacks; run "
-                         "'PYTHONPATH=src .venv/bin/python -m mixbuild.pyruntime trace' "
+                         "'PYTHONPATH=src .venv/bin/python -m mixbuild.packages.pyruntime trace' "
                          "and commit packages/python3/modules.txt")

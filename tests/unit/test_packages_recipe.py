@@ -9,8 +9,8 @@ import pytest
 
 from mix.version import compare, parse_version
 from mixbuild.common import PACKAGES_DIR
-from mixbuild.debian import mix_version
-from mixbuild.recipe import RecipeError, load_recipes, parse_recipe
+from mixbuild.packages.debian import mix_version
+from mixbuild.packages.recipe import RecipeError, load_recipes, parse_recipe
 
 
 def write(tmp_path: Path, text: str, name: str = "demo") -> Path:
@@ -134,7 +134,7 @@ def test_revision_bumps_the_release() -> None:
 
 @pytest.mark.skipif(shutil.which("apt-cache") is None, reason="needs apt")
 def test_every_debian_package_a_recipe_names_is_known_to_apt() -> None:
-    from mixbuild.debian import candidates
+    from mixbuild.packages.debian import candidates
 
     names = sorted({n for r in load_recipes(PACKAGES_DIR).values() for n in r.debian_packages()})
     found = candidates(names)  # raises, naming the unknown ones

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mixbuild.common import ARTIFACTS, PACKAGES_DIR
-from mixbuild.elf import scan_tree
+from mixbuild.packages.elf import scan_tree
 
 ROOT = ARTIFACTS / "rootfs"
 MEDIUM_REPO = ARTIFACTS / "medium-repo"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild.rootfs import squash, squash_key
+from mixbuild.images.rootfs import squash, squash_key
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs squashfs-tools")
 

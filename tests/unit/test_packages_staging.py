@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mixbuild.common import BuildError
-from mixbuild.recipe import parse_recipe
-from mixbuild.staging import (
+from mixbuild.packages.recipe import parse_recipe
+from mixbuild.packages.staging import (
     StageInputs,
     make_variables,
     matches,
@@ -181,7 +181,7 @@ def test_missing_required_copy_source_is_an_error(tmp_path: Path) -> None:
 
 
 def test_concat_joins_parts_in_path_order_and_removes_them(tmp_path: Path) -> None:
-    from mixbuild.staging import concat
+    from mixbuild.packages.staging import concat
 
     _tree(tmp_path, {"usr/share/ca/b.crt": "B\n", "usr/share/ca/a.crt": "A\n",
                      "usr/share/ca/readme": "no"})

@@ -13,7 +13,7 @@ import pytest
 from security_debian import unpacked
 from security_policy import SECURITY
 
-from mixbuild import apparmor
+from mixbuild.packages import apparmor
 
 PROFILES = SECURITY / "apparmor.d"
 # profile file -> (profile name, attachment path or None for change_onexec only)
@@ -77,9 +77,9 @@ def test_profile_does_not_grant_everything(name: str) -> None:
 
 
 def test_precompiled_policy_matches_the_profiles() -> None:
-    """configs/security/apparmor-compiled is what `python -m mixbuild.apparmor` makes
+    """configs/security/apparmor-compiled is what `python -m mixbuild.packages.apparmor` makes
     from the current profiles (the image loads it instead of compiling at boot)."""
     unpacked("apparmor")  # skips without root, like the other Debian-tool tests
     bad = apparmor.stale()
     assert not bad, (f"stale precompiled AppArmor policy: {bad}; regenerate with "
-                     "PYTHONPATH=src .venv/bin/python -m mixbuild.apparmor")
+                     "PYTHONPATH=src .venv/bin/python -m mixbuild.packages.apparmor")

@@ -1,4 +1,4 @@
-"""The ELF hardening checker (mixbuild.elfhardening) against programs compiled here
+"""The ELF hardening checker (mixbuild.packages.elfhardening) against programs compiled here
 with and without each protection, and the image's ELF files against the committed
 baseline (tests/unit/data/elf_hardening_baseline.json)."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import elfhardening
-from mixbuild.elfhardening import Hardening, compare, inspect, scan, to_baseline
+from mixbuild.packages import elfhardening
+from mixbuild.packages.elfhardening import Hardening, compare, inspect, scan, to_baseline
 
 PROJECT = Path(__file__).resolve().parents[2]
 ROOTFS = PROJECT / "artifacts" / "rootfs"
@@ -149,7 +149,8 @@ def test_image_elf_files_do_not_regress_against_baseline() -> None:
     assert results, f"no ELF files found in {ROOTFS}"
     assert BASELINE.is_file(), (
         f"{BASELINE} is missing; create it with: PYTHONPATH=src .venv/bin/python -m "
-        f"mixbuild.elfhardening artifacts/rootfs --write-baseline {BASELINE.relative_to(PROJECT)}")
+        f"mixbuild.packages.elfhardening artifacts/rootfs "
+        f"--write-baseline {BASELINE.relative_to(PROJECT)}")
     result = compare(results, json.loads(BASELINE.read_text()))
     assert not result.regressions, (
         "ELF hardening regressions:\n  " + "\n  ".join(result.regressions)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from security_policy import PROJECT
 
-from mixbuild.recipe import parse_recipe
+from mixbuild.packages.recipe import parse_recipe
 
 RECIPE_DIR = PROJECT / "packages" / "mixos-hardening"
 INIT_D = RECIPE_DIR / "files" / "init.d"

@@ -32,7 +32,7 @@ Guest:
   guest.ssh(cmd, timeout=60, check=True) -> CompletedProcess (text; stdout/stderr)
   guest.sh(cmd) -> str                    stdout of a command that must succeed
   guest.ssh_argv(*extra) -> list[str]     the ssh command line (for scp-like uses)
-  guest.port, guest.vm (mixbuild.vm.VM: wait_for, type, tail, console, elapsed)
+  guest.port, guest.vm (mixbuild.vm.guest.VM: wait_for, type, tail, console, elapsed)
   guest.login_seconds                     QEMU start -> "login:" on the serial console
   guest.ssh_seconds                       QEMU start -> first successful SSH command
   guest.poweroff(timeout=60) -> int       ask the guest to power off, wait for QEMU
@@ -54,10 +54,10 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import iso as iso_stage
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import DIRECT_MACHINE, Machine, free_port, probe_accel
-from mixbuild.vm import VM, VMError
+from mixbuild.images import iso as iso_stage
+from mixbuild.vm.guest import VM, VMError
+from mixbuild.vm.qemu import DIRECT_MACHINE, Machine, free_port, probe_accel
 
 LOGIN_PROMPT = r"login: ?"
 # Bounds on every wait. Generous: TCG on a loaded 2-core host can be slow, and a

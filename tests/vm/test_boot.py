@@ -12,7 +12,7 @@ import re
 import pytest
 from conftest import Guest, Images, StartVM
 
-from mixbuild import iso as iso_stage
+from mixbuild.images import iso as iso_stage
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import Guest, KeyPair, StartMachine
 
 from mixbuild.common import PROJECT
-from mixbuild.qemu import Drive, Machine
-from mixbuild.vm import VM
+from mixbuild.vm.guest import VM
+from mixbuild.vm.qemu import Drive, Machine
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
 

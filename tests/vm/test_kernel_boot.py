@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from mixbuild import kernel
-from mixbuild.cpio import Entry, newc_archive
+from mixbuild.images import kernel
+from mixbuild.images.cpio import Entry, newc_archive
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from conftest import Guest, Images, KeyPair, overlay
 
-from mixbuild import elfhardening
 from mixbuild.common import ARTIFACTS, PROJECT
-from mixbuild.qemu import Drive, Machine, free_port
-from mixbuild.vm import VM
+from mixbuild.packages import elfhardening
+from mixbuild.vm.guest import VM
+from mixbuild.vm.qemu import Drive, Machine, free_port
 
 sys.path.insert(0, str(PROJECT / "tests" / "unit"))
 from security_policy import (

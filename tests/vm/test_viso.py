@@ -22,7 +22,7 @@ from conftest import Guest, StartMachine, overlay
 from release import make_release, repo_disk
 
 from mixbuild.common import ARTIFACTS
-from mixbuild.qemu import Drive, Machine
+from mixbuild.vm.qemu import Drive, Machine
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
 

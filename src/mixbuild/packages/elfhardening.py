@@ -8,9 +8,9 @@ its code was compiled with, so for it the stack protector is read from GCC's
 record of the compile options (.GCC.command.line, -frecord-gcc-switches): every
 recorded compilation must have enabled it. Without that record it counts as absent.
 
-    python -m mixbuild.elfhardening artifacts/rootfs                 # print the table
-    python -m mixbuild.elfhardening artifacts/rootfs --check BASELINE.json
-    python -m mixbuild.elfhardening artifacts/rootfs --write-baseline BASELINE.json
+    python -m mixbuild.packages.elfhardening artifacts/rootfs                 # print the table
+    python -m mixbuild.packages.elfhardening artifacts/rootfs --check BASELINE.json
+    python -m mixbuild.packages.elfhardening artifacts/rootfs --write-baseline BASELINE.json
 
 A regression is a file of the baseline whose protection got weaker, or a file not
 in the baseline that misses a protection the policy requires (MINIMUM). Files that
@@ -259,7 +259,7 @@ def summary(results: list[Hardening]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixbuild.elfhardening",
+    parser = argparse.ArgumentParser(prog="python -m mixbuild.packages.elfhardening",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="tree to scan, e.g. artifacts/rootfs")
     parser.add_argument("--check", type=Path, metavar="BASELINE",

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import debian, debsource, pyruntime, wheel
-from .common import (
+from mixbuild.common import (
     ARTIFACTS,
     PACKAGES_DIR,
     PROJECT,
@@ -32,9 +31,10 @@ from .common import (
     source_date_epoch,
     step,
 )
-from .elf import TreeLinkage, scan_tree
-from .recipe import Recipe, RecipeError, load_recipes
-from .staging import (
+from mixbuild.packages import debian, debsource, pyruntime, wheel
+from mixbuild.packages.elf import TreeLinkage, scan_tree
+from mixbuild.packages.recipe import Recipe, RecipeError, load_recipes
+from mixbuild.packages.staging import (
     MissingInput,
     StageInputs,
     Variables,
@@ -51,7 +51,7 @@ KEY_NAME = "mixos-repo"
 # reads it (the mix package depends on python3-zstandard).
 COMPRESSION = "zstd"
 # The builder's own code: a change to any of these rebuilds every package.
-BUILDER_FILES = ("packages.py", "staging.py", "recipe.py", "debian.py", "debsource.py",
+BUILDER_FILES = ("repo.py", "staging.py", "recipe.py", "debian.py", "debsource.py",
                  "elf.py", "pyruntime.py", "wheel.py")
 MIX_BUILD_FILES = ("build.py", "package.py")
 
@@ -89,7 +89,7 @@ def _builder_hash() -> str:
     here = Path(__file__).parent
     for name in BUILDER_FILES:
         h.update((here / name).read_bytes())
-    mix_dir = here.parent / "mix"
+    mix_dir = here.parents[1] / "mix"  # src/mix
     for name in MIX_BUILD_FILES:
         if (mix_dir / name).exists():
             h.update((mix_dir / name).read_bytes())

@@ -29,12 +29,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixbuild import kconfig
+from mixbuild.images import kconfig
 
 # Bump when the way the kernel is built changes (not the fragments: they are hashed).
 RECIPE_VERSION = 1
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 FRAGMENT_DIR = PROJECT / "configs" / "kernel"
 CMDLINE_FILE = FRAGMENT_DIR / "cmdline"
 ARTIFACTS = PROJECT / "artifacts" / "kernel"
@@ -152,7 +152,7 @@ def fragment_paths() -> list[Path]:
     unlisted = sorted(p.name for p in FRAGMENT_DIR.glob("*.config") if p not in listed)
     if missing or unlisted:
         raise KernelError(f"configs/kernel/: missing fragments {missing}, fragments not in "
-                          f"mixbuild.kernel.FRAGMENTS {unlisted}; keep the two in step")
+                          f"mixbuild.images.kernel.FRAGMENTS {unlisted}; keep the two in step")
     return listed
 
 

@@ -23,9 +23,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .common import BuildError, cache_dir, log, run, step, unpack_once
-from .debian import DebPackage
-from .recipe import DebianSourceBuild, Recipe
+from mixbuild.common import BuildError, cache_dir, log, run, step, unpack_once
+from mixbuild.packages.debian import DebPackage
+from mixbuild.packages.recipe import DebianSourceBuild, Recipe
 
 # Bump when the way a source build runs changes (what the script is given).
 BUILD_PROTOCOL = 1

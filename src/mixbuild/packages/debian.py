@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mix.version import parse_version
-
-from .common import BuildError, cache_dir, log, run, unpack_once
+from mixbuild.common import BuildError, cache_dir, log, run, unpack_once
 
 _UPSTREAM_BAD = re.compile(r"[^A-Za-z0-9._+~^]")
 _RELEASE_BAD = re.compile(r"[^A-Za-z0-9._+~^]")

@@ -9,8 +9,8 @@ ships) against the feature ABI its parser.conf pins, so that boot only loads the
                          path in the image; mixos-apparmor loads the binaries only when
                          `sha256sum -c` passes (an edited profile is compiled instead)
 
-    python -m mixbuild.apparmor          # regenerate after changing a profile
-    python -m mixbuild.apparmor --check  # exit 1 if the committed output is stale
+    python -m mixbuild.packages.apparmor          # regenerate after changing a profile
+    python -m mixbuild.packages.apparmor --check  # exit 1 if the committed output is stale
 
 tests/unit/test_security_apparmor.py fails when the committed output is stale.
 """
@@ -26,9 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mixbuild import debian
+from mixbuild.packages import debian
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 PROFILES = PROJECT / "configs" / "security" / "apparmor.d"
 COMPILED = PROJECT / "configs" / "security" / "apparmor-compiled"
 FEATURES = "usr/share/apparmor-features/features"  # pinned by Debian's parser.conf
@@ -86,7 +86,7 @@ def stale(profiles: Path = PROFILES, committed: Path = COMPILED) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixbuild.apparmor",
+    parser = argparse.ArgumentParser(prog="python -m mixbuild.packages.apparmor",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if configs/security/apparmor-compiled is stale")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             bad = stale()
             if bad:
                 print(f"stale precompiled AppArmor policy: {', '.join(bad)}; "
-                      "run: PYTHONPATH=src .venv/bin/python -m mixbuild.apparmor")
+                      "run: PYTHONPATH=src .venv/bin/python -m mixbuild.packages.apparmor")
                 return 1
             print("precompiled AppArmor policy is up to date")
             return 0

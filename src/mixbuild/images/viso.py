@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, cache_dir, cache_lock, log, run, step
-from mixbuild.iso import project_version
-from mixbuild.rootfs import REPO, host_mix
+from mixbuild.images.iso import project_version
+from mixbuild.images.rootfs import REPO, host_mix
 
 VISO_CONFIG = PROJECT / "packaging" / "viso.yaml"
 # The image's virtual size: room for the system and upgrades; `qemu-img resize`

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mixbuild.qemu import Machine, command
+from mixbuild.vm.qemu import Machine, command
 
 TAIL_LINES = 50
 # What the kernel prints last when it powers the machine off (at any log level);

@@ -355,7 +355,7 @@ def parse_recipe(path: Path) -> Recipe:
         if not (path.parent / runtime.modules).is_file():
             raise RecipeError(f"{s.where}: 'modules' file {runtime.modules!r} not found in "
                               f"{path.parent}; generate it with "
-                              "'python -m mixbuild.pyruntime trace'")
+                              "'python -m mixbuild.packages.pyruntime trace'")
         s.done()
 
     recipe = Recipe(

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import (
+from mixbuild.common import (
     ARTIFACTS,
     PROJECT,
     BuildError,
@@ -106,8 +106,7 @@ def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) ->
     files of those that are not already installed in ROOT (`mix install nginx`
     works offline; installed ones never need their file again). Returns its size."""
     from mix.index import write_index
-
-    from .packages import signing_key
+    from mixbuild.packages.repo import signing_key
 
     index = json.loads((REPO / "index.json").read_text())
     have = {(p["name"], p["version"]) for p in installed(root)}

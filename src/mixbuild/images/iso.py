@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixboot import cmdline
-from mixbuild import bootcompat
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
+from mixbuild.images import bootcompat
 
 VOLUME_LABEL = "MIXOS"
 CMDLINE_FILE = PROJECT / "configs" / "kernel" / "cmdline"

@@ -44,7 +44,7 @@ MENU_MODULES = ("normal", "configfile", "linux", "search", "search_fs_uuid", "se
                 "reboot", "halt", "ls", "cat")
 # What each platform needs to find the root partition, plus its own loaders.
 # BIOS: the firmware's disks (biosdisk) and the 16-bit Linux boot protocol
-# (linux16, ~1.5 s sooner to /init under TCG, see mixbuild.iso). No video
+# (linux16, ~1.5 s sooner to /init under TCG, see mixbuild.images.iso). No video
 # module: linux16 leaves the screen in text mode, which is what the kernel wants.
 BIOS_MODULES = ("biosdisk", "part_gpt", "ext2", "linux16", *MENU_MODULES)
 # UEFI: the firmware's disks come with the EFI kernel; fat reads the ESP, efi_gop

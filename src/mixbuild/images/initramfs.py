@@ -31,7 +31,7 @@ from mixbuild.common import (
     source_date_epoch,
     step,
 )
-from mixbuild.cpio import Entry, newc_archive
+from mixbuild.images.cpio import Entry, newc_archive
 
 BUSYBOX_PACKAGE = "busybox-static"
 INIT_SCRIPT = PROJECT / "initramfs" / "init"

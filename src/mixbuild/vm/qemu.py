@@ -215,7 +215,7 @@ def probe_accel(kernel: Path, initrd: Path, *, timeout: float = 8.0,
         raise ValueError(f"MIXOS_ACCEL={forced!r}: use 'kvm' or 'tcg'")
     if not kvm_usable():
         return "tcg"
-    from mixbuild.vm import VM, VMError  # vm imports this module
+    from mixbuild.vm.guest import VM, VMError  # vm imports this module
 
     probe = Machine(accel="kvm", kernel=kernel, initrd=initrd, network=False,
                     append="console=ttyS0,115200 quiet mixos.probe")
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         accel = probe_accel(kernel, initrd) if kernel.exists() and initrd.exists() else "tcg"
     append = args.append
     if append is None and args.kernel:
-        from mixbuild import iso
+        from mixbuild.images import iso
 
         append = iso.kernel_args(iso.entry_args("normal"))
     machine = args.machine or (DIRECT_MACHINE if args.kernel and not (args.uefi or args.graphics)

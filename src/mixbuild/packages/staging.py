@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
-from .debian import DebPackage
-from .recipe import CopySource, Recipe
+from mixbuild.common import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
+from mixbuild.packages.debian import DebPackage
+from mixbuild.packages.recipe import CopySource, Recipe
 
 DEFAULT_STRIP = (
     "usr/share/doc/**", "usr/share/man/**", "usr/share/info/**", "usr/share/locale/**",
@@ -293,7 +293,7 @@ def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files
 
 
 def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:
-    from . import pyruntime  # local import: pyruntime uses staging helpers
+    from mixbuild.packages import pyruntime  # local import: pyruntime uses staging helpers
 
     for d in recipe.debian:
         tree = inputs.debs[d.package][1]

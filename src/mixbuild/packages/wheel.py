@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .common import BuildError, cache_dir, log, run, unpack_once
+from mixbuild.common import BuildError, cache_dir, log, run, unpack_once
 
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
              "manylinux_2_5_x86_64", "manylinux1_x86_64")
