@@ -53,15 +53,19 @@ bootloader: deps
 
 # The images are built first, so that the unit tests that read them (kernel
 # .config, root filesystem chroot checks, ELF hardening) run instead of skipping.
+# The VM tests run on two workers (pytest-xdist), a test file each at a time: one
+# VM per core under TCG.
+VM_TESTS    := PYTHONPATH=src $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: deps iso viso
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
-	PYTHONPATH=src $(PY) -m pytest -q tests/vm
+	$(VM_TESTS) tests/vm
 
 test-unit: deps
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
 
 test-qemu: iso viso
-	PYTHONPATH=src $(PY) -m pytest -q tests/vm
+	$(VM_TESTS) tests/vm
 
 # The installed-system VM tests alone: unattended install, disk boot, upgrades.
 test-install: iso

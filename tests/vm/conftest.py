@@ -223,8 +223,9 @@ class Guest:
             pytest.fail(str(e), pytrace=False)
 
     def stop(self) -> None:
-        """Power off politely if possible, else kill QEMU (teardown)."""
-        if self.vm.running:
+        """Power off politely if possible, else kill QEMU (teardown). A guest logged
+        in as another user than root cannot power off: killed at once."""
+        if self.vm.running and self.user == "root":
             try:
                 subprocess.run([*self.ssh_argv("-o", "ConnectTimeout=3"), "poweroff"],
                                capture_output=True, timeout=15, stdin=subprocess.DEVNULL,
@@ -350,7 +351,29 @@ def guest(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: Ke
     g.stop()
 
 
+def _worker_metrics_files() -> list[Path]:
+    return sorted(ARTIFACTS.glob(".vm-metrics-*.json"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        for stale in _worker_metrics_files():
+            stale.unlink(missing_ok=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist (make test runs the VM tests on two workers, one VM each)
+    every worker hands its measurements to the controller through a file."""
+    worker = getattr(session.config, "workerinput", None)
+    if worker is not None and _METRICS:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / f".vm-metrics-{worker['workerid']}.json").write_text(json.dumps(_METRICS))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for part in _worker_metrics_files():
+        _METRICS.update(json.loads(part.read_text()))
+        part.unlink()
     if not _METRICS:
         return
     terminalreporter.section("MixOS boot measurements")

@@ -184,15 +184,16 @@ def test_killed_upgrade_leaves_a_bootable_consistent_system(
     g = start_machine(machine)
     g.sh(REPO_MOUNT)
     # In the background; QEMU is killed while mix works on the kernel package.
-    # In the background; QEMU is killed as soon as mix has begun to unpack the new
-    # kernel package (its directory appears before the transaction commits).
+    # In the background (setsid: it outlives the SSH session); QEMU is killed as soon
+    # as mix has begun to unpack the new kernel package (its directory appears
+    # before the transaction commits).
     new = releases["good_version"]
-    g.ssh("nohup mix --repo file:///mnt/repo2/repo -y upgrade > /root/upgrade.log 2>&1 &")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if g.ssh(f"test -e /usr/lib/linux/{new}", check=False).returncode == 0:
-            break
-        time.sleep(0.2)
+    g.ssh("setsid sh -c 'mix --repo file:///mnt/repo2/repo -y upgrade > /root/upgrade.log 2>&1'"
+          " < /dev/null > /dev/null 2>&1 &")
+    deadline = time.monotonic() + 120
+    while g.ssh(f"test -e /usr/lib/linux/{new}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, g.ssh("cat /root/upgrade.log", check=False).stdout
+        time.sleep(0.1)
     g.vm.kill()
     g = start_machine(machine, name="viso-killed-2")
     g.sh("mix verify", timeout=300)
