@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,8 +120,9 @@ def sec(request: pytest.FixtureRequest, mixos_images: Images, vm_accel: str, vm_
     medium = request.param
     tag = f"{os.getpid() % 100000}"
     tap, netns = f"mxsec{tag}", f"mixos-sec-{tag}"
-    control = vm_workdir / "sec-ssh"
-    control.mkdir(exist_ok=True)
+    # A short path: Unix socket names (the SSH control socket) are limited to 108
+    # bytes, and pytest-xdist's temporary directories are long.
+    control = Path(tempfile.mkdtemp(prefix="mxsec-", dir="/tmp"))
     host_run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
     port = free_port()
     tap_nic = ("-netdev", f"tap,id=sec1,ifname={tap},script=no,downscript=no",
@@ -161,6 +164,7 @@ def sec(request: pytest.FixtureRequest, mixos_images: Images, vm_accel: str, vm_
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30,
                        check=False)
         subprocess.run(["ip", "link", "del", tap], capture_output=True, timeout=30, check=False)
+        shutil.rmtree(control, ignore_errors=True)
 
 
 # ---- kernel ---------------------------------------------------------------------------
