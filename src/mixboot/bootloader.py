@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixboot import layout
+from mixboot import durable, layout
 
 SECTOR = 512  # GRUB's i386-pc boot code reads 512-byte sectors only
 
@@ -295,23 +295,6 @@ def plan(disk: str, fd: int, kit: Kit, esp_mount: Path) -> Plan:
                 efi_source=kit.efi, efi_target=esp_mount / layout.EFI_LOADER)
 
 
-def copy_durably(source: Path, target: Path) -> None:
-    """SOURCE to TARGET via a temporary name in the same directory, synced and renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with source.open("rb") as src, tmp.open("wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    tmp.replace(target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def install(disk: str | Path, *, kit: Path, esp_mount: Path) -> None:
     """Make DISK (a block device or an image file with a MixOS GPT) boot GRUB under
     BIOS and UEFI, from the kit directory KIT; the ESP is mounted at ESP_MOUNT.
@@ -330,4 +313,4 @@ def install(disk: str | Path, *, kit: Path, esp_mount: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    copy_durably(p.efi_source, p.efi_target)
+    durable.copy(p.efi_source, p.efi_target)

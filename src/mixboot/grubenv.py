@@ -30,6 +30,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from mixboot import durable
+
 SIGNATURE = b"# GRUB Environment Block\n"
 SIZE = 1024  # grub-editenv's size; GRUB accepts any size, this module keeps a file's own
 PADDING = b"#"
@@ -118,11 +120,7 @@ def create(path: Path, env: Mapping[str, str] | None = None) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    durable.fsync_dir(path.parent)
 
 
 def load(path: Path) -> dict[str, str]:

@@ -33,13 +33,12 @@ The life of a kernel upgrade:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixboot import cmdline, grubenv
+from mixboot import cmdline, durable, grubenv
 from mixboot.menu import MenuKernel, disk_menu
 
 KERNELS = Path("usr/lib/linux")
@@ -80,7 +79,7 @@ class BootConfig:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"root_uuid": self.root_uuid, "kernel_args": self.kernel_args,
                 "os_version": self.os_version}
-        _write_atomic(path, json.dumps(data, indent=2) + "\n")
+        durable.write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def version_key(ver: str) -> list[tuple[int, int | str]]:
@@ -123,35 +122,6 @@ def set_env(root: Path, **values: str) -> None:
     grubenv.save(path, env)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.new")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(dst)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sync_boot(root: Path, keep: set[str]) -> list[str]:
     """Link the installed kernel into /boot, then keep only KEEP and it (at most
     one other, the newest of KEEP). Returns the kernels in /boot, newest first."""
@@ -162,8 +132,7 @@ def sync_boot(root: Path, keep: set[str]) -> list[str]:
         for name in KERNEL_FILES:
             src = root / KERNELS / new / name
             if src.is_file():
-                _link_or_copy(src, dst / name)
-        _fsync_dir(dst)
+                durable.link_or_copy(src, dst / name)
     others = [k for k in boot_kernels(root) if k != new and k in keep]
     wanted = ([new] if new else []) + others[:1]
     for k in boot_kernels(root):
@@ -181,7 +150,7 @@ def write_menu(root: Path, config: BootConfig, kernels: list[str], installed: st
                      hardening=hardening, extra=config.kernel_args)
     path = root / GRUB_DIR / "grub.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, text)
+    durable.write_text(path, text)
     return path
 
 

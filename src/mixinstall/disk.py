@@ -91,14 +91,7 @@ def boot_disks() -> set[int]:
                 names.append(dev)
     except OSError:
         pass
-    for name in names:
-        try:
-            st = os.stat(name)
-        except OSError:
-            continue
-        if stat.S_ISBLK(st.st_mode):
-            found.add(whole_disk(st.st_rdev))
-    return found
+    return found | disks_of(names)
 
 
 def mounted_devices() -> set[int]:
@@ -109,10 +102,15 @@ def mounted_devices() -> set[int]:
         devs += [line.split()[0] for line in Path("/proc/swaps").read_text().splitlines()[1:]]
     except OSError:
         pass
+    return disks_of(devs)
+
+
+def disks_of(names: list[str]) -> set[int]:
+    """Device numbers of the whole disks holding the block devices NAMES."""
     out: set[int] = set()
-    for d in devs:
+    for name in names:
         try:
-            st = os.stat(d)
+            st = os.stat(name)
         except OSError:
             continue
         if stat.S_ISBLK(st.st_mode):

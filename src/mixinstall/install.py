@@ -186,11 +186,11 @@ def install(config: InstallConfig, target: Path, progress: Progress, *,
                 raise InstallError(f"the boot loader could not be installed: {e}") from None
             finally:
                 shutil.rmtree(esp, ignore_errors=True)
-        keys = sorted(p.name for p in (target / "etc/ssh").glob("ssh_host_*"))
-        if keys:
+        host_keys = sorted(p.name for p in (target / "etc/ssh").glob("ssh_host_*"))
+        if host_keys:
             # Each system makes its own at first boot (S50sshd); a copied disk or VISO
             # must not share them.
-            raise InstallError(f"the installed system carries SSH host keys ({', '.join(keys)}); "
+            raise InstallError(f"the installed system carries SSH host keys ({', '.join(host_keys)}); "
                                "they must be made per instance at first boot")
         progress.log(f"installed: MixOS {os_version(target)} on {dev}")
         progress.save(target / system.INSTALL_LOG)

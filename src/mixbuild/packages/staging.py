@@ -362,10 +362,10 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
     normalize(files, source_date_epoch())
     # After normalize: a chown clears the setuid bit.
     for path in recipe.setuid:
-        target = files / path.lstrip("/")
-        if not target.is_file() or target.is_symlink():
+        setuid_file = files / path.lstrip("/")
+        if not setuid_file.is_file() or setuid_file.is_symlink():
             raise BuildError(f"{recipe.path}: setuid {path} is not a regular file of the package")
-        os.chmod(target, stat.S_IMODE(target.stat().st_mode) | stat.S_ISUID)
+        os.chmod(setuid_file, stat.S_IMODE(setuid_file.stat().st_mode) | stat.S_ISUID)
 
 
 def concat(files: Path, path: str, include: Iterable[str], mode: int, remove: bool,
