@@ -10,11 +10,13 @@ journal never disagree.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mix.errors import MixError
 
@@ -61,12 +63,15 @@ class Database:
             self.conn = sqlite3.connect(":memory:", isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            # Quoted: a '#', '?' or '%' in the root's path is part of the file name.
+            uri = f"file:{quote(str(self.path))}" + ("?mode=ro" if readonly else "")
             try:
                 self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
             except sqlite3.Error as e:
                 raise MixError(f"cannot open the package database {self.path}: {e}") from None
         self.conn.row_factory = sqlite3.Row
+        if readonly:
+            self._roll_back_hot_journal()
         try:
             if not readonly:
                 self.conn.execute("PRAGMA synchronous=FULL")
@@ -82,6 +87,32 @@ class Database:
         except sqlite3.DatabaseError as e:
             raise MixError(f"the package database {self.path} is unreadable: {e}",
                            "restore it from a backup") from None
+
+    def _roll_back_hot_journal(self) -> None:
+        """A mix killed inside a database transaction leaves a hot rollback journal,
+        which SQLite must roll back before anyone reads, and a read-only connection
+        cannot ("attempt to write a readonly database"). Whoever may write the state
+        directory rolls it back through a read-write connection first (SQLite's own
+        locks keep that safe against a running mix); others get the error below."""
+        journal = self.path.with_name(self.path.name + "-journal")
+        try:
+            hot = journal.stat().st_size > 0
+        except OSError:
+            return
+        if not hot or not os.access(self.path.parent, os.W_OK):
+            return
+        self.conn.close()
+        try:
+            rw = sqlite3.connect(f"file:{quote(str(self.path))}", uri=True,
+                                 isolation_level=None, timeout=10)
+            rw.execute("PRAGMA user_version").fetchone()
+            rw.close()
+        except sqlite3.Error as e:
+            raise MixError(f"the package database {self.path} has an interrupted write "
+                           f"that cannot be rolled back: {e}", "run mix as root") from None
+        self.conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True,
+                                    isolation_level=None, timeout=10)
+        self.conn.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self.conn.close()

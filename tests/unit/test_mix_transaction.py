@@ -116,3 +116,42 @@ def test_sigkill_at_every_checkpoint_leaves_disk_matching_db(world: World, tmp_p
     print(f"{op}: killed at {kills} checkpoints, all recovered")
     installed, problems = disk_matches_db(root)
     assert installed == after and not problems
+
+
+def test_reader_after_a_kill_inside_a_database_write_rolls_back_the_hot_journal(
+        tmp_path: Path) -> None:
+    """A mix killed while SQLite writes leaves a hot journal; `mix list`/`verify`
+    (read-only) must still open the database, rolled back to its last commit."""
+    import sqlite3
+
+    from mix.database import Database
+
+    path = tmp_path / "installed.db"
+    Database(path).close()
+    pid = os.fork()
+    if pid == 0:  # the writer, killed in the middle of its transaction
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE half_written (x)")
+        conn.execute("INSERT INTO half_written VALUES (1)")
+        conn.execute("PRAGMA cache_size=1")
+        conn.executemany("INSERT INTO half_written VALUES (?)", [(i,) for i in range(20000)])
+        os._exit(0)  # no commit, no rollback: the journal stays hot
+    os.waitpid(pid, 0)
+    assert (tmp_path / "installed.db-journal").stat().st_size > 0
+    db = Database(path, readonly=True)
+    assert db.packages() == []
+    tables = [r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")]
+    assert "half_written" not in tables
+    db.close()
+
+
+def test_a_root_path_with_url_characters_opens_its_own_database(tmp_path: Path) -> None:
+    from mix.database import Database
+
+    odd = tmp_path / "r#1?x%20"
+    odd.mkdir()
+    Database(odd / "installed.db").close()
+    assert (odd / "installed.db").is_file()
+    assert not (tmp_path / "r").exists()
