@@ -54,6 +54,7 @@ from pathlib import Path
 
 import pytest
 
+from mixboot import seed
 from mixbuild.common import ARTIFACTS
 from mixbuild.images import iso as iso_stage
 from mixbuild.vm.guest import VM, VMError
@@ -132,25 +133,9 @@ def ssh_keypair(vm_workdir: Path) -> KeyPair:
     return KeyPair(private=key, public=key.with_suffix(".pub").read_text().strip())
 
 
-def make_nocloud_seed(path: Path, public_key: str, hostname: str = "mixos-test") -> Path:
-    """A 2 MiB vfat image labelled CIDATA holding NoCloud user-data and meta-data."""
-    src = path.parent / (path.name + ".d")
-    src.mkdir(exist_ok=True)
-    (src / "user-data").write_text(
-        f'#cloud-config\nssh_authorized_keys:\n  - "{public_key}"\n')
-    (src / "meta-data").write_text(f"instance-id: {hostname}\nlocal-hostname: {hostname}\n")
-    path.unlink(missing_ok=True)
-    subprocess.run(["mkfs.vfat", "-n", "CIDATA", "-C", str(path), "2048"], check=True,
-                   capture_output=True)
-    for name in ("user-data", "meta-data"):
-        subprocess.run(["mcopy", "-i", str(path), str(src / name), f"::{name}"], check=True,
-                       capture_output=True)
-    return path
-
-
 @pytest.fixture(scope="session")
 def nocloud_seed(vm_workdir: Path, ssh_keypair: KeyPair) -> Path:
-    return make_nocloud_seed(vm_workdir / "seed.img", ssh_keypair.public)
+    return seed.make_seed(vm_workdir / "seed.img", [ssh_keypair.public], hostname="mixos-test")
 
 
 class Guest:

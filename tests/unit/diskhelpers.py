@@ -1,0 +1,107 @@
+"""Helpers for the image tests: real MixOS-shaped disk images, made without root.
+
+A raw GPT disk with the partitions mixboot.layout fixes (1 BIOS boot, 2 ESP, 3
+root), the root an ext4 file system made by `mkfs.ext4 -d` from a directory,
+the ESP a FAT file system made by mkfs.vfat and filled by mtools; GRUB's own
+boot.img and diskboot.img (from the build host's grub-pc-bin) as the BIOS boot
+code. `qemu-img convert` makes the qcow2 (compressed with -c) from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from mixboot import layout
+
+GRUB_I386 = Path("/usr/lib/grub/i386-pc")
+MIB = 1 << 20
+SECTORS_PER_MIB = MIB // 512
+
+
+def tools_missing() -> str:
+    """The tools these helpers need that the host lacks ("" when all are there)."""
+    need = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "qemu-img")
+    return " ".join(t for t in need if shutil.which(t) is None)
+
+
+def run(*argv: str | Path) -> None:
+    subprocess.run([str(a) for a in argv], check=True, capture_output=True)
+
+
+def root_tree(base: Path, version: str, kernels: tuple[str, ...],
+              os_id: str = "mixos") -> Path:
+    """A root directory as MixOS's base-files and mixos-boot lay it out:
+    /etc/os-release a symlink to ../usr/lib/os-release, /boot/<kernel>/vmlinuz."""
+    root = base / "root"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "usr/lib/os-release").write_text(
+        f'NAME="MixOS"\nID={os_id}\nVERSION_ID={version}\nPRETTY_NAME="MixOS {version}"\n')
+    os.symlink("../usr/lib/os-release", root / "etc/os-release")
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "boot/grub/grub.cfg").write_text("# menu\n")
+    for k in kernels:
+        (root / "boot" / k).mkdir()
+        # Bigger than one block and than the 60 bytes an inode holds inline.
+        (root / "boot" / k / "vmlinuz").write_bytes(os.urandom(300_000))
+        (root / "boot" / k / "initramfs.img").write_bytes(b"\0" * 5000)
+    # Many entries, so that /etc spans several directory blocks (a hashed directory).
+    for n in range(300):
+        (root / "etc" / f"file-with-a-long-name-{n:04d}.conf").write_text(str(n))
+    return root
+
+
+def mixos_disk(base: Path, version: str = "0.1.0", kernels: tuple[str, ...] = ("6.1.90",),
+               *, bios: bool = True, uefi: bool = True, os_id: str = "mixos",
+               root_mib: int = 24) -> Path:
+    """A raw disk image (BASE/disk.raw) laid out as the installer lays out a MixOS disk."""
+    base.mkdir(parents=True, exist_ok=True)
+    tree = root_tree(base, version, kernels, os_id)
+    esp_mib = 8
+    disk = base / "disk.raw"
+    total_mib = 1 + layout.BIOS_BOOT_MIB + esp_mib + root_mib + 1  # + the backup GPT
+    with disk.open("wb") as f:
+        f.truncate(total_mib * MIB)
+    starts = {layout.BIOS_BOOT: 1, layout.ESP: 1 + layout.BIOS_BOOT_MIB,
+              layout.ROOT: 1 + layout.BIOS_BOOT_MIB + esp_mib}
+    sizes = {layout.BIOS_BOOT: layout.BIOS_BOOT_MIB, layout.ESP: esp_mib, layout.ROOT: root_mib}
+    script = "label: gpt\n" + "".join(
+        f"{n} : start={starts[n] * SECTORS_PER_MIB}, size={sizes[n] * SECTORS_PER_MIB}, "
+        f"type={layout.TYPE_GUIDS[n]}, name={layout.PART_LABELS[n]}\n" for n in starts)
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script.encode(), check=True,
+                   capture_output=True)
+    root = base / "root.ext4"
+    run("mkfs.ext4", "-q", "-F", "-L", layout.FS_LABELS[layout.ROOT], "-d", tree, root,
+        f"{root_mib}M")
+    place(disk, root, starts[layout.ROOT] * MIB)
+    if uefi:
+        esp = base / "esp.vfat"
+        run("mkfs.vfat", "-n", layout.FS_LABELS[layout.ESP], "-C", esp, str(esp_mib * 1024))
+        loader = base / "BOOTX64.EFI"
+        loader.write_bytes(b"MZ" + os.urandom(4094))
+        run("mmd", "-i", esp, "::EFI", "::EFI/BOOT")
+        run("mcopy", "-i", esp, loader, "::" + layout.EFI_LOADER)
+        place(disk, esp, starts[layout.ESP] * MIB)
+    if bios:
+        # GRUB's boot.img in the MBR's code area (the partition table stays) and
+        # its first core sector at the start of the BIOS boot partition.
+        with disk.open("r+b") as f:
+            f.write((GRUB_I386 / "boot.img").read_bytes()[:440])
+            f.seek(starts[layout.BIOS_BOOT] * MIB)
+            f.write((GRUB_I386 / "diskboot.img").read_bytes())
+    return disk
+
+
+def place(disk: Path, part: Path, offset: int) -> None:
+    with disk.open("r+b") as out, part.open("rb") as src:
+        out.seek(offset)
+        shutil.copyfileobj(src, out)
+
+
+def to_qcow2(raw: Path, out: Path, compressed: bool, compat: str = "1.1") -> Path:
+    run("qemu-img", "convert", *(["-c"] if compressed else []), "-f", "raw", "-O", "qcow2",
+        "-o", f"compat={compat}", raw, out)
+    return out
