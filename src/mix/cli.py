@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--key", metavar="NAME.key", required=True)
     ri.add_argument("--valid-days", type=int, default=30, metavar="N",
                     help="days the index stays valid (default 30)")
+    from mix import viso  # its arguments only: mixboot is imported when it runs
+
+    viso.add_arguments(add("viso", "inspect and boot MixOS images (VISO, ISO, SDISK)"), common)
     return parser
 
 
@@ -140,7 +143,8 @@ def _load_commands(name: str) -> None:
     @command as they are imported); import only the module the command needs."""
     import importlib
 
-    importlib.import_module("mix.queries" if name in QUERIES else "mix.changes")
+    importlib.import_module("mix.queries" if name in QUERIES else
+                            "mix.viso" if name == "viso" else "mix.changes")
 
 
 def main(argv: list[str] | None = None) -> int:

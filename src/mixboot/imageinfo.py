@@ -214,9 +214,8 @@ def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:
             try:
                 table = gpt.read(disk)
             except ImageError as e:
-                kind = "a qcow2 image" if disk.format == "qcow2" else "a file"
-                raise ImageError(f"{path}: not a MixOS image: {kind} without a MixOS "
-                                 f"partition table ({str(e).split(': ', 1)[-1]})") from None
+                reason = str(e).removeprefix(f"{path}: ")
+                raise ImageError(f"{path}: not a MixOS image: {reason}") from None
             sdisk = next((p for p in table.partitions if p.name.upper() == SDISK_LABEL), None)
             info = _sdisk(path, disk, table, sdisk) if sdisk else _installed(path, disk, table)
     finally:

@@ -34,10 +34,14 @@ class Drive:
     path: Path
     format: str = "qcow2"  # "qcow2" or "raw"
     readonly: bool = False
+    # Writes go to a temporary file QEMU deletes at exit: the image stays as built
+    # (`mix viso boot --snapshot`, `make run`).
+    snapshot: bool = False
 
     def option(self) -> str:
         opt = f"file={self.path},if=virtio,format={self.format},cache=writeback,aio=threads"
-        return opt + (",readonly=on" if self.readonly else "")
+        return opt + (",readonly=on" if self.readonly else "") + \
+            (",snapshot=on" if self.snapshot else "")
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ def command(m: Machine) -> list[str]:
             argv += ["-drive", f"file={image},if=none,id=disk{n},format=raw,readonly=on",
                      "-device", f"virtio-blk-device,drive=disk{n}"]
         for n, drive in enumerate(m.drives):
-            ro = ",readonly=on" if drive.readonly else ""
+            ro = (",readonly=on" if drive.readonly else "") + \
+                (",snapshot=on" if drive.snapshot else "")
             argv += ["-drive", (f"file={drive.path},if=none,id=drive{n},"
                                 f"format={drive.format},cache=writeback,aio=threads{ro}"),
                      "-device", f"virtio-blk-device,drive=drive{n}"]
