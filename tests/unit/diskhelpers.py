@@ -56,7 +56,7 @@ def root_tree(base: Path, version: str, kernels: tuple[str, ...],
 
 def mixos_disk(base: Path, version: str = "0.1.0", kernels: tuple[str, ...] = ("6.1.90",),
                *, bios: bool = True, uefi: bool = True, os_id: str = "mixos",
-               root_mib: int = 24) -> Path:
+               root_mib: int = 24, mkfs_options: tuple[str, ...] = ()) -> Path:
     """A raw disk image (BASE/disk.raw) laid out as the installer lays out a MixOS disk."""
     base.mkdir(parents=True, exist_ok=True)
     tree = root_tree(base, version, kernels, os_id)
@@ -74,8 +74,8 @@ def mixos_disk(base: Path, version: str = "0.1.0", kernels: tuple[str, ...] = ("
     subprocess.run(["sfdisk", "-q", str(disk)], input=script.encode(), check=True,
                    capture_output=True)
     root = base / "root.ext4"
-    run("mkfs.ext4", "-q", "-F", "-L", layout.FS_LABELS[layout.ROOT], "-d", tree, root,
-        f"{root_mib}M")
+    run("mkfs.ext4", "-q", "-F", "-L", layout.FS_LABELS[layout.ROOT], *mkfs_options, "-d", tree,
+        root, f"{root_mib}M")
     place(disk, root, starts[layout.ROOT] * MIB)
     if uefi:
         esp = base / "esp.vfat"
@@ -104,4 +104,28 @@ def place(disk: Path, part: Path, offset: int) -> None:
 def to_qcow2(raw: Path, out: Path, compressed: bool, compat: str = "1.1") -> Path:
     run("qemu-img", "convert", *(["-c"] if compressed else []), "-f", "raw", "-O", "qcow2",
         "-o", f"compat={compat}", raw, out)
+    return out
+
+
+def bzimage_header(release: str) -> bytes:
+    """The start of a Linux x86 kernel image as far as its version goes: the boot
+    protocol's "HdrS" at 0x202 and, at 0x20E, where the version string is
+    (minus 0x200), as every bzImage has them (Documentation/arch/x86/boot.rst)."""
+    head = bytearray(0x1000)
+    head[0x202:0x206] = b"HdrS"
+    head[0x20E:0x210] = (0x300).to_bytes(2, "little")
+    version = f"{release} (builder@mixos) #1 SMP PREEMPT_DYNAMIC".encode()
+    head[0x500:0x500 + len(version)] = version
+    return bytes(head)
+
+
+def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90") -> Path:
+    """An ISO 9660 image (xorriso, Rock Ridge) with the files the MixOS ISO has at
+    its root: /mixos-release and /boot/vmlinuz."""
+    tree = base / "iso-tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "mixos-release").write_text(f"MixOS {version}\n")
+    (tree / "boot/vmlinuz").write_bytes(bzimage_header(kernel))
+    out = base / f"mixos-{version}.iso"
+    run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", "-o", out, tree)
     return out
