@@ -9,9 +9,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import diskhelpers
 import pytest
 
-import diskhelpers
 from mix.cli import main
 from mixboot import gpt, layout
 from mixboot.diskimage import ImageError, open_image
