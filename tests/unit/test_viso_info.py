@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import diskhelpers
@@ -237,3 +238,19 @@ def test_list_without_dir_looks_under_root(tmp_path: Path, images: dict[str, Pat
     (store / "a.viso").symlink_to(images["compressed"])
     code, out, _ = run_mix(capsys, "--root", str(tmp_path), "viso", "list", "--json")
     assert code == 0 and [Path(i["path"]).name for i in json.loads(out)] == ["a.viso"]
+
+
+def test_without_mixos_boot_mix_viso_names_the_package(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "mixboot", None)  # as if mixos-boot were not installed
+    code, _, err = run_mix(capsys, "viso", "info", str(tmp_path / "x.viso"))
+    assert code == 9
+    assert "package mixos-boot" in err and "mix install mixos-boot" in err
+
+
+def test_mix_does_not_import_mixboot_for_other_commands() -> None:
+    probe = ("import sys; from mix.cli import build_parser; build_parser().parse_args(['viso', "
+             "'list']); print('mixboot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "False"
