@@ -10,7 +10,7 @@ export SOURCE_DATE_EPOCH ?= 1767225600
 MIXBUILD    := PYTHONPATH=src $(PY) -m mixbuild
 
 .PHONY: all deps kernel mix-cli packages rootfs initramfs iso bootloader viso \
-        iso-autoinstall test test-unit test-qemu test-install test-viso clean
+        iso-autoinstall run test test-unit test-qemu test-install test-viso clean
 
 # The sample unattended-install configuration the unattended ISO carries
 # (INSTALL_CONFIG=/path/install.yaml make iso-autoinstall carries another).
@@ -50,6 +50,23 @@ viso: packages
 
 bootloader: deps
 	$(MIXBUILD) bootloader
+
+# Boot an image in QEMU, its serial console on this terminal, and a root shell over
+# SSH: `mix viso boot` hands SSH_KEY to the guest in a NoCloud seed and forwards a
+# free local port (it prints the ssh line). IMAGE: the ISO (default), the VISO or
+# an SDISK, left as built (writes go to a temporary file). KVM only where the
+# tests' probe proves it works, else TCG. RUN_ARGS: more `mix viso boot` options
+# (--uefi, --memory 512, --vram, --print).
+VERSION     := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
+IMAGE       ?= artifacts/mixos-$(VERSION).iso
+SSH_KEY     ?= $(wildcard $(HOME)/.ssh/id_ed25519.pub)
+RUN_ARGS    ?=
+
+run:
+	@test -f "$(IMAGE)" || { echo "make run: $(IMAGE) does not exist; run 'make all' (or 'make iso', 'make viso') first" >&2; exit 1; }
+	@test -x $(PY) || { echo "make run: $(PY) does not exist; run 'make deps' first" >&2; exit 1; }
+	PYTHONPATH=src $(PY) -m mix viso boot "$(IMAGE)" --snapshot \
+	    $(if $(SSH_KEY),--ssh-key "$(SSH_KEY)") $(RUN_ARGS)
 
 # The images are built first, so that the unit tests that read them (kernel
 # .config, root filesystem chroot checks, ELF hardening) run instead of skipping.

@@ -192,7 +192,7 @@ def ssh_command(port: int, key_file: Path | None) -> str:
     # Every fresh VM makes new host keys, and the port changes from run to run:
     # recording them in known_hosts would only produce warnings next time.
     argv = ["ssh", "-p", str(port), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null"]
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
     if key_file is not None and key_file.suffix == ".pub" and key_file.with_suffix("").is_file():
         argv += ["-i", str(key_file.with_suffix(""))]
     return shlex.join([*argv, "root@127.0.0.1"])

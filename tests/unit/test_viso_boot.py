@@ -107,7 +107,7 @@ def test_ssh_key_attaches_a_seed_and_forwards_a_port(
     seed_image = Path(seed_drive.split(",")[0].removeprefix("file="))
     assert seed_image.is_file() and seed_image.is_relative_to(key.parent / "cache")
     assert (f"ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-            f"-i {key.with_suffix('')} root@127.0.0.1") in err
+            f"-o LogLevel=ERROR -i {key.with_suffix('')} root@127.0.0.1") in err
 
 
 def test_the_seed_reads_back_as_mixos_reads_it(tmp_path: Path, key: Path) -> None:
