@@ -246,6 +246,10 @@ def viso_boot(args: argparse.Namespace) -> int:
     argv = qemu.command(machine)
     if port is not None:
         notes.append(f"once it has booted, log in as root: {ssh_command(port, args.ssh_key)}")
+    else:
+        notes.append("no --ssh-key: MixOS has no password logins, so the console's login "
+                     "prompt lets nobody in; give a public key with --ssh-key to log in "
+                     "over SSH")
     if args.print:
         for note in notes:
             print(f"mix: {note}", file=sys.stderr)

@@ -34,7 +34,11 @@ from mixboot.fat import Fat
 from mixboot.kernels import version_key
 
 IMAGE_DIR = Path("/var/lib/mixos/images")
-SUFFIXES = (".viso", ".qcow2", ".iso", ".sdisk", ".img", ".raw")
+# Files `mix viso list` looks at. Those named for an image are reported when they
+# are not MixOS images; .img and .raw name many other things (an initramfs, a
+# NoCloud seed), which are skipped silently.
+IMAGE_SUFFIXES = (".viso", ".qcow2", ".iso", ".sdisk")
+OTHER_SUFFIXES = (".img", ".raw")
 SDISK_LABEL = "MIXOS-SDISK"
 MIXOS_ID = "mixos"
 
@@ -227,15 +231,16 @@ def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:
 
 def list_images(directory: Path) -> tuple[list[ImageInfo], list[str]]:
     """The MixOS images in DIRECTORY (by suffix), and a message for each file
-    there that is not one."""
+    there named as an image that is not one."""
     infos, problems = [], []
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        if path.suffix not in SUFFIXES or not path.is_file():
+        if path.suffix not in IMAGE_SUFFIXES + OTHER_SUFFIXES or not path.is_file():
             continue
         try:
             infos.append(inspect(path, with_sha256=False))
         except (ImageError, OSError) as e:
-            problems.append(str(e))
+            if path.suffix in IMAGE_SUFFIXES:
+                problems.append(str(e))
     return infos, problems
 
 

@@ -212,7 +212,8 @@ def test_list_shows_each_image_and_warns_about_other_files(
         images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "mixos-0.3.1.viso").symlink_to(images["compressed"])
     (tmp_path / "raw.img").symlink_to(images["raw"])
-    (tmp_path / "junk.img").write_bytes(b"x" * 4096)
+    (tmp_path / "junk.viso").write_bytes(b"x" * 4096)
+    (tmp_path / "initramfs.img").write_bytes(b"x" * 4096)  # .img: not always a disk
     (tmp_path / "readme.txt").write_text("not looked at\n")
     code, out, err = run_mix(capsys, "viso", "list", str(tmp_path))
     lines = out.splitlines()
@@ -220,7 +221,8 @@ def test_list_shows_each_image_and_warns_about_other_files(
                                              "FILE"]
     assert [line.split()[:4] for line in lines[1:]] == [
         ["mixos-0.3.1.viso", "viso", "0.3.1", "qcow2"], ["raw.img", "viso", "0.3.1", "raw"]]
-    assert "junk.img: not a MixOS image" in err and "readme" not in err
+    assert "junk.viso: not a MixOS image" in err
+    assert "initramfs" not in err and "readme" not in err
 
 
 def test_list_of_a_missing_directory_exits_9(tmp_path: Path,
