@@ -202,8 +202,11 @@ def _check_firmware(path: Path, info: ImageInfo, uefi: bool) -> None:
     wanted = "uefi" if uefi else "bios"
     if wanted in info.firmware:
         return
-    lacks = ("no EFI/BOOT/BOOTX64.EFI on an EFI system partition" if uefi
-             else "no GRUB in the MBR and the BIOS boot partition")
+    if info.kind == "iso":
+        lacks = f"its El Torito boot catalog has no image for {'EFI' if uefi else 'x86 BIOS'}"
+    else:
+        lacks = ("no EFI/BOOT/BOOTX64.EFI on an EFI system partition" if uefi
+                 else "no GRUB in the MBR and the BIOS boot partition")
     other = ("; without --uefi it boots under BIOS" if "bios" in info.firmware
              else "; with --uefi it boots under UEFI" if "uefi" in info.firmware else "")
     raise PackageError(f"{path} does not boot under {wanted.upper()}: {lacks}{other}")
@@ -213,8 +216,7 @@ def viso_boot(args: argparse.Namespace) -> int:
     info = _inspect(args.file, with_sha256=False)
     from mixboot import qemu
 
-    if info.kind != "iso":
-        _check_firmware(args.file, info, args.uefi)
+    _check_firmware(args.file, info, args.uefi)
     if args.uefi:
         try:
             qemu.ovmf_firmware()

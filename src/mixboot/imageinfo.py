@@ -192,17 +192,17 @@ def _iso(path: Path, disk: Disk) -> ImageInfo:
     line = release.decode("utf-8", "replace").strip()
     kernel = iso9660.read_file(disk, "/boot/vmlinuz", limit=64 << 10)
     version = bzimage_version(kernel) if kernel else ""
-    firmware: list[str] = []
-    if any(disk.read(0, 440)):
-        firmware.append("bios")
-    if iso9660.read_file(disk, "/efi.img", limit=512) is not None or \
-            iso9660.read_file(disk, "/EFI/BOOT/BOOTX64.EFI", limit=512) is not None:
-        firmware.append("uefi")
+    firmware = iso9660.boot_platforms(disk)
+    details = {"volume_label": iso9660.volume_label(disk)}
+    if "bios" in firmware:
+        details["bios"] = "El Torito boot image for x86 BIOS" + (
+            ", and MBR boot code (as a USB disk)" if any(disk.read(0, 440)) else "")
+    if "uefi" in firmware:
+        details["uefi"] = "El Torito boot image for EFI"
     return ImageInfo(path=str(path), kind="iso", format="iso",
                      version=line.split()[-1] if line else "", name=line,
-                     kernels=(version,) if version else (), firmware=tuple(firmware),
-                     details={"volume_label": iso9660.volume_label(disk)},
-                     **_sizes(path, disk))
+                     kernels=(version,) if version else (), firmware=firmware,
+                     details=details, **_sizes(path, disk))
 
 
 def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:

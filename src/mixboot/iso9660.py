@@ -3,6 +3,9 @@ enough for /mixos-release and the kernel's version.
 
     sector 16    primary volume descriptor ("\\x01CD001"): volume label, and the
                  root directory's record
+    sector 17    El Torito boot record ("\\x00CD001\\x01EL TORITO SPECIFICATION"):
+                 where the boot catalog is; the catalog's entries name the
+                 platform each boot image is for (0 x86 BIOS, 0xEF UEFI)
     directories  records of (extent, size, flags, name); a name's Rock Ridge
                  "NM" entry, when present, is its real (POSIX) name
 
@@ -19,6 +22,9 @@ from mixboot.diskimage import Disk, ImageError
 SECTOR = 2048
 PVD_OFFSET = 16 * SECTOR
 MAGIC = b"CD001"
+EL_TORITO = b"EL TORITO SPECIFICATION"
+PLATFORMS = {0x00: "bios", 0xEF: "uefi"}
+BOOTABLE = 0x88
 
 
 @dataclass(frozen=True)
@@ -86,3 +92,29 @@ def read_file(disk: Disk, path: str, limit: int = 1 << 20) -> bytes | None:
             return None
         extent, size = found.extent, found.size
     return disk.read(extent * SECTOR, min(size, limit))
+
+
+def boot_platforms(disk: Disk) -> tuple[str, ...]:
+    """The firmware the El Torito boot catalog has a bootable image for: "bios"
+    (platform x86) and "uefi" (platform EFI), in that order."""
+    record = disk.read(17 * SECTOR, SECTOR)
+    if record[0] != 0 or record[1:6] != MAGIC or not record[7:].startswith(EL_TORITO):
+        return ()
+    catalog_at, = struct.unpack_from("<I", record, 0x47)
+    if (catalog_at + 1) * SECTOR > disk.size:
+        return ()
+    catalog = disk.read(catalog_at * SECTOR, SECTOR)
+    if catalog[0] != 1 or catalog[30:32] != b"\x55\xaa":
+        return ()  # no validation entry: not a boot catalog
+    found = set()
+    if catalog[32] == BOOTABLE:  # the initial/default entry, for the validation's platform
+        found.add(PLATFORMS.get(catalog[1], ""))
+    at = 64
+    while at + 32 <= len(catalog) and catalog[at] in (0x90, 0x91):  # section headers
+        platform, count = catalog[at + 1], struct.unpack_from("<H", catalog, at + 2)[0]
+        entries = [catalog[at + 32 * (n + 1)] for n in range(count)
+                   if at + 32 * (n + 2) <= len(catalog)]
+        if BOOTABLE in entries:
+            found.add(PLATFORMS.get(platform, ""))
+        at += 32 * (count + 1)
+    return tuple(p for p in ("bios", "uefi") if p in found)

@@ -23,8 +23,12 @@ SECTORS_PER_MIB = MIB // 512
 
 def tools_missing() -> str:
     """The tools these helpers need that the host lacks ("" when all are there)."""
-    need = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "qemu-img")
-    return " ".join(t for t in need if shutil.which(t) is None)
+    need = ("sfdisk", "mkfs.ext4", "mkfs.vfat", "mmd", "mcopy", "mdir", "mtype", "qemu-img",
+            "xorriso", "busybox")
+    missing = [t for t in need if shutil.which(t) is None]
+    missing += [str(GRUB_I386 / f) for f in ("boot.img", "diskboot.img", "cdboot.img")
+                if not (GRUB_I386 / f).is_file()]
+    return " ".join(missing)
 
 
 def run(*argv: str | Path) -> None:
@@ -119,13 +123,22 @@ def bzimage_header(release: str) -> bytes:
     return bytes(head)
 
 
-def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90") -> Path:
+def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90",
+              bootable: bool = True) -> Path:
     """An ISO 9660 image (xorriso, Rock Ridge) with the files the MixOS ISO has at
-    its root: /mixos-release and /boot/vmlinuz."""
+    its root: /mixos-release and /boot/vmlinuz; when BOOTABLE, an El Torito boot
+    catalog with an x86 BIOS image (GRUB's cdboot.img) and an EFI one (a FAT image),
+    as grub-mkrescue makes them."""
     tree = base / "iso-tree"
     (tree / "boot").mkdir(parents=True)
     (tree / "mixos-release").write_text(f"MixOS {version}\n")
     (tree / "boot/vmlinuz").write_bytes(bzimage_header(kernel))
+    boot: list[str | Path] = []
+    if bootable:
+        (tree / "boot/bios.img").write_bytes((GRUB_I386 / "cdboot.img").read_bytes())
+        run("mkfs.vfat", "-C", tree / "efi.img", "1440")
+        boot = ["-b", "boot/bios.img", "-no-emul-boot", "-boot-load-size", "4",
+                "-eltorito-alt-boot", "-e", "efi.img", "-no-emul-boot"]
     out = base / f"mixos-{version}.iso"
-    run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", "-o", out, tree)
+    run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", *boot, "-o", out, tree)
     return out

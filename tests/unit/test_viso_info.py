@@ -122,6 +122,20 @@ def test_iso_info_reads_mixos_release_and_the_kernel_header(tmp_path: Path) -> N
     info = inspect(diskhelpers.mixos_iso(tmp_path, "0.4.0", "6.1.111"))
     assert (info.kind, info.format, info.version) == ("iso", "iso", "0.4.0")
     assert info.kernels == ("6.1.111",) and info.details["volume_label"] == "MIXOS"
+    assert info.firmware == ("bios", "uefi")  # from the El Torito boot catalog
+
+
+def test_an_iso_without_a_boot_catalog_boots_under_no_firmware(tmp_path: Path) -> None:
+    assert inspect(diskhelpers.mixos_iso(tmp_path, bootable=False)).firmware == ()
+
+
+def test_an_iso_without_mixos_release_is_not_a_mixos_image(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree/README").write_text("another system\n")
+    iso = tmp_path / "other.iso"
+    diskhelpers.run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-o", iso, tmp_path / "tree")
+    with pytest.raises(ImageError, match="not a MixOS image: an ISO 9660 image without"):
+        inspect(iso)
 
 
 def test_bzimage_version_is_empty_for_anything_else() -> None:
