@@ -55,6 +55,9 @@ class Fat:
         # The FAT type is decided by the cluster count alone (Microsoft's FAT spec).
         self.bits = 12 if clusters < 4085 else 16 if clusters < 65525 else 32
         self.root_cluster = struct.unpack_from("<I", boot, 44)[0] if self.bits == 32 else 0
+        # The extended boot record's volume label (what mkfs.vfat -n writes).
+        label_at = 71 if self.bits == 32 else 43
+        self.label = boot[label_at:label_at + 11].decode("latin-1").rstrip()
 
     def _raw(self, offset: int, length: int) -> bytes:
         if offset + length > self.size:

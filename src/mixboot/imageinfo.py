@@ -9,8 +9,8 @@ Three kinds of image (docs/boot.md):
            ID=mixos) and holds the kernels (/boot/<version>/vmlinuz)
     iso    the live or installer ISO: ISO 9660 with /mixos-release and
            /boot/vmlinuz (its version from the kernel's own header)
-    sdisk  a selection disk: GPT with a partition named MIXOS-SDISK holding
-           other images under /images/
+    sdisk  a selection disk: GPT with a partition (its GPT name or its file
+           system's label MIXOS-SDISK) holding other images under /images/
 
 Firmware a disk boots under: BIOS when GPT partition 1 is a BIOS boot partition
 holding GRUB's core image and the MBR holds boot code; UEFI when partition 2 is
@@ -94,10 +94,42 @@ def bzimage_version(head: bytes) -> str:
     return head[at:at + 128].split(b"\0")[0].decode("latin-1").split(" ")[0]
 
 
+def _of_type(table: gpt.PartitionTable, number: int) -> gpt.Partition | None:
+    """Partition NUMBER when it has the type mixboot.layout gives that number, else
+    the first partition of that type (a disk laid out by other rules)."""
+    wanted = layout.TYPE_GUIDS[number]
+    part = table.get(number)
+    if part is not None and part.type_guid == wanted:
+        return part
+    return next((p for p in table.partitions if p.type_guid == wanted), None)
+
+
+def _label(disk: Disk, part: gpt.Partition) -> str:
+    """The label of the ext4 or FAT file system in PART, or ""."""
+    for reader in (Ext4, Fat):
+        try:
+            return reader(disk, part.offset, part.size, f"{disk.path} partition {part.number}").label
+        except ImageError:
+            continue
+    return ""
+
+
+def _sdisk_partition(disk: Disk, table: gpt.PartitionTable) -> gpt.Partition | None:
+    for part in table.partitions:
+        if part.name.upper() == SDISK_LABEL:
+            return part
+    for part in table.partitions:
+        if part.type_guid not in (layout.TYPE_GUIDS[layout.BIOS_BOOT],
+                                  layout.TYPE_GUIDS[layout.SWAP]) \
+                and _label(disk, part).upper() == SDISK_LABEL:
+            return part
+    return None
+
+
 def _bios(disk: Disk, table: gpt.PartitionTable) -> str:
     """Why the disk boots under BIOS, or "" if it does not."""
-    part = table.get(layout.BIOS_BOOT)
-    if part is None or part.type_guid != layout.TYPE_GUIDS[layout.BIOS_BOOT]:
+    part = _of_type(table, layout.BIOS_BOOT)
+    if part is None:
         return ""
     if not any(table.mbr_boot_code):
         return ""
@@ -107,8 +139,8 @@ def _bios(disk: Disk, table: gpt.PartitionTable) -> str:
 
 
 def _uefi(disk: Disk, table: gpt.PartitionTable) -> str:
-    part = table.get(layout.ESP)
-    if part is None or part.type_guid != layout.TYPE_GUIDS[layout.ESP]:
+    part = _of_type(table, layout.ESP)
+    if part is None:
         return ""
     try:
         entry = Fat(disk, part.offset, part.size, f"{disk.path} partition {part.number}").find(
@@ -220,7 +252,7 @@ def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:
             except ImageError as e:
                 reason = str(e).removeprefix(f"{path}: ")
                 raise ImageError(f"{path}: not a MixOS image: {reason}") from None
-            sdisk = next((p for p in table.partitions if p.name.upper() == SDISK_LABEL), None)
+            sdisk = _sdisk_partition(disk, table)
             info = _sdisk(path, disk, table, sdisk) if sdisk else _installed(path, disk, table)
     finally:
         disk.close()

@@ -142,3 +142,42 @@ def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90",
     out = base / f"mixos-{version}.iso"
     run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", *boot, "-o", out, tree)
     return out
+
+
+def sdisk(base: Path, images: dict[str, Path], gpt_name: str = "data") -> Path:
+    """A selection disk as issue 11 lays it out: GPT with BIOS boot, EFI system
+    and a data partition whose ext4 file system is labelled MIXOS-SDISK, holding
+    IMAGES (name -> file) under /images/."""
+    base.mkdir(parents=True, exist_ok=True)
+    tree = base / "sdisk-data"
+    (tree / "images").mkdir(parents=True)
+    for name, src in images.items():
+        shutil.copyfile(src, tree / "images" / name)
+    data_mib = 16 + sum(p.stat().st_size for p in images.values()) // MIB
+    disk = base / "mixos.sdisk"
+    with disk.open("wb") as f:
+        f.truncate((1 + 1 + 8 + data_mib + 1) * MIB)
+    script = ("label: gpt\n"
+              f"1 : start={1 * SECTORS_PER_MIB}, size={SECTORS_PER_MIB}, "
+              f"type={layout.TYPE_GUIDS[layout.BIOS_BOOT]}\n"
+              f"2 : start={2 * SECTORS_PER_MIB}, size={8 * SECTORS_PER_MIB}, "
+              f"type={layout.TYPE_GUIDS[layout.ESP]}\n"
+              f"3 : start={10 * SECTORS_PER_MIB}, size={data_mib * SECTORS_PER_MIB}, "
+              f"type={layout.TYPE_GUIDS[layout.DATA]}, name={gpt_name}\n")
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script.encode(), check=True,
+                   capture_output=True)
+    data = base / "data.ext4"
+    run("mkfs.ext4", "-q", "-F", "-L", "MIXOS-SDISK", "-d", tree, data, f"{data_mib}M")
+    place(disk, data, 10 * MIB)
+    esp = base / "sdisk-esp.vfat"
+    run("mkfs.vfat", "-C", esp, str(8 * 1024))
+    loader = base / "SDISK-BOOTX64.EFI"
+    loader.write_bytes(b"MZ" + os.urandom(4094))
+    run("mmd", "-i", esp, "::EFI", "::EFI/BOOT")
+    run("mcopy", "-i", esp, loader, "::" + layout.EFI_LOADER)
+    place(disk, esp, 2 * MIB)
+    with disk.open("r+b") as f:
+        f.write((GRUB_I386 / "boot.img").read_bytes()[:440])
+        f.seek(1 * MIB)
+        f.write((GRUB_I386 / "diskboot.img").read_bytes())
+    return disk

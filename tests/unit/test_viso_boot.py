@@ -157,3 +157,12 @@ def test_accel_auto_honours_mixos_accel(viso: Path, monkeypatch: pytest.MonkeyPa
     assert main(["viso", "boot", "--print", str(viso)]) == 0
     argv = shlex.split(capsys.readouterr().out)
     assert option(argv, "-machine") == ["q35,accel=kvm"] and option(argv, "-cpu") == ["host"]
+
+
+def test_an_sdisk_boots_from_its_disk(viso: Path, iso: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    disk = diskhelpers.sdisk(tmp_path, {"mixos-0.1.0.iso": iso})
+    code, argv, _ = boot_print(capsys, str(disk), "--snapshot")
+    assert code == 0
+    assert option(argv, "-drive") == [
+        f"file={disk},if=virtio,format=raw,cache=writeback,aio=threads,snapshot=on"]

@@ -270,3 +270,15 @@ def test_mix_does_not_import_mixboot_for_other_commands() -> None:
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("gpt_name", ["data", "MIXOS-SDISK"])
+def test_an_sdisk_is_recognized_by_label_and_lists_its_images(
+        images: dict[str, Path], tmp_path: Path, gpt_name: str) -> None:
+    iso = diskhelpers.mixos_iso(tmp_path / "iso")
+    disk = diskhelpers.sdisk(tmp_path, {"mixos-0.1.0.iso": iso, "b.viso": images["compressed"]},
+                             gpt_name=gpt_name)
+    info = inspect(disk)
+    assert (info.kind, info.format) == ("sdisk", "raw")
+    assert info.details["images"] == "b.viso mixos-0.1.0.iso"
+    assert info.firmware == ("bios", "uefi")
