@@ -44,7 +44,9 @@ class RawDisk:
     def __init__(self, path: Path, f: BinaryIO) -> None:
         self.path = path
         self._f = f
-        self.size = os.fstat(f.fileno()).st_size
+        # Seeking to the end measures block devices too (`mix viso info /dev/vda`),
+        # whose st_size is 0.
+        self.size = f.seek(0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or offset + length > self.size:

@@ -160,7 +160,7 @@ def _firmware(disk: Disk, table: gpt.PartitionTable) -> tuple[tuple[str, ...], d
 def _sizes(path: Path, disk: Disk) -> dict[str, Any]:
     """The ImageInfo size fields (virtual, of the file, on its file system)."""
     st = path.stat()
-    return {"virtual_size": disk.size, "file_size": st.st_size,
+    return {"virtual_size": disk.size, "file_size": st.st_size or disk.size,
             "disk_usage": st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size}
 
 
