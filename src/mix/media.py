@@ -88,7 +88,9 @@ def cmd_sdisk(args: argparse.Namespace) -> int:
 
 # --- mix vram --------------------------------------------------------------------------
 def _vram_status(st: dict[str, Any]) -> None:
-    mib = lambda n: human_size(n) if n is not None else "?"  # noqa: E731
+    def mib(n: int | None) -> str:
+        return human_size(n) if n is not None else "?"
+
     say(f"medium:        {st['medium']} ({st['device'] or 'unknown device'})"
         + (f", image {st['image']}" if st["image"] else ""))
     say(f"requested:     VRAM={st['requested'] or '?'}")
@@ -103,7 +105,7 @@ def _vram_status(st: dict[str, Any]) -> None:
     say(f"memory:        {mib(st['mem_available'])} available of {mib(st['mem_total'])}")
     say(f"medium needed: {'yes' if st['medium_needed'] else 'no (it may be detached)'}")
     nxt = st["next_boot"]
-    say(f"next boot:     " + (f"VRAM={nxt} (mix vram enable|disable)" if nxt
+    say("next boot:     " + (f"VRAM={nxt} (mix vram enable|disable)" if nxt
                                else "chosen at boot (read-only medium)"))
 
 

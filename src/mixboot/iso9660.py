@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 SECTOR = 2048
 FIRST_DESCRIPTOR = 16  # volume descriptors start at sector 16
@@ -100,7 +100,7 @@ class IsoImage:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> IsoImage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

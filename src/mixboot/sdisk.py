@@ -174,6 +174,7 @@ class Sdisk:
         if size + RESERVE > free:
             raise SdiskError(f"{source} needs {size / 2**20:.1f} MiB; the SDISK has "
                              f"{free / 2**20:.1f} MiB free (remove an image first)")
+        has_default = self.env().get(menu.DEFAULT_VAR) in self.files()
         tmp = self.images_dir / f"{PARTIAL_PREFIX}{name}"
         want = hashlib.sha256()
         got = hashlib.sha256()
@@ -195,7 +196,7 @@ class Sdisk:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if make_default or self.default() is None:
+        if make_default or not has_default:
             self.set_env(**{menu.DEFAULT_VAR: name})
         self.write_menu()
         return Image(name, size, info)
@@ -234,7 +235,7 @@ class Sdisk:
 # --- finding and mounting the data partition -------------------------------------------
 def _run(argv: list[str]) -> str:
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     except FileNotFoundError:
         raise SdiskError(f"{argv[0]} is not installed") from None
     if r.returncode != 0:
@@ -250,14 +251,31 @@ def data_partition_span(disk: str) -> tuple[int, int]:
         raise SdiskError(f"{disk}: {e.strerror}") from None
     try:
         _, parts = bootloader.read_gpt(fd, disk)
+        part = next((p for p in parts if p.number == layout.SDISK_DATA), None)
+        if part is None:
+            raise SdiskError(f"{disk}: no partition {layout.SDISK_DATA}: not an SDISK")
+        offset = part.first_lba * bootloader.SECTOR
+        label = ext4_label(os.pread(fd, EXT4_SUPERBLOCK_SIZE, offset + EXT4_SUPERBLOCK_AT))
     except bootloader.BootloaderError as e:
         raise SdiskError(f"{e}: not an SDISK") from None
     finally:
         os.close(fd)
-    part = next((p for p in parts if p.number == layout.SDISK_DATA), None)
-    if part is None:
-        raise SdiskError(f"{disk}: no partition {layout.SDISK_DATA}: not an SDISK")
-    return part.first_lba * bootloader.SECTOR, part.sectors * bootloader.SECTOR
+    if label != layout.SDISK_LABEL:
+        raise SdiskError(f"{disk}: partition {layout.SDISK_DATA} is not an ext4 file system "
+                         f"labelled {layout.SDISK_LABEL}: not an SDISK")
+    return offset, part.sectors * bootloader.SECTOR
+
+
+# The ext4 superblock: 1024 bytes in; its magic at 56, its volume label at 120.
+EXT4_SUPERBLOCK_AT = 1024
+EXT4_SUPERBLOCK_SIZE = 1024
+
+
+def ext4_label(superblock: bytes) -> str | None:
+    """The volume label of an ext2/3/4 superblock, or None if it is not one."""
+    if len(superblock) < 136 or superblock[56:58] != b"\x53\xef":
+        return None
+    return superblock[120:136].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _is_mounted(path: Path) -> bool:

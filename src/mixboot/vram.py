@@ -139,11 +139,12 @@ def next_boot(env: dict[str, str]) -> str | None:
 
 
 @contextlib.contextmanager
-def disk_root(env: dict[str, str], *, readonly: bool = False) -> Iterator[Path]:
-    """The installed system's root file system: / when the system runs from it,
+def disk_root(env: dict[str, str], *, readonly: bool = False,
+              root: Path = Path("/")) -> Iterator[Path]:
+    """The installed system's root file system: ROOT when the system runs from it,
     else (VRAM) its device, mounted for the duration."""
     if env.get("MIXOS_VRAM") != ON:
-        yield Path("/")
+        yield root
         return
     device = env.get("MIXOS_ROOT", "")
     if not device:
@@ -153,7 +154,7 @@ def disk_root(env: dict[str, str], *, readonly: bool = False) -> Iterator[Path]:
     where = Path(tempfile.mkdtemp(prefix="mixos-root-"))
     try:
         r = subprocess.run(["mount", "-o", "ro" if readonly else "rw", device, str(where)],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, check=False)
         if r.returncode != 0:
             raise VramError(f"cannot mount the root disk {device}: {r.stderr.strip()} "
                             "(was the disk detached?)")
@@ -161,13 +162,14 @@ def disk_root(env: dict[str, str], *, readonly: bool = False) -> Iterator[Path]:
             yield where
         finally:
             os.sync()
-            subprocess.run(["umount", str(where)], capture_output=True, timeout=120)
+            subprocess.run(["umount", str(where)], capture_output=True, timeout=120, check=False)
     finally:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def persist(value: str, env: dict[str, str] | None = None) -> str:
-    """Keep VRAM=VALUE for the next boots' normal entries; returns where it was kept."""
+def persist(value: str, env: dict[str, str] | None = None, root: Path = Path("/")) -> str:
+    """Keep VRAM=VALUE for the next boots' normal entries; returns where it was kept.
+    ROOT: the installed system's root when it runs from its disk."""
     env = _booted_env() if env is None else env
     kind = medium_kind(env)
     if kind == "iso":
@@ -180,6 +182,6 @@ def persist(value: str, env: dict[str, str] | None = None) -> str:
         with sdisk.opened(readonly=False) as sd:
             sd.set_env(**{menu.VRAM_VAR: value})
         return f"the SDISK's boot environment ({env.get('MIXOS_SDISK')})"
-    with disk_root(env) as root:
-        kernels.set_env(root, **{menu.VRAM_VAR: value})
-        return str(kernels.env_path(Path("/")))
+    with disk_root(env, root=root) as where:
+        kernels.set_env(where, **{menu.VRAM_VAR: value})
+    return f"{kernels.env_path(Path('/'))} on {env.get('MIXOS_ROOT')}"

@@ -73,10 +73,11 @@ def sfdisk_script(data_mib: int) -> str:
     data = esp + layout.ESP_MIB * mib
     return "\n".join([
         "label: gpt", "unit: sectors", "",
-        f"start={start}, size={layout.BIOS_BOOT_MIB * mib}, "
-        f"type={layout.TYPE_GUIDS[layout.BIOS_BOOT]}, name=\"{layout.PART_LABELS[layout.BIOS_BOOT]}\"",
-        f"start={esp}, size={layout.ESP_MIB * mib}, type={layout.TYPE_GUIDS[layout.ESP]}, "
-        f"name=\"{layout.PART_LABELS[layout.ESP]}\"",
+        (f"start={start}, size={layout.BIOS_BOOT_MIB * mib}, "
+         f"type={layout.TYPE_GUIDS[layout.BIOS_BOOT]}, "
+         f"name=\"{layout.PART_LABELS[layout.BIOS_BOOT]}\""),
+        (f"start={esp}, size={layout.ESP_MIB * mib}, type={layout.TYPE_GUIDS[layout.ESP]}, "
+         f"name=\"{layout.PART_LABELS[layout.ESP]}\""),
         f"start={data}, size={data_mib * mib}, type={layout.TYPE_GUIDS[layout.DATA]}, name=\"mixos-sdisk\"",
     ]) + "\n"
 
