@@ -226,10 +226,13 @@ def viso_boot(args: argparse.Namespace) -> int:
     notes = []
     if args.vram:
         memory = max(memory, VRAM_MEMORY_MIB)
+        # The VISO and the SDISK boot through their own GRUB, whose normal entries
+        # pass VRAM=${mixos_vram} from the image's grubenv: choosing VRAM from here
+        # would mean writing into the image's file system, which this never does.
         notes.append("VRAM: the ISO's default entry (VRAM=auto) runs from RAM with at least "
-                     f"{VRAM_MEMORY_MIB} MiB; 'run from RAM (VRAM)' in the boot menu (Esc at "
-                     "boot) forces it. On a VISO or SDISK, choose it in the boot menu, or "
-                     "persist it inside the system with 'mix vram enable'.")
+                     f"{VRAM_MEMORY_MIB} MiB; its boot menu's VRAM entry (Esc at boot) "
+                     "forces it. A VISO or SDISK runs from RAM once 'mix vram enable' was "
+                     "run inside it (GRUB's mixos_vram, kept for the next boots).")
     accel, why = choose_accel(args.accel)
     if why:
         notes.append(why)

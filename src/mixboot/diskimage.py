@@ -1,5 +1,9 @@
 """Disk image files read as the disk a VM sees: raw files and qcow2.
 
+Every reader here and above (qcow2, ext4, fat, imageinfo) reports a file that is
+not what it was taken for, or is damaged, as mixboot.image.ImageError, the one
+"not a (readable) MixOS image" error; its message names the file and the fault.
+
 `open_image(path)` returns a reader of the *virtual* disk, whatever the file's
 format, so the partition table and file system readers above it (gpt, ext4, fat)
 never know whether the VISO is compressed. Read-only and without root: no loop
@@ -13,12 +17,9 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from mixboot.image import ImageError
+
 QCOW2_MAGIC = b"QFI\xfb"
-
-
-class ImageError(ValueError):
-    """A file is not the disk image it was taken for, or is damaged; the message
-    names the file and what is wrong with it."""
 
 
 class Disk(Protocol):

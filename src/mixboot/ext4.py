@@ -27,7 +27,8 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from mixboot.diskimage import Disk, ImageError
+from mixboot.diskimage import Disk
+from mixboot.image import ImageError
 
 MAGIC = 0xEF53
 EXTENT_MAGIC = 0xF30A

@@ -12,7 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from mixboot.diskimage import Disk, ImageError
+from mixboot.diskimage import Disk
+from mixboot.image import ImageError
 
 ATTR_LFN = 0x0F
 ATTR_VOLUME = 0x08

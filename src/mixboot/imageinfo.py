@@ -7,16 +7,17 @@ Three kinds of image (docs/boot.md):
            qcow2 or raw: GPT with the partitions mixboot.layout fixes; the root
            file system (partition 3, ext4) says the version (/etc/os-release,
            ID=mixos) and holds the kernels (/boot/<version>/vmlinuz)
-    iso    the live or installer ISO: ISO 9660 with /mixos-release and
-           /boot/vmlinuz (its version from the kernel's own header)
-    sdisk  a selection disk: GPT with a partition (its GPT name or its file
-           system's label MIXOS-SDISK) holding other images under /images/
+    iso    the live or installer ISO: ISO 9660 with /mixos-image.json
+           (mixboot.image; older ISOs: /mixos-release) and the kernel it names,
+           whose version is in the kernel's own header
+    sdisk  a selection disk (mixboot.sdisk): GPT with partition 3 an ext4 file
+           system labelled MIXOS-SDISK holding the images under /images/
 
-Firmware a disk boots under: BIOS when GPT partition 1 is a BIOS boot partition
-holding GRUB's core image and the MBR holds boot code; UEFI when partition 2 is
-an EFI system partition holding EFI/BOOT/BOOTX64.EFI. Nothing is mounted, no
-root, loop device or qemu-img is needed (diskimage, qcow2, gpt, ext4, fat,
-iso9660 read the file).
+Firmware a disk boots under: BIOS when its BIOS boot partition holds GRUB's core
+image and the MBR holds boot code; UEFI when its EFI system partition holds
+EFI/BOOT/BOOTX64.EFI; an ISO's, from its El Torito boot catalog. Nothing is
+mounted, no root, loop device or qemu-img is needed (diskimage and qcow2 read the
+file, bootloader.parse_gpt its partitions, ext4, fat and iso9660 their files).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixboot import gpt, iso9660, layout
-from mixboot.diskimage import Disk, ImageError, open_image
+from mixboot import image, layout
+from mixboot.bootloader import SECTOR, BootloaderError, GptPartition, parse_gpt
+from mixboot.diskimage import Disk, open_image
 from mixboot.ext4 import Ext4
 from mixboot.fat import Fat
+from mixboot.image import ImageError
+from mixboot.iso9660 import SECTOR as ISO_SECTOR
+from mixboot.iso9660 import IsoError, IsoImage
 from mixboot.kernels import version_key
 
 IMAGE_DIR = Path("/var/lib/mixos/images")
@@ -39,8 +44,8 @@ IMAGE_DIR = Path("/var/lib/mixos/images")
 # NoCloud seed), which are skipped silently.
 IMAGE_SUFFIXES = (".viso", ".qcow2", ".iso", ".sdisk")
 OTHER_SUFFIXES = (".img", ".raw")
-SDISK_LABEL = "MIXOS-SDISK"
 MIXOS_ID = "mixos"
+MBR_BOOT_CODE = 440  # bytes of sector 0 before the disk signature and partition table
 
 
 @dataclass(frozen=True)
@@ -94,56 +99,46 @@ def bzimage_version(head: bytes) -> str:
     return head[at:at + 128].split(b"\0")[0].decode("latin-1").split(" ")[0]
 
 
-def _of_type(table: gpt.PartitionTable, number: int) -> gpt.Partition | None:
-    """Partition NUMBER when it has the type mixboot.layout gives that number, else
-    the first partition of that type (a disk laid out by other rules)."""
-    wanted = layout.TYPE_GUIDS[number]
-    part = table.get(number)
-    if part is not None and part.type_guid == wanted:
-        return part
-    return next((p for p in table.partitions if p.type_guid == wanted), None)
+@dataclass(frozen=True)
+class Partitions:
+    """A disk's sector 0 and GPT partitions."""
 
+    mbr: bytes
+    parts: tuple[GptPartition, ...]
 
-def _label(disk: Disk, part: gpt.Partition) -> str:
-    """The label of the ext4 or FAT file system in PART, or ""."""
-    for reader in (Ext4, Fat):
-        try:
-            return reader(disk, part.offset, part.size, f"{disk.path} partition {part.number}").label
-        except ImageError:
-            continue
-    return ""
+    def get(self, number: int) -> GptPartition | None:
+        return next((p for p in self.parts if p.number == number), None)
 
-
-def _sdisk_partition(disk: Disk, table: gpt.PartitionTable) -> gpt.Partition | None:
-    for part in table.partitions:
-        if part.name.upper() == SDISK_LABEL:
+    def of_type(self, number: int) -> GptPartition | None:
+        """Partition NUMBER when it has the type mixboot.layout gives that number,
+        else the first partition of that type (a disk laid out by other rules)."""
+        wanted = layout.TYPE_GUIDS[number]
+        part = self.get(number)
+        if part is not None and part.type_guid == wanted:
             return part
-    for part in table.partitions:
-        if part.type_guid not in (layout.TYPE_GUIDS[layout.BIOS_BOOT],
-                                  layout.TYPE_GUIDS[layout.SWAP]) \
-                and _label(disk, part).upper() == SDISK_LABEL:
-            return part
-    return None
+        return next((p for p in self.parts if p.type_guid == wanted), None)
 
 
-def _bios(disk: Disk, table: gpt.PartitionTable) -> str:
+def _span(part: GptPartition) -> tuple[int, int]:
+    return part.first_lba * SECTOR, part.sectors * SECTOR
+
+
+def _bios(disk: Disk, table: Partitions) -> str:
     """Why the disk boots under BIOS, or "" if it does not."""
-    part = _of_type(table, layout.BIOS_BOOT)
-    if part is None:
+    part = table.of_type(layout.BIOS_BOOT)
+    if part is None or not any(table.mbr[:MBR_BOOT_CODE]):
         return ""
-    if not any(table.mbr_boot_code):
-        return ""
-    if not any(disk.read(part.offset, gpt.SECTOR)):
+    if not any(disk.read(part.first_lba * SECTOR, SECTOR)):
         return ""  # an empty BIOS boot partition: no GRUB core image
     return f"GRUB in the MBR and the BIOS boot partition {part.number}"
 
 
-def _uefi(disk: Disk, table: gpt.PartitionTable) -> str:
-    part = _of_type(table, layout.ESP)
+def _uefi(disk: Disk, table: Partitions) -> str:
+    part = table.of_type(layout.ESP)
     if part is None:
         return ""
     try:
-        entry = Fat(disk, part.offset, part.size, f"{disk.path} partition {part.number}").find(
+        entry = Fat(disk, *_span(part), f"{disk.path} partition {part.number}").find(
             layout.EFI_LOADER)
     except ImageError:
         return ""
@@ -152,7 +147,7 @@ def _uefi(disk: Disk, table: gpt.PartitionTable) -> str:
     return f"{layout.EFI_LOADER} ({entry.size} bytes) on the EFI system partition {part.number}"
 
 
-def _firmware(disk: Disk, table: gpt.PartitionTable) -> tuple[tuple[str, ...], dict[str, str]]:
+def _firmware(disk: Disk, table: Partitions) -> tuple[tuple[str, ...], dict[str, str]]:
     found = {"bios": _bios(disk, table), "uefi": _uefi(disk, table)}
     return tuple(k for k, v in found.items() if v), {k: v for k, v in found.items() if v}
 
@@ -175,16 +170,18 @@ def _qcow2_details(disk: Disk) -> dict[str, str]:
     return out
 
 
-def _installed(path: Path, disk: Disk, table: gpt.PartitionTable) -> ImageInfo:
+def _root_fs(path: Path, disk: Disk, table: Partitions) -> Ext4:
     root = table.get(layout.ROOT)
-    where = f"{path} partition {layout.ROOT}"
     if root is None:
         raise ImageError(f"{path}: not a MixOS image: its GPT has no partition "
                          f"{layout.ROOT} (the root file system of a MixOS disk)")
     try:
-        fs = Ext4(disk, root.offset, root.size, where)
+        return Ext4(disk, *_span(root), f"{path} partition {layout.ROOT}")
     except ImageError as e:
         raise ImageError(f"{path}: not a MixOS image: {e}") from None
+
+
+def _installed(path: Path, disk: Disk, table: Partitions, fs: Ext4) -> ImageInfo:
     text = fs.read_file("/etc/os-release") or fs.read_file("/usr/lib/os-release")
     release = os_release(text.decode("utf-8", "replace")) if text else {}
     if release.get("ID") != MIXOS_ID:
@@ -202,39 +199,58 @@ def _installed(path: Path, disk: Disk, table: gpt.PartitionTable) -> ImageInfo:
                      firmware=firmware, details=details, **_sizes(path, disk))
 
 
-def _sdisk(path: Path, disk: Disk, table: gpt.PartitionTable, data: gpt.Partition) -> ImageInfo:
+def _sdisk(path: Path, disk: Disk, table: Partitions, fs: Ext4) -> ImageInfo:
     firmware, why = _firmware(disk, table)
-    details = {**why, **_qcow2_details(disk)}
-    try:
-        fs = Ext4(disk, data.offset, data.size, f"{path} partition {data.number}")
-        images = sorted(e.name for e in fs.listdir("/images") or [])
-        details["images"] = " ".join(images)
-    except ImageError:
-        pass  # another file system than ext4: the images are not listed
+    images = sorted(e.name for e in fs.listdir(f"/{layout.SDISK_IMAGES}") or []
+                    if not e.name.startswith("."))  # (.partial-*: a killed `mix sdisk add`)
+    details = {**why, **_qcow2_details(disk), "images": " ".join(images)}
     return ImageInfo(path=str(path), kind="sdisk", format=disk.format, version="",
                      name="MixOS selection disk", kernels=(), firmware=firmware,
                      details=details, **_sizes(path, disk))
 
 
 def _iso(path: Path, disk: Disk) -> ImageInfo:
-    release = iso9660.read_file(disk, "/mixos-release")
-    if release is None:
-        raise ImageError(f"{path}: not a MixOS image: an ISO 9660 image without "
-                         "/mixos-release")
-    line = release.decode("utf-8", "replace").strip()
-    kernel = iso9660.read_file(disk, "/boot/vmlinuz", limit=64 << 10)
-    version = bzimage_version(kernel) if kernel else ""
-    firmware = iso9660.boot_platforms(disk)
-    details = {"volume_label": iso9660.volume_label(disk)}
+    try:
+        with IsoImage.open(path) as iso:
+            details = {"volume_label": iso.volume.label}
+            try:
+                said = image.read_iso(path)
+                version, name, kernel_path = said.version, said.title, said.kernel
+                details["variant"] = said.variant
+                details["build_date"] = said.build_date
+            except ImageError:
+                # An ISO made before /mixos-image.json existed: its /mixos-release.
+                try:
+                    line = iso.read("/mixos-release").decode("utf-8", "replace").strip()
+                except IsoError:
+                    raise ImageError(f"{path}: not a MixOS image: an ISO 9660 image without "
+                                     f"{image.INFO_PATH} or /mixos-release") from None
+                version, name, kernel_path = line.split()[-1] if line else "", line, \
+                    "/boot/vmlinuz"
+            kernel = ""
+            try:
+                record = iso.lookup(kernel_path)
+                kernel = bzimage_version(disk.read(record.extent * ISO_SECTOR,
+                                                   min(record.size, 64 << 10)))
+            except IsoError:
+                pass  # named but absent: read_iso has said so for a current image
+            firmware = iso.boot_platforms()
+    except IsoError as e:
+        raise ImageError(f"{path}: not a MixOS image: {e}") from None
     if "bios" in firmware:
         details["bios"] = "El Torito boot image for x86 BIOS" + (
-            ", and MBR boot code (as a USB disk)" if any(disk.read(0, 440)) else "")
+            ", and MBR boot code (as a USB disk)"
+            if any(disk.read(0, MBR_BOOT_CODE)) else "")
     if "uefi" in firmware:
         details["uefi"] = "El Torito boot image for EFI"
-    return ImageInfo(path=str(path), kind="iso", format="iso",
-                     version=line.split()[-1] if line else "", name=line,
-                     kernels=(version,) if version else (), firmware=firmware,
+    return ImageInfo(path=str(path), kind="iso", format="iso", version=version, name=name,
+                     kernels=(kernel,) if kernel else (), firmware=firmware,
                      details=details, **_sizes(path, disk))
+
+
+def _is_iso(disk: Disk) -> bool:
+    # The primary volume descriptor's "CD001" at sector 16.
+    return disk.size >= 17 * ISO_SECTOR and disk.read(16 * ISO_SECTOR + 1, 5) == b"CD001"
 
 
 def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:
@@ -244,16 +260,21 @@ def inspect(path: Path, with_sha256: bool = True) -> ImageInfo:
         raise FileNotFoundError(f"{path}: no such file")
     disk = open_image(path)
     try:
-        if disk.format == "raw" and iso9660.is_iso(disk):
+        if disk.format == "raw" and _is_iso(disk):
             info = _iso(path, disk)
         else:
             try:
-                table = gpt.read(disk)
-            except ImageError as e:
-                reason = str(e).removeprefix(f"{path}: ")
+                mbr, parts = parse_gpt(disk.read, disk.size, str(path))
+            except BootloaderError as e:
+                # What follows "; " is advice for the installer about to write the disk.
+                reason = str(e).removeprefix(f"{path}: ").split("; ")[0]
                 raise ImageError(f"{path}: not a MixOS image: {reason}") from None
-            sdisk = _sdisk_partition(disk, table)
-            info = _sdisk(path, disk, table, sdisk) if sdisk else _installed(path, disk, table)
+            table = Partitions(mbr, tuple(parts))
+            fs = _root_fs(path, disk, table)
+            if fs.label == layout.SDISK_LABEL:  # partition 3 of an SDISK is its data
+                info = _sdisk(path, disk, table, fs)
+            else:
+                info = _installed(path, disk, table, fs)
     finally:
         disk.close()
     if with_sha256:

@@ -31,7 +31,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
-from mixboot.diskimage import Disk, ImageError, open_image
+from mixboot.diskimage import Disk, open_image
+from mixboot.image import ImageError
 
 HEADER_V2 = struct.Struct(">4sIQIIQIIQQIIQ")  # 72 bytes
 HEADER_V3_EXTRA = struct.Struct(">QQQII")  # 28 bytes: features, refcount order, length

@@ -23,10 +23,10 @@ SECTORS_PER_MIB = MIB // 512
 
 def tools_missing() -> str:
     """The tools these helpers need that the host lacks ("" when all are there)."""
-    need = ("sfdisk", "mkfs.ext4", "e2fsck", "debugfs", "mkfs.vfat", "mmd", "mcopy", "mdir", "mtype", "qemu-img",
-            "xorriso", "busybox")
+    need = ("sfdisk", "mkfs.ext4", "e2fsck", "debugfs", "mkfs.vfat", "mmd", "mcopy", "mdir",
+            "mtype", "qemu-img", "xorriso", "grub-mkrescue", "busybox")
     missing = [t for t in need if shutil.which(t) is None]
-    missing += [str(GRUB_I386 / f) for f in ("boot.img", "diskboot.img", "cdboot.img")
+    missing += [str(GRUB_I386 / f) for f in ("boot.img", "diskboot.img")
                 if not (GRUB_I386 / f).is_file()]
     return " ".join(missing)
 
@@ -127,36 +127,44 @@ def bzimage_header(release: str) -> bytes:
     return bytes(head)
 
 
-def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90",
-              bootable: bool = True) -> Path:
-    """An ISO 9660 image (xorriso, Rock Ridge) with the files the MixOS ISO has at
-    its root: /mixos-release and /boot/vmlinuz; when BOOTABLE, an El Torito boot
-    catalog with an x86 BIOS image (GRUB's cdboot.img) and an EFI one (a FAT image),
-    as grub-mkrescue makes them."""
-    tree = base / "iso-tree"
-    (tree / "boot").mkdir(parents=True)
-    (tree / "mixos-release").write_text(f"MixOS {version}\n")
-    (tree / "boot/vmlinuz").write_bytes(bzimage_header(kernel))
-    boot: list[str | Path] = []
-    if bootable:
-        (tree / "boot/bios.img").write_bytes((GRUB_I386 / "cdboot.img").read_bytes())
-        run("mkfs.vfat", "-C", tree / "efi.img", "1440")
-        boot = ["-b", "boot/bios.img", "-no-emul-boot", "-boot-load-size", "4",
-                "-eltorito-alt-boot", "-e", "efi.img", "-no-emul-boot"]
-    out = base / f"mixos-{version}.iso"
-    run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", *boot, "-o", out, tree)
+def mixos_iso(base: Path, version: str = "0.1.0", kernel: str = "6.1.90") -> Path:
+    """A MixOS ISO made by `make iso`'s own builder (grub-mkrescue: El Torito for
+    BIOS and EFI, /mixos-image.json), with a kernel that is only a header saying
+    its version and stand-ins for the initramfs and the root image."""
+    from mixbuild.images import iso
+
+    d = base / "iso-inputs"
+    d.mkdir(parents=True)
+    (d / "bzImage").write_bytes(bzimage_header(kernel))
+    (d / "initramfs.img").write_bytes(b"\0" * 2048)
+    (d / "root.squashfs").write_bytes(b"\0" * 8192)
+    inputs = iso.IsoInputs(kernel=d / "bzImage", initrd=d / "initramfs.img",
+                           squashfs=d / "root.squashfs", version=version)
+    return iso.build(inputs, base / f"mixos-{version}.iso")
+
+
+def plain_iso(base: Path, files: dict[str, str]) -> Path:
+    """An ISO 9660 image (xorriso, Rock Ridge) holding FILES and no boot catalog."""
+    tree = base / "plain-tree"
+    for name, text in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(text)
+    tree.mkdir(exist_ok=True)
+    out = base / "plain.iso"
+    run("xorriso", "-as", "mkisofs", "-quiet", "-R", "-V", "MIXOS", "-o", out, tree)
     return out
 
 
-def sdisk(base: Path, images: dict[str, Path], gpt_name: str = "data") -> Path:
-    """A selection disk as issue 11 lays it out: GPT with BIOS boot, EFI system
-    and a data partition whose ext4 file system is labelled MIXOS-SDISK, holding
-    IMAGES (name -> file) under /images/."""
+def sdisk(base: Path, images: dict[str, Path]) -> Path:
+    """A selection disk laid out as `make sdisk` lays it out (mixbuild.images.sdisk,
+    which needs loop devices; made here from files): GPT with BIOS boot, EFI system
+    and, as partition 3, an ext4 file system labelled MIXOS-SDISK holding IMAGES
+    (name -> file) under /images/."""
     base.mkdir(parents=True, exist_ok=True)
     tree = base / "sdisk-data"
-    (tree / "images").mkdir(parents=True)
+    (tree / layout.SDISK_IMAGES).mkdir(parents=True)
     for name, src in images.items():
-        shutil.copyfile(src, tree / "images" / name)
+        shutil.copyfile(src, tree / layout.SDISK_IMAGES / name)
     data_mib = 16 + sum(p.stat().st_size for p in images.values()) // MIB
     disk = base / "mixos.sdisk"
     with disk.open("wb") as f:
@@ -167,11 +175,12 @@ def sdisk(base: Path, images: dict[str, Path], gpt_name: str = "data") -> Path:
               f"2 : start={2 * SECTORS_PER_MIB}, size={8 * SECTORS_PER_MIB}, "
               f"type={layout.TYPE_GUIDS[layout.ESP]}\n"
               f"3 : start={10 * SECTORS_PER_MIB}, size={data_mib * SECTORS_PER_MIB}, "
-              f"type={layout.TYPE_GUIDS[layout.DATA]}, name={gpt_name}\n")
+              f"type={layout.TYPE_GUIDS[layout.DATA]}, name=mixos-sdisk\n")
     subprocess.run(["sfdisk", "-q", str(disk)], input=script.encode(), check=True,
                    capture_output=True)
     data = base / "data.ext4"
-    run("mkfs.ext4", "-q", "-F", "-L", "MIXOS-SDISK", "-d", tree, data, f"{data_mib}M")
+    run("mkfs.ext4", "-q", "-F", "-m", "0", "-L", layout.SDISK_LABEL, "-d", tree, data,
+        f"{data_mib}M")
     place(disk, data, 10 * MIB)
     esp = base / "sdisk-esp.vfat"
     run("mkfs.vfat", "-C", esp, str(8 * 1024))
