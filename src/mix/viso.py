@@ -83,9 +83,9 @@ def _inspect(path: Path, with_sha256: bool) -> ImageInfo:
 
 
 def _size(n: int) -> str:
-    from mixboot.imageinfo import human
+    from mix.session import human_size  # (not at import: cli imports this module early)
 
-    return human(n)
+    return human_size(n)
 
 
 def _print_info(info: ImageInfo) -> None:

@@ -71,11 +71,8 @@ class ImageInfo:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def os_release(text: str) -> dict[str, str]:
@@ -295,12 +292,4 @@ def list_images(directory: Path) -> tuple[list[ImageInfo], list[str]]:
             if path.suffix in IMAGE_SUFFIXES:
                 problems.append(str(e))
     return infos, problems
-
-
-def human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size} B"
 
