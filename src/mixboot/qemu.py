@@ -34,12 +34,16 @@ class Drive:
     path: Path
     format: str = "qcow2"  # "qcow2" or "raw"
     readonly: bool = False
+    # A QEMU device id: the disk can then be unplugged from the running VM (QMP
+    # device_del IDENT, as the VRAM tests do); "" for the plain -drive form.
+    ident: str = ""
     # Writes go to a temporary file QEMU deletes at exit: the image stays as built
     # (`mix viso boot --snapshot`, `make run`).
     snapshot: bool = False
 
     def option(self) -> str:
-        opt = f"file={self.path},if=virtio,format={self.format},cache=writeback,aio=threads"
+        where = f"if=none,id={self.ident}-drive" if self.ident else "if=virtio"
+        opt = f"file={self.path},{where},format={self.format},cache=writeback,aio=threads"
         return opt + (",readonly=on" if self.readonly else "") + \
             (",snapshot=on" if self.snapshot else "")
 
@@ -76,6 +80,8 @@ class Machine:
     # A Unix socket for QEMU's human monitor (HMP), e.g. to press keys on the
     # emulated keyboard ("sendkey esc"); none by default.
     monitor: Path | None = None
+    # A Unix socket for QMP, QEMU's machine protocol (e.g. device_del of a disk).
+    qmp: Path | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -156,15 +162,25 @@ def command(m: Machine) -> list[str]:
     else:
         if m.iso is not None and m.iso_media == "disk":
             argv += ["-drive", f"file={m.iso},if=none,id=iso,format=raw,readonly=on",
-                     "-device", "virtio-blk-pci,drive=iso"
+                     "-device", "virtio-blk-pci,drive=iso,id=iso-disk"
                      + (",bootindex=0" if m.kernel is None else "")]
         elif m.iso is not None:
             # On q35 an AHCI (SATA) CD-ROM; on pc the secondary IDE master.
             argv += ["-drive", f"file={m.iso},media=cdrom,if=ide,index=2,readonly=on"]
             if m.kernel is None:
                 argv += ["-boot", "order=d"]
-        for drive in m.drives:
+        for n, drive in enumerate(m.drives):
             argv += ["-drive", drive.option()]
+            if drive.ident:
+                boot = ",bootindex=0" if n == 0 and m.iso is None and m.kernel is None else ""
+                bus = ""
+                if m.machine == "q35":
+                    # q35's root complex takes no hot-plug: a root port of its own does.
+                    argv += ["-device", (f"pcie-root-port,id={drive.ident}-port,"
+                             f"chassis={n + 1},slot={n + 1}")]
+                    bus = f",bus={drive.ident}-port"
+                argv += ["-device", f"virtio-blk-pci,drive={drive.ident}-drive,id={drive.ident}"
+                         + bus + boot]
         for disk in m.disks:
             argv += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
     if m.network:
@@ -178,6 +194,8 @@ def command(m: Machine) -> list[str]:
     argv += ["-device", "virtio-rng-device" if m.mmio else "virtio-rng-pci"]
     if m.monitor is not None:
         argv += ["-monitor", f"unix:{m.monitor},server=on,wait=off"]
+    if m.qmp is not None:
+        argv += ["-qmp", f"unix:{m.qmp},server=on,wait=off"]
     argv += list(m.extra)
     return argv
 

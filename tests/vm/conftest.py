@@ -103,16 +103,52 @@ def viso_image() -> Path:
     return _image("MIXOS_VISO", default, "make viso")
 
 
-def overlay(base: Path, path: Path, grow_mib: int = 0) -> Path:
+def overlay(base: Path, path: Path, grow_mib: int = 0, base_format: str = "qcow2") -> Path:
     """A qcow2 overlay of BASE at PATH (writes go to it; BASE stays as built),
     GROW_MIB bigger than BASE when asked (as `qemu-img resize` would make it)."""
     path.unlink(missing_ok=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b",
                     str(base.absolute()), str(path)], check=True, capture_output=True)
     if grow_mib:
         subprocess.run(["qemu-img", "resize", "-q", str(path), f"+{grow_mib}M"], check=True,
                        capture_output=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def sdisk_image() -> Path:
+    """The SDISK (make sdisk, raw): boot it through an overlay(base_format="raw")."""
+    default = ARTIFACTS / f"mixos-{iso_stage.project_version()}.sdisk"
+    return _image("MIXOS_SDISK", default, "make sdisk")
+
+
+@pytest.fixture
+def sockets_dir() -> Iterator[Path]:
+    """A short directory for QEMU's monitor and QMP sockets (Unix socket names are
+    limited to 108 bytes; pytest's temporary paths can be longer)."""
+    d = Path(tempfile.mkdtemp(prefix="mixos-sock-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def http_repo() -> Iterator[str]:
+    """The build's signed repository (artifacts/repo) served over HTTP on 127.0.0.1;
+    the URL the guest reaches it by (QEMU user networking: the host is 10.0.2.2)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(ARTIFACTS / "repo")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://10.0.2.2:{server.server_port}"
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")
