@@ -25,6 +25,7 @@ from mix.errors import NotFoundError, PackageError, UsageError
 
 if TYPE_CHECKING:
     from mixboot.imageinfo import ImageInfo
+    from mixboot.qemu import Machine
 
 DEFAULT_MEMORY_MIB = 256
 # VRAM=auto (the ISO's default entry) copies the system into RAM from 1 GiB of
@@ -198,6 +199,24 @@ def ssh_command(port: int, key_file: Path | None) -> str:
     return shlex.join([*argv, "root@127.0.0.1"])
 
 
+def machine_for(info: ImageInfo, *, memory_mb: int = DEFAULT_MEMORY_MIB, accel: str = "tcg",
+                uefi: bool = False, snapshot: bool = False, seed: Path | None = None,
+                ssh_port: int | None = None, serial: str = "mon:stdio") -> Machine:
+    """The VM `mix viso boot` runs for the image INFO describes: an ISO as a CD-ROM,
+    a VISO or SDISK as the virtio disk it boots from; SEED (a NoCloud seed) as a
+    read-only disk; SSH_PORT forwarded to the guest's 22. (The VM tests boot it.)"""
+    from mixboot import qemu
+
+    path = Path(info.path).absolute()
+    disks = (seed,) if seed is not None else ()
+    if info.kind == "iso":
+        return qemu.Machine(memory_mb=memory_mb, accel=accel, iso=path, uefi=uefi,
+                            disks=disks, ssh_port=ssh_port, serial=serial)
+    return qemu.Machine(memory_mb=memory_mb, accel=accel, uefi=uefi, disks=disks,
+                        drives=(qemu.Drive(path, info.format, snapshot=snapshot),),
+                        ssh_port=ssh_port, serial=serial)
+
+
 def _check_firmware(path: Path, info: ImageInfo, uefi: bool) -> None:
     wanted = "uefi" if uefi else "bios"
     if wanted in info.firmware:
@@ -236,19 +255,10 @@ def viso_boot(args: argparse.Namespace) -> int:
     accel, why = choose_accel(args.accel)
     if why:
         notes.append(why)
-    path = args.file.absolute()
     seed_path = _seed(args.ssh_key) if args.ssh_key is not None else None
     port = qemu.free_port() if args.ssh_key is not None else None
-    if info.kind == "iso":
-        machine = qemu.Machine(memory_mb=memory, accel=accel, iso=path, uefi=args.uefi,
-                               disks=(seed_path,) if seed_path else (), ssh_port=port,
-                               serial="mon:stdio")
-    else:
-        drive = qemu.Drive(path, info.format, snapshot=args.snapshot)
-        machine = qemu.Machine(memory_mb=memory, accel=accel, drives=(drive,),
-                               uefi=args.uefi, disks=(seed_path,) if seed_path else (),
-                               ssh_port=port, serial="mon:stdio")
-    argv = qemu.command(machine)
+    argv = qemu.command(machine_for(info, memory_mb=memory, accel=accel, uefi=args.uefi,
+                                    snapshot=args.snapshot, seed=seed_path, ssh_port=port))
     if port is not None:
         notes.append(f"once it has booted, log in as root: {ssh_command(port, args.ssh_key)}")
     else:
