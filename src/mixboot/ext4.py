@@ -40,6 +40,9 @@ UNREADABLE = {0x1: "compression", 0x8: "journal_dev", 0x10: "meta_bg", 0x1000: "
               0x8000: "inline_data", 0x10000: "encrypt"}
 INCOMPAT_64BIT = 0x80
 MAX_SYMLINKS = 40
+# Extent tree nodes read for one file: a MixOS file has one (in its inode) or a
+# handful; a damaged tree could otherwise send the reader through the whole disk.
+MAX_EXTENT_NODES = 1024
 
 
 @dataclass(frozen=True)
@@ -122,20 +125,28 @@ class Ext4:
             self._tables[group] = table
         return table
 
-    def inode(self, number: int) -> Inode:
+    def inode_offset(self, number: int) -> int:
+        """Where inode NUMBER is, in bytes from the start of the file system."""
         group, index = divmod(number - 1, self.inodes_per_group)
-        raw = self._raw(self._inode_table(group) * self.block_size + index * self.inode_size,
-                        128)
+        return self._inode_table(group) * self.block_size + index * self.inode_size
+
+    def inode(self, number: int) -> Inode:
+        raw = self._raw(self.inode_offset(number), 128)
         mode, = struct.unpack_from("<H", raw, 0)
         size_lo, = struct.unpack_from("<I", raw, 0x4)
         flags, = struct.unpack_from("<I", raw, 0x20)
         size_hi, = struct.unpack_from("<I", raw, 0x6C)
         return Inode(number, mode, size_lo | size_hi << 32, flags, raw[0x28:0x28 + 60])
 
-    def _extents(self, node: bytes, depth_left: int = 5) -> list[tuple[int, int, int]]:
-        """(logical block, physical block, count) of an extent (sub)tree."""
+    def _extents(self, node: bytes, depth_left: int = 5,
+                 budget: list[int] | None = None) -> list[tuple[int, int, int]]:
+        """(logical block, physical block, count) of an extent (sub)tree. BUDGET
+        bounds the tree nodes read, so that a damaged tree costs little."""
+        budget = budget if budget is not None else [MAX_EXTENT_NODES]
         magic, entries, _max, depth = struct.unpack_from("<HHHH", node)
-        if magic != EXTENT_MAGIC or depth_left == 0:
+        budget[0] -= 1
+        if magic != EXTENT_MAGIC or depth_left == 0 or budget[0] < 0 \
+                or 12 + 12 * entries > len(node):
             raise ImageError(f"{self.where}: a damaged extent tree")
         out = []
         for n in range(entries):
@@ -147,15 +158,17 @@ class Ext4:
                 out.append((logical, start_lo | start_hi << 32, length))
             else:
                 _logical, leaf_lo, leaf_hi = struct.unpack_from("<IIH", node, at)
-                out += self._extents(self._block(leaf_lo | leaf_hi << 32), depth_left - 1)
+                out += self._extents(self._block(leaf_lo | leaf_hi << 32), depth_left - 1,
+                                     budget)
         return out
 
-    def _mapped(self, inode: Inode) -> list[tuple[int, int, int]]:
-        """The old ext2/3 block map: 12 direct blocks, then indirect ones."""
+    def _mapped(self, inode: Inode, size: int) -> list[tuple[int, int, int]]:
+        """The old ext2/3 block map: 12 direct blocks, then indirect ones; as far as
+        the first SIZE bytes go."""
         pointers = struct.unpack("<15I", inode.block)
         per_block = self.block_size // 4
         out: list[tuple[int, int, int]] = []
-        wanted = -(-inode.size // self.block_size)
+        wanted = -(-size // self.block_size)
 
         def walk(block: int, level: int, logical: int) -> int:
             if level == 0:
@@ -185,7 +198,8 @@ class Ext4:
             raise ImageError(f"{self.where}: inode {inode.number} keeps its data inline, "
                              "which mix viso does not read")
         size = min(inode.size, limit)
-        runs = self._extents(inode.block) if inode.flags & EXTENTS_FL else self._mapped(inode)
+        runs = (self._extents(inode.block) if inode.flags & EXTENTS_FL
+                else self._mapped(inode, size))
         out = bytearray(size)
         for logical, physical, count in runs:
             start = logical * self.block_size

@@ -18,7 +18,7 @@ from mixboot.image import ImageError
 ATTR_LFN = 0x0F
 ATTR_VOLUME = 0x08
 ATTR_DIR = 0x10
-MAX_CHAIN = 1 << 20
+MAX_DIR_BYTES = 1 << 20  # EFI/ and EFI/BOOT/ hold a few entries
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,13 @@ class Fat:
         return value & 0x0FFFFFFF, 0x0FFFFFF8
 
     def _chain(self, cluster: int) -> bytes:
+        """The clusters of a directory from CLUSTER on, following the FAT; a loop
+        in a damaged FAT, or a chain longer than any directory here, ends it."""
         out = bytearray()
         csize = self.per_cluster * self.sector
-        for _ in range(MAX_CHAIN):
-            if cluster < 2:
-                break
+        seen: set[int] = set()
+        while cluster >= 2 and cluster not in seen and len(out) < MAX_DIR_BYTES:
+            seen.add(cluster)
             out += self._raw(self.data_offset + (cluster - 2) * csize, csize)
             cluster, end = self._next(cluster)
             if cluster >= end:

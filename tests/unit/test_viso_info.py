@@ -287,3 +287,59 @@ def test_an_sdisk_is_recognized_by_its_data_partition_and_lists_its_images(
     assert (info.kind, info.format) == ("sdisk", "raw")
     assert info.details["images"] == "b.iso mixos-0.1.0.iso"
     assert info.firmware == ("bios", "uefi")
+
+
+def root_fs_offset(raw: Path) -> int:
+    disk = open_image(raw)
+    try:
+        _, parts = parse_gpt(disk.read, disk.size, str(raw))
+        return next(p for p in parts if p.number == layout.ROOT).first_lba * SECTOR
+    finally:
+        disk.close()
+
+
+def test_an_extent_header_claiming_more_entries_than_fit_is_damage(
+        images: dict[str, Path], tmp_path: Path) -> None:
+    raw = images["raw"]
+    start = root_fs_offset(raw)
+    disk = open_image(raw)
+    try:
+        _, parts = parse_gpt(disk.read, disk.size, str(raw))
+        root = next(p for p in parts if p.number == layout.ROOT)
+        fs = Ext4(disk, start, root.sectors * SECTOR, "test")
+        etc = fs.lookup("/etc")
+        assert etc is not None
+        at = start + fs.inode_offset(etc.number)
+    finally:
+        disk.close()
+    data = bytearray(raw.read_bytes())
+    assert int.from_bytes(data[at + 0x28:at + 0x2A], "little") == 0xF30A  # the header
+    data[at + 0x2A:at + 0x2C] = (5).to_bytes(2, "little")  # 5 entries; 4 fit in an inode
+    bad = tmp_path / "bad.img"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="damaged extent tree"):
+        inspect(bad)
+
+
+@pytest.mark.parametrize("region", ["gpt", "root-fs-metadata", "esp", "qcow2-metadata"])
+def test_random_damage_gives_an_image_error_or_the_facts_never_a_traceback(
+        images: dict[str, Path], tmp_path: Path, region: str) -> None:
+    import random
+
+    source = images["compressed"] if region == "qcow2-metadata" else images["raw"]
+    base, span = {"gpt": (0, 20 << 10),
+                  "root-fs-metadata": (root_fs_offset(images["raw"]), 300 << 10),
+                  "esp": ((1 + layout.BIOS_BOOT_MIB) << 20, 64 << 10),
+                  "qcow2-metadata": (0, 400 << 10)}[region]
+    rng = random.Random(region)  # the same damage every run
+    original = source.read_bytes()
+    bad = tmp_path / f"bad{source.suffix}"
+    for _ in range(40):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 50)):
+            data[base + rng.randrange(min(span, len(data) - base))] = rng.randrange(256)
+        bad.write_bytes(bytes(data))
+        try:
+            inspect(bad, with_sha256=False)
+        except ImageError:
+            pass
