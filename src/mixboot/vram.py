@@ -133,8 +133,8 @@ def next_boot(env: dict[str, str]) -> str | None:
         if kind == "sdisk":
             with sdisk.opened(readonly=True) as sd:
                 return sd.env().get(menu.VRAM_VAR) or menu.SDISK_VRAM_DEFAULT
-    except (sdisk.SdiskError, grubenv.GrubEnvError, OSError):
-        return None
+    except (VramError, sdisk.SdiskError, grubenv.GrubEnvError, OSError):
+        return None  # the medium is gone (unplugged) or unreadable: unknown
     return None  # the ISO: chosen at each boot
 
 

@@ -50,3 +50,9 @@ def test_disk_menu_passes_the_kept_vram_mode_and_offers_a_vram_entry() -> None:
     assert "VRAM=${mixos_vram}" in linux[0]
     assert any("VRAM=on" in ln for ln in linux[1:]) and linux[-1].rstrip().endswith(
         "rescue mixos.kernel=6.1.2-r1")
+
+
+def test_status_of_a_system_whose_disk_is_gone_says_next_boot_is_unknown() -> None:
+    env = {**DISK_ENV, "MIXOS_VRAM": "on", "MIXOS_ROOT": "/dev/mixos-no-such-disk"}
+    st = vram.status(env)
+    assert st["in_effect"] == "on" and st["next_boot"] is None
