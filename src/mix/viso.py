@@ -61,17 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPars
 
 
 def _mixboot() -> ModuleType:
+    """mixboot's image reader, or an error naming the package that brings it (also
+    when an older mixos-boot, from before `mix viso`, is installed)."""
+    import importlib
+
     try:
-        import mixboot
+        importlib.import_module("mixboot.qemu")
+        return importlib.import_module("mixboot.imageinfo")
     except ImportError:
-        raise NotFoundError("mix viso needs the mixboot library, which the package "
-                            "mixos-boot installs", hint="run 'mix install mixos-boot'") from None
-    return mixboot
+        raise NotFoundError("mix viso needs the mixboot library (mixboot.imageinfo, "
+                            "mixboot.qemu), which the package mixos-boot installs",
+                            hint="run 'mix install mixos-boot' (or 'mix upgrade "
+                            "mixos-boot')") from None
 
 
 def _inspect(path: Path, with_sha256: bool) -> ImageInfo:
     _mixboot()
-    from mixboot.diskimage import ImageError
+    from mixboot.image import ImageError
     from mixboot.imageinfo import inspect
 
     try:

@@ -263,9 +263,14 @@ def test_list_without_dir_looks_under_root(tmp_path: Path, images: dict[str, Pat
     assert code == 0 and [Path(i["path"]).name for i in json.loads(out)] == ["a.viso"]
 
 
+@pytest.mark.parametrize("absent", ["mixboot", "mixboot.imageinfo"],
+                         ids=["no-mixos-boot", "older-mixos-boot"])
 def test_without_mixos_boot_mix_viso_names_the_package(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "mixboot", None)  # as if mixos-boot were not installed
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        absent: str) -> None:
+    # As if mixos-boot (or this module of it) were not installed: importing it fails.
+    for name in [m for m in sys.modules if m == absent or m.startswith(absent + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)
     code, _, err = run_mix(capsys, "viso", "info", str(tmp_path / "x.viso"))
     assert code == 9
     assert "package mixos-boot" in err and "mix install mixos-boot" in err
