@@ -254,10 +254,10 @@ def viso_boot(args: argparse.Namespace) -> int:
         # The VISO and the SDISK boot through their own GRUB, whose normal entries
         # pass VRAM=${mixos_vram} from the image's grubenv: choosing VRAM from here
         # would mean writing into the image's file system, which this never does.
-        notes.append("VRAM: the ISO's default entry (VRAM=auto) runs from RAM with at least "
-                     f"{VRAM_MEMORY_MIB} MiB; its boot menu's VRAM entry (Esc at boot) "
-                     "forces it. A VISO or SDISK runs from RAM once 'mix vram enable' was "
-                     "run inside it (GRUB's mixos_vram, kept for the next boots).")
+        notes.append("VRAM: the boot menu's VRAM entry (Esc at boot) runs the system from "
+                     "RAM; the ISO's and SDISK's default entries (VRAM=auto) do so from "
+                     f"{VRAM_MEMORY_MIB} MiB; on a VISO or SDISK, 'mix vram enable' inside "
+                     "it keeps VRAM for the next boots (GRUB's mixos_vram).")
     accel, why = choose_accel(args.accel)
     if why:
         notes.append(why)
