@@ -35,23 +35,28 @@ KINDS = {"viso": "VISO (installed MixOS disk)", "iso": "ISO (live/installer)",
          "sdisk": "SDISK (selection disk)"}
 
 
+def _path(text: str) -> Path:
+    # "~/..." reaches mix unexpanded from make (a quoted SSH_KEY=~/...) and some shells.
+    return Path(text).expanduser()
+
+
 def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="viso_command", metavar="ACTION", required=True)
     p = sub.add_parser("info", parents=[common], help="format, sizes, MixOS version, kernels, "
                        "firmware and sha256 of an image file")
-    p.add_argument("file", metavar="FILE", type=Path)
+    p.add_argument("file", metavar="FILE", type=_path)
     p = sub.add_parser("list", parents=[common],
                        help="the images in ROOT/var/lib/mixos/images or DIR")
-    p.add_argument("dir", metavar="DIR", type=Path, nargs="?")
+    p.add_argument("dir", metavar="DIR", type=_path, nargs="?")
     p = sub.add_parser("boot", parents=[common], help="boot an image (VISO, ISO or SDISK) in "
                        "QEMU, or --print the command line")
-    p.add_argument("file", metavar="FILE", type=Path)
+    p.add_argument("file", metavar="FILE", type=_path)
     p.add_argument("--memory", metavar="MIB", type=int, help=f"guest memory in MiB (default "
                    f"{DEFAULT_MEMORY_MIB}; {VRAM_MEMORY_MIB} with --vram)")
     p.add_argument("--uefi", action="store_true", help="boot with OVMF instead of SeaBIOS")
     p.add_argument("--vram", action="store_true", help=f"at least {VRAM_MEMORY_MIB} MiB, so "
                    "that the system can run from RAM (see the note it prints)")
-    p.add_argument("--ssh-key", metavar="FILE", type=Path, help="authorize this public key "
+    p.add_argument("--ssh-key", metavar="FILE", type=_path, help="authorize this public key "
                    "for root through a NoCloud seed and forward a local port to SSH")
     p.add_argument("--snapshot", action="store_true", help="a disk image is not changed: "
                    "writes go to a temporary file")

@@ -166,3 +166,12 @@ def test_an_sdisk_boots_from_its_disk(viso: Path, iso: Path, tmp_path: Path,
     assert code == 0
     assert option(argv, "-drive") == [
         f"file={disk},if=virtio,format=raw,cache=writeback,aio=threads,snapshot=on"]
+
+
+def test_a_key_path_with_a_tilde_is_the_home_directorys(
+        viso: Path, key: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HOME", str(key.parent))  # (make passes SSH_KEY=~/... unexpanded)
+    code, argv, err = boot_print(capsys, str(viso), "--ssh-key", f"~/{key.name}")
+    assert code == 0 and "hostfwd=tcp:127.0.0.1:" in option(argv, "-netdev")[0]
+    assert f"-i {key.with_suffix('')} root@127.0.0.1" in err
