@@ -174,7 +174,9 @@ def choose_accel(requested: str) -> tuple[str, str]:
         return forced, ""
     if forced:
         raise UsageError(f"MIXOS_ACCEL={forced!r}: use 'kvm' or 'tcg'")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    from mixboot.qemu import kvm_usable
+
+    if not kvm_usable():
         return "tcg", "TCG: /dev/kvm is not usable here"
     try:
         from mixbuild.common import ARTIFACTS

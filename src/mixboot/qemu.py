@@ -9,6 +9,7 @@ TCG by booting a kernel stays with the build tooling (mixbuild.vm.qemu).
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,3 +206,9 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def kvm_usable() -> bool:
+    """Whether this process may open /dev/kvm (not whether KVM guests work: the
+    probe in mixbuild.vm.qemu finds that out)."""
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)

@@ -34,6 +34,7 @@ from mixboot.qemu import (
     Machine,
     command,
     free_port,
+    kvm_usable,
     ovmf_firmware,
 )
 from mixbuild.common import ARTIFACTS, log
@@ -43,10 +44,6 @@ __all__ = ["DIRECT_MACHINE", "MACHINES", "OVMF_CANDIDATES", "PROBE_LINE", "QBOOT
            "probe_accel"]
 
 PROBE_LINE = "mixos-initramfs: probe: userspace reached"
-
-
-def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
 def probe_accel(kernel: Path, initrd: Path, *, timeout: float = 8.0,
