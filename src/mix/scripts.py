@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from mix.errors import TransactionError
+from mix.rootpath import RootResolver
 
 TIME_LIMIT = 300
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -23,6 +24,27 @@ def interpreter(body: bytes) -> str:
     if first.startswith(b"#!"):
         return first[2:].strip().split()[0].decode(errors="replace") if first[2:].strip() else ""
     return "/bin/sh"
+
+
+def _write_script(root: Path, name: str, body: bytes) -> Path:
+    """The script's body in ROOT/var/lib/mix/tmp/NAME, that directory resolved inside the
+    root (a symlink leading out of it is refused) and the file created afresh (never
+    written through whatever a package left at that name)."""
+    tmpdir = Path(str(root).rstrip("/") + RootResolver(root).resolve_dir(
+        "/var/lib/mix/tmp", f"{name} script: mix's script directory /var/lib/mix/tmp"))
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    script = tmpdir / name
+    script.unlink(missing_ok=True)
+    fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o700)
+    try:
+        os.fchmod(fd, 0o700)
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return script
 
 
 def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict[str, str],
@@ -36,11 +58,7 @@ def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict
     if chroot and not os.path.lexists(str(root) + interp):
         warn.append(f"{package}: {name} script skipped: {interp} does not exist in {root} yet")
         return
-    tmpdir = root / "var/lib/mix/tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
-    script = tmpdir / f"{package}.{name}"
-    script.write_bytes(body)
-    script.chmod(0o700)
+    script = _write_script(root, f"{package}.{name}", body)
     env = {"PATH": ENV_PATH, "MIX_PACKAGE": package, "MIX_SCRIPT": name, "LANG": "C.UTF-8",
            "MIX_ROOT": "/" if chroot else str(root), **env_extra}
     inside = "/var/lib/mix/tmp/" + script.name if chroot else str(script)
