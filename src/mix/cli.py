@@ -18,6 +18,16 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return register
 
 
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--wait={text}: expected a number of seconds >= 0")
+    return value
+
+
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Global options, accepted before or after the sub-command."""
     d: Any = argparse.SUPPRESS if suppress else None
@@ -41,6 +51,9 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--simulate", action="store_true",
                    default=argparse.SUPPRESS if suppress else False,
                    help="print the plan and change nothing")
+    g.add_argument("--wait", metavar="[=SECONDS]", type=_wait_seconds, default=d,
+                   help="a command that changes the root waits for another mix to finish "
+                   "(at most SECONDS; without a value, as long as it takes) instead of failing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +158,10 @@ def _load_commands(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # --wait takes its value only as --wait=SECONDS: a bare --wait waits without a limit
+    # (argparse would otherwise take the next word, the command or a package, as SECONDS).
+    args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
     if not args.command:
         parser.print_help()
         return 2

@@ -4,7 +4,6 @@ plus the output helpers shared by the command modules."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -49,7 +48,8 @@ class Session:
         self.args = args
         self.cfg = config(args)
         self.write = write
-        self.lock = RootLock(self.cfg.state_dir) if write else None
+        # Only a command that changes the root takes the lock; readers never wait for it.
+        self.lock = RootLock(self.cfg.state_dir, getattr(args, "wait", None)) if write else None
         self._fetcher: Fetcher | None = None
         # The repositories once fetched for this command (see repos()).
         self.fetched: list[repos_mod.StoredRepo] | None = None
@@ -59,14 +59,20 @@ class Session:
             self.lock.__enter__()
         try:
             self.db = Database(self.cfg.db_path, readonly=not self.write)
-            if self.write and self.db.journal() is not None:
+            if self.db.journal() is None:
+                pass
+            elif self.write:
                 from mix.transaction import recover
 
                 done = recover(self.cfg.root, self.db)
                 if done:
                     warn(done)
-            elif self.db.journal() is not None:
-                self._recover_for_reader()
+            elif RootLock.holder(self.cfg.state_dir) is None:
+                # A reader shows the last committed state and leaves the journal to the
+                # next writer; while a writer is at work, that is simply how it should be.
+                warn("a transaction on this root was interrupted; the next mix command that "
+                     "changes it (e.g. 'mix update') completes or undoes it, and until then "
+                     "files on disk may differ from what is shown")
         except BaseException:
             if self.lock is not None:
                 self.lock.__exit__(None, None, None)
@@ -80,24 +86,6 @@ class Session:
 
             self._fetcher = Fetcher(self.cfg.timeout)
         return self._fetcher
-
-    def _recover_for_reader(self) -> None:
-        """A read-only command found an interrupted transaction: finish it first if allowed,
-        so that what it reports matches the disk."""
-        if not os.access(self.cfg.state_dir, os.W_OK):
-            warn("an interrupted transaction is pending; run any mix command as root to "
-                 "complete or undo it")
-            return
-        from mix.transaction import recover
-
-        self.db.close()
-        with RootLock(self.cfg.state_dir):
-            db = Database(self.cfg.db_path)
-            done = recover(self.cfg.root, db)
-            db.close()
-        if done:
-            warn(done)
-        self.db = Database(self.cfg.db_path, readonly=True)
 
     def __exit__(self, *exc: object) -> None:
         self.db.close()

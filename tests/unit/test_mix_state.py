@@ -108,3 +108,86 @@ def test_a_usr_link_to_the_hosts_usr_is_named_as_such(w: World, capsys: Any) -> 
     assert f"{w.root}/usr is a symlink outside the root (to /usr)" in err
     assert "too many levels" not in err
     assert w.installed() == {}
+
+
+# --- readers and the lock ------------------------------------------------------------------
+def a_writer_at_work(w: World) -> Any:
+    """What a writer in the middle of its staging phase holds: the lock, and a journal
+    row 'staging' that lists the (not yet visible) temporaries."""
+    from mix.database import Database
+    from mix.lock import RootLock
+
+    lock = RootLock(w.root / "var/lib/mix").__enter__()
+    db = Database(w.root / "var/lib/mix/installed.db")
+    with db.transaction() as c:
+        Database.set_journal(c, "staging", {"txid": "t", "renames": [], "created": [],
+                                            "deletes": [], "rmdirs": [], "transfers": []})
+    db.close()
+    return lock
+
+
+def journal(w: World) -> Any:
+    from mix.database import Database
+
+    db = Database(w.root / "var/lib/mix/installed.db", readonly=True)
+    try:
+        return db.journal()
+    finally:
+        db.close()
+
+
+def test_readers_answer_during_a_transaction_and_leave_its_journal(w: World,
+                                                                   capsys: Any) -> None:
+    w.pkg("a", files={"/usr/bin/a": "a"})
+    w.pkg("b", files={"/usr/bin/b": "b"})
+    w.sign()
+    assert w.mix("install", "a")[0] == 0
+    lock = a_writer_at_work(w)
+    try:
+        for args in (("list",), ("info", "a"), ("files", "a"), ("owner", "/usr/bin/a"),
+                     ("search", "a"), ("verify",), ("list", "--available")):
+            rc, out, err = w.mix(*args, capsys=capsys)
+            assert rc == 0, (args, err)
+            assert "interrupted" not in err
+        rc, out, _ = w.mix("--json", "list", capsys=capsys)
+        assert [p["name"] for p in json.loads(out)] == ["a"]  # the last committed state
+        rc, _, err = w.mix("install", "b", capsys=capsys)
+        assert rc == 5 and "--wait" in err
+        assert journal(w) is not None
+    finally:
+        lock.__exit__(None, None, None)
+    # the writer died (lock released, journal left): readers say so, only a writer recovers
+    rc, out, err = w.mix("list", capsys=capsys)
+    assert rc == 0 and out.strip() == "a 1.0" and "interrupted" in err
+    assert journal(w) is not None
+    rc, _, err = w.mix("install", "b", capsys=capsys)
+    assert rc == 0 and "rolled back an interrupted transaction" in err
+    assert journal(w) is None and w.installed() == {"a": "1.0", "b": "1.0"}
+
+
+def test_a_writer_waits_for_the_lock_with_wait(w: World, capsys: Any) -> None:
+    import threading
+    import time
+
+    from mix.lock import RootLock
+
+    w.pkg("a", files={"/usr/bin/a": "a"})
+    w.pkg("b", files={"/usr/bin/b": "b"})
+    w.sign()
+    lock = RootLock(w.root / "var/lib/mix").__enter__()
+    try:
+        start = time.monotonic()
+        rc, _, err = w.mix("--wait=0.3", "install", "a", capsys=capsys)
+        assert rc == 5 and "after waiting 0.3 s" in err
+        assert 0.3 <= time.monotonic() - start < 5
+    finally:
+        threading.Timer(0.5, lock.__exit__, (None, None, None)).start()
+    rc, _, err = w.mix("--wait", "install", "a", capsys=capsys)  # no limit; the word after
+    assert rc == 0 and "waiting for another mix process" in err   # --wait is the command
+    lock = RootLock(w.root / "var/lib/mix").__enter__()
+    threading.Timer(0.5, lock.__exit__, (None, None, None)).start()
+    rc, _, err = w.mix("install", "--wait=30", "b", capsys=capsys)
+    assert rc == 0, err
+    assert w.installed() == {"a": "1.0", "b": "1.0"}
+    with pytest.raises(SystemExit):
+        w.mix("--wait=-1", "install", "a")
