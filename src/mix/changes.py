@@ -105,10 +105,16 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
     if args.simulate:
         return 0
     confirm(args)
+    from mix.transaction import PostScriptError, Transaction, check_space
+
+    sizes = [s.download_size(ch.new) for ch in changes if ch.new is not None]
+    if any(sizes):
+        # the partial download beside its target takes the space until it is renamed
+        check_space({str(s.cfg.cache_dir): (sum(sizes), 2 * len(sizes))},
+                    "downloading the packages")
     for ch in changes:
         if ch.new is not None:
             ch.path = s.package_file(ch.new)
-    from mix.transaction import PostScriptError, Transaction
 
     tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
     try:

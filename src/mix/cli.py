@@ -183,5 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as e:
+        import errno
+
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"mix: error: disk full: {e}", file=sys.stderr)
+            print("mix: hint: free some space, then run mix again", file=sys.stderr)
+            return 7
         print(f"mix: error: {e}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mix.errors import MixError
+from mix.errors import DiskFullError, MixError, is_disk_full
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -85,6 +85,10 @@ class Database:
                 raise MixError(f"{self.path} has schema version {version}; this mix knows "
                                f"{SCHEMA_VERSION}", "use a matching mix version")
         except sqlite3.DatabaseError as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"disk full: cannot create the package database "
+                                    f"{self.path} ({e})", "free some space on that "
+                                    "filesystem, then run mix again") from None
             raise MixError(f"the package database {self.path} is unreadable: {e}",
                            "restore it from a backup") from None
 
@@ -119,13 +123,25 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One SQLite transaction; a full disk (at any statement or the commit) is reported
+        as DiskFullError, with the transaction rolled back."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back by itself already (SQLITE_FULL does)
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"disk full: cannot write the package database {self.path}"
+                                    f" ({e}); its last committed state is kept",
+                                    "free some space on that filesystem, then run mix "
+                                    "again") from None
             raise
-        self.conn.execute("COMMIT")
 
     # --- reads -----------------------------------------------------------------------
     def packages(self) -> list[dict[str, Any]]:

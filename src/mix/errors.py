@@ -14,7 +14,7 @@ EXIT_RESOLVE = 3        # dependencies cannot be satisfied / package unknown
 EXIT_TRUST = 4          # signature, key, expiry, rollback or checksum refused
 EXIT_LOCKED = 5         # another mix process holds the lock on this root
 EXIT_FETCH = 6          # download failed (after retries)
-EXIT_TRANSACTION = 7    # the transaction failed and was rolled back (conflict, I/O, script)
+EXIT_TRANSACTION = 7    # the transaction failed and was rolled back (conflict, I/O, disk full, script)
 EXIT_BAD_PACKAGE = 8    # a package file or staging directory is malformed
 EXIT_NOT_FOUND = 9      # asked about a package or path that is not there
 EXIT_DECLINED = 10      # the user answered no, or a prompt was needed without a tty
@@ -57,6 +57,25 @@ class FetchError(MixError):
 
 class TransactionError(MixError):
     exit_code = EXIT_TRANSACTION
+
+
+class DiskFullError(MixError):
+    """No space (or no inodes) left on a filesystem mix writes to; nothing was changed."""
+
+    exit_code = EXIT_TRANSACTION
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC or EDQUOT from the OS, or SQLite's "database or disk is full"."""
+    import errno
+
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    import sqlite3
+
+    return isinstance(e, sqlite3.Error) and (
+        getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(e))
 
 
 class PackageError(MixError):

@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 from typing import IO
 
-from mix.errors import FetchError, TrustError
+from mix.errors import DiskFullError, FetchError, TrustError, is_disk_full
 
 CHUNK = 1 << 16
 
@@ -110,6 +110,9 @@ class Fetcher:
                 raise FetchError(f"cannot download {url}: {e}",
                                  "check the repository URL and run 'mix update'") from None
             except (OSError, TimeoutError, ValueError) as e:
+                if is_disk_full(e):  # writing what was received, not the network: no retry
+                    raise DiskFullError(f"disk full: cannot store {url} ({e})",
+                                        "free some space there, then run mix again") from None
                 errors.append(str(e) or type(e).__name__)
             if time.monotonic() >= deadline:
                 break

@@ -131,6 +131,21 @@ class Session:
             s.set_installed(self.db.packages())
         return s
 
+    def download_size(self, entry: dict[str, Any]) -> int:
+        """Bytes package_file(entry) will download into the cache (0: read in place or
+        already there)."""
+        if entry.get("_local"):
+            return 0
+        repo = next((r for r in self.cfg.repos if r.name == entry.get("repo")), None)
+        if repo is None or repo.url.startswith("file://"):
+            return 0
+        try:
+            if (self.cfg.cache_dir / entry["filename"]).stat().st_size == entry.get("size"):
+                return 0
+        except OSError:
+            pass
+        return int(entry.get("size") or 0)
+
     def package_file(self, entry: dict[str, Any]) -> Path:
         """The local path of a planned package: the repo file itself, or a verified download."""
         if entry.get("_local"):

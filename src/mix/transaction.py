@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import stat
 import sys
@@ -32,10 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from mix.database import Database
-from mix.errors import MixError, PackageError, TransactionError, TrustError
+from mix.errors import (
+    DiskFullError,
+    MixError,
+    PackageError,
+    TransactionError,
+    TrustError,
+    is_disk_full,
+)
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
 from mix.rootpath import RootResolver
 from mix.scripts import run_script
+from mix.session import human_size
 
 
 @dataclass
@@ -145,6 +154,38 @@ def sync_root(root: Path) -> None:
 def _now() -> int:
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     return int(sde) if sde and sde.isdigit() else int(time.time())
+
+
+def check_space(needs: dict[str, tuple[int, int]], what: str) -> None:
+    """Refuse (DiskFullError) when a filesystem lacks the bytes or inodes needed; needs
+    maps a directory (or the path it will have) to (bytes, inodes) to be written under it. Bytes are
+    counted in whole blocks, plus 1 % and a block per inode for the filesystem's own
+    bookkeeping."""
+    by_fs: dict[int, tuple[str, int, int, os.statvfs_result]] = {}
+    for d, (size, inodes) in needs.items():
+        while d != "/" and not os.path.isdir(d):
+            d = os.path.dirname(d)
+        try:
+            dev = os.stat(d).st_dev
+            st = os.statvfs(d)
+        except OSError:
+            continue  # cannot tell: the write itself will say
+        block = st.f_frsize or 4096
+        blocks = -(-size // block) + inodes
+        first, b, n, _ = by_fs.get(dev, (d, 0, 0, st))
+        by_fs[dev] = (first, b + blocks, n + inodes, st)
+    for d, blocks, inodes, st in by_fs.values():
+        block = st.f_frsize or 4096
+        need = (blocks + blocks // 100) * block
+        free = st.f_bavail * block
+        if need > free:
+            raise DiskFullError(f"disk full: {what} needs {human_size(need)} on the filesystem of "
+                                f"{d}, which has {human_size(free)} free; nothing was changed",
+                                f"free at least {human_size(need - free)} there, then run mix again")
+        if st.f_files and inodes > st.f_favail:  # f_files 0: no fixed number of inodes
+            raise DiskFullError(f"disk full: {what} needs {inodes} inodes on the filesystem "
+                                f"of {d}, which has {st.f_favail} free; nothing was changed",
+                                "delete some files there, then run mix again")
 
 
 def _kind_on_disk(path: str) -> str:
@@ -446,8 +487,42 @@ class Transaction:
                                      self.scripts_of.get(ch.name, {}))
             Database.set_journal(c, "committed", data)
 
+    def space_needed(self, data: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """Bytes and inodes the staging phase needs, by an existing directory of each
+        filesystem it writes to. Every new file is staged while the files it replaces
+        still exist, so the peak is the new files themselves, not the size difference."""
+        sizes = {path: f.size for md in self.meta.values() for f in md.files
+                 if f.type == "file" for path in (f.path,)}
+        needs: dict[str, tuple[int, int]] = {}
+        anchor_of: dict[str, str] = {}
+
+        def anchor(d: str) -> str:
+            found = anchor_of.get(d)
+            if found is None:
+                found = d
+                while found != "/" and _kind_on_disk(found) != "dir":
+                    found = os.path.dirname(found)
+                anchor_of[d] = found
+            return found
+
+        def add(d: str, size: int, inodes: int) -> None:
+            a = anchor(d)
+            b, n = needs.get(a, (0, 0))
+            needs[a] = (b + size, n + inodes)
+
+        for r in data["renames"]:
+            add(os.path.dirname(r["temp"]), sizes.get(r["path"], 0), 1)
+        for d, _mode in data["created"]:
+            add(d, 0, 1)
+        # the database: the journal row and the new file rows, a few times over (SQLite's
+        # rollback journal holds the old pages while the new ones are written)
+        files = sum(len(md.files) for md in self.meta.values())
+        add(str(self.db.path.parent), 4 * len(json.dumps(data)) + 512 * files + (64 << 10), 2)
+        return needs
+
     def run(self) -> Outcome:
         data = self.prepare()
+        check_space(self.space_needed(data), "the transaction")
         self.scripts_of: dict[str, dict[str, bytes]] = {}
         # post-remove bodies must be read before the commit drops them from the database
         self.old_scripts = {c.name: self.db.scripts(c.name) for c in self.changes
@@ -465,9 +540,14 @@ class Transaction:
             self._commit(data)
         except BaseException as e:
             rollback(self.root, self.db, data)
+            if is_disk_full(e) or isinstance(e, DiskFullError):
+                detail = e.message if isinstance(e, DiskFullError) else str(e)
+                raise DiskFullError(f"disk full, the transaction was rolled back: {detail}",
+                                    "nothing was changed; free some space, then run mix "
+                                    "again") from None
             if isinstance(e, OSError):
                 raise TransactionError(f"transaction failed and was rolled back: {e}",
-                                       "nothing was changed; fix the cause (disk space?) and "
+                                       "nothing was changed; fix the cause and "
                                        "run mix again") from None
             raise
         _failpoint()
@@ -635,8 +715,11 @@ def rollback(root: Path, db: Database, data: dict[str, Any]) -> None:
             os.rmdir(d)
         except OSError:
             pass
-    with db.transaction() as c:
-        Database.clear_journal(c)
+    try:
+        with db.transaction() as c:
+            Database.clear_journal(c)
+    except DiskFullError:
+        pass  # the journal stays 'staging': the next writer's recover() repeats this rollback
 
 
 def apply(root: Path, db: Database, data: dict[str, Any]) -> None:
