@@ -464,15 +464,31 @@ class Solver:
         if not trans.isempty():
             trans.order()
         replaced: set[int] = set()
-        for s in trans.steps() if not trans.isempty() else ():
-            if s.isinstalled():
-                continue
+        # installed packages that a new one replaces or conflicts with: removed first
+        displaced: set[int] = set()
+        new_solvables = [s for s in trans.steps() if not s.isinstalled()] \
+            if not trans.isempty() else []
+        for s in new_solvables:
             old = trans.othersolvable(s)
             if old is not None and old.isinstalled() and old.name == s.name:
                 replaced.add(old.id)
+            others = [o for o in trans.allothersolvables(s)
+                      if o.isinstalled() and o.name != s.name]
+            displaced.update(o.id for o in others)
+            # A package that replaces an explicitly installed one takes over its mark.
+            if any(self._reasons.get(o.name) == "explicit" for o in others):
+                explicit.add(s.name)
+        leaving = [s for s in trans.steps() if s.isinstalled() and s.id not in replaced] \
+            if not trans.isempty() else []
+        displaced.update(self._conflicting(leaving, new_solvables))
+        removals_first = [s for s in leaving if s.id in displaced]
+        for s in removals_first:
+            old_entry = self.entry(s)
+            plan.remove.append(old_entry)
+            plan.steps.append(("remove", old_entry, None))
         for s in trans.steps() if not trans.isempty() else ():
             if s.isinstalled():
-                if s.id in replaced:
+                if s.id in replaced or s.id in displaced:
                     continue
                 old_entry = self.entry(s)
                 plan.remove.append(old_entry)
@@ -496,6 +512,22 @@ class Solver:
             if self._reasons.get(name) == "dependency":
                 plan.reasons[name] = "explicit"
         return plan
+
+    @staticmethod
+    def _conflicting(leaving: list[solv.XSolvable], new: list[solv.XSolvable]) -> set[int]:
+        """Ids of the leaving packages that conflict with a new one (either way round)."""
+        out: set[int] = set()
+        for n in new:
+            for dep in n.lookup_deparray(solv.SOLVABLE_CONFLICTS):
+                out.update(r.id for r in leaving if r.matchesdep(solv.SOLVABLE_PROVIDES, dep))
+        for r in leaving:
+            if r.id in out:
+                continue
+            for dep in r.lookup_deparray(solv.SOLVABLE_CONFLICTS):
+                if any(n.matchesdep(solv.SOLVABLE_PROVIDES, dep) for n in new):
+                    out.add(r.id)
+                    break
+        return out
 
     def _refuse_breaking_dependents(self, jobs: list[solv.Job], request: Request) -> None:
         """Name the installed packages a removal would break, if that is the only problem."""
