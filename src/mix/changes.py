@@ -104,6 +104,7 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
     show_plan(changes, args.json)
     if args.simulate:
         return 0
+    s.refuse_expired([ch.new for ch in changes if ch.new is not None])
     confirm(args)
     from mix.transaction import PostScriptError, Transaction, check_space
 

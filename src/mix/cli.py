@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("dir", metavar="DIR")
     ri.add_argument("--key", metavar="NAME.key", required=True)
     ri.add_argument("--valid-days", type=int, default=30, metavar="N",
-                    help="days the index stays valid (default 30)")
+                    help="days the index stays valid, at least 1 (default 30)")
     return parser
 
 
@@ -139,6 +139,11 @@ def cmd_repo(args: argparse.Namespace) -> int:
 
     from mix.index import scan_repo, write_index
 
+    if args.valid_days <= 0:
+        from mix.errors import UsageError
+
+        raise UsageError(f"--valid-days {args.valid_days}: the index would have expired "
+                         "when it is written", "give a number of days of at least 1")
     entries = scan_repo(Path(args.dir))
     path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days)
     print(f"wrote {path} ({len(entries)} packages) and {path}.sig")

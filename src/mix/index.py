@@ -145,20 +145,20 @@ def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], so
             or not isinstance(doc.get("packages"), list):
         raise TrustError(f"index from {source} lacks created/valid_until/packages")
     if valid_until < now:
-        raise TrustError(f"index from {source} expired on {_date(valid_until)}",
+        raise TrustError(f"index from {source} expired on {utc_date(valid_until)}",
                          "the repository must be re-signed (`mix repo index`); an expired "
                          "index could be a replay of stale data")
     if created > now + CLOCK_SKEW:
-        raise TrustError(f"index from {source} claims to be created on {_date(created)}, "
+        raise TrustError(f"index from {source} claims to be created on {utc_date(created)}, "
                          "in the future", "check this machine's clock")
     if held_created is not None and created < held_created:
-        raise TrustError(f"index from {source} (created {_date(created)}) is older than the one "
-                         f"already held (created {_date(held_created)}): refusing a rollback",
+        raise TrustError(f"index from {source} (created {utc_date(created)}) is older than the one "
+                         f"already held (created {utc_date(held_created)}): refusing a rollback",
                          "a mirror may be serving stale data; try again later or another mirror")
     for entry in doc["packages"]:
         _check_entry(entry, source)
     return doc
 
 
-def _date(t: int) -> str:
+def utc_date(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

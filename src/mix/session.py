@@ -115,8 +115,27 @@ class Session:
                                  f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
                 repos_mod.update(self.cfg, r, ring, self.fetcher)
+        for r in stored:
+            if r.expired():
+                warn(f"the stored index of {r.repo.url} has expired; 'mix update' fetches a "
+                     "fresh one (mix installs nothing from an expired index)")
         self.fetched = stored
         return stored
+
+    def refuse_expired(self, entries: list[dict[str, Any]]) -> None:
+        """Packages are installed only from an index that is still valid: an expired one
+        may be a replay that keeps security updates away (exit 4)."""
+        by_name = {r.repo.name: r for r in self.fetched or ()}
+        for e in entries:
+            r = by_name.get(e.get("repo", ""))
+            if r is not None and r.expired():
+                from mix.errors import TrustError
+                from mix.index import utc_date
+
+                raise TrustError(f"{e['name']} {e['version']} comes from the index of "
+                                 f"{r.repo.url}, which expired on {utc_date(r.valid_until() or 0)}",
+                                 "run 'mix update' to fetch a fresh index (the repository "
+                                 "must be re-signed if it is stale)")
 
     def solver(self, installed: bool = True, repositories: bool = True) -> Solver:
         """A solver over the stored repositories (each from its .solv cache when fresh) and
