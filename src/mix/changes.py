@@ -35,7 +35,8 @@ def plan_changes(plan: Any) -> list[Change]:
 def plan_json(changes: list[Change]) -> list[dict[str, Any]]:
     return [{"action": c.kind, "name": c.name,
              "version": (c.new or c.old or {}).get("version"),
-             "old_version": (c.old or {}).get("version") if c.kind == "upgrade" else None,
+             "old_version": (c.old or {}).get("version") if c.kind in ("upgrade", "reinstall")
+             else None,
              "reason": c.reason if c.kind != "remove" else None} for c in changes]
 
 
@@ -54,6 +55,8 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
         elif c.kind == "upgrade":
             say(f"  upgrade  {c.name} {(c.old or {}).get('version')} -> "
                 f"{(c.new or {}).get('version')}")
+        elif c.kind == "reinstall":
+            say(f"  reinstall {c.name} {(c.new or {}).get('version')}")
         else:
             say(f"  remove   {c.name} {(c.old or {}).get('version')}")
     sign = "+" if delta >= 0 else "-"
@@ -81,16 +84,22 @@ def report(outcome: Outcome) -> None:
         warn(w)
     parts = [f"{len(v)} {k}" for k, v in (("installed", outcome.installed),
                                           ("upgraded", outcome.upgraded),
+                                          ("reinstalled", outcome.reinstalled),
                                           ("removed", outcome.removed)) if v]
     say("done: " + (", ".join(parts) if parts else "nothing to do"))
 
 
 def execute(s: Session, plan: Any, named: list[str]) -> int:
     """Show the plan, confirm, fetch, run the transaction."""
-    args = s.args
     changes = plan_changes(plan)
     reason_flips = {n: r for n, r in plan.reasons.items()
                     if n not in {c.name for c in changes}}
+    return carry_out(s, changes, reason_flips, named)
+
+
+def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
+              named: list[str]) -> int:
+    args = s.args
     if not changes:
         if reason_flips and not args.simulate:
             with s.db.transaction() as c:
@@ -215,6 +224,9 @@ def _local_packages(s: Session, specs: list[str]) -> tuple[list[str], list[dict[
 def cmd_install(args: argparse.Namespace) -> int:
     from mix.solver import Request
 
+    if args.reinstall:
+        with Session(args, write=not args.simulate) as s:
+            return carry_out(s, reinstall_changes(s, args.packages), {}, [])
     with Session(args, write=not args.simulate) as s:
         specs, local = _local_packages(s, args.packages)
         if local and not args.allow_untrusted:
@@ -260,3 +272,59 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         solver = s.solver()
         req = Request(upgrade=args.packages) if args.packages else Request(upgrade_all=True)
         return execute(s, solver.solve(req), [])
+
+
+# --- reinstalling --------------------------------------------------------------------------
+def reinstall_changes(s: Session, names: list[str]) -> list[Change]:
+    """Each installed package again, at its installed version, from the repository of
+    highest priority that offers that version."""
+    from mix.transaction import Change
+
+    wanted: dict[str, dict[str, Any]] = {}
+    for name in names:
+        inst = s.db.package(name)
+        if inst is None:
+            raise NotFoundError(f"{name} is not installed", f"use 'mix install {name}'")
+        wanted[name] = inst
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    for r in s.repos():
+        for e in r.entries():
+            inst = wanted.get(e["name"])
+            if inst is None or (e["version"], e.get("arch")) != (inst["version"], inst["arch"]):
+                continue
+            if e["name"] not in found or r.repo.priority > found[e["name"]][0]:
+                found[e["name"]] = (r.repo.priority, e)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFoundError("cannot reinstall " + ", ".join(
+            f"{n} {wanted[n]['version']}" for n in missing) + ": no repository offers "
+            "that version any more", "upgrade instead: mix upgrade " + " ".join(missing))
+    return [Change("reinstall", n, new=found[n][1], old=wanted[n], reason=wanted[n]["reason"],
+                   repo=found[n][1].get("repo", "")) for n in names]
+
+
+@command("fix")
+def cmd_fix(args: argparse.Namespace) -> int:
+    """Complete or undo an interrupted transaction (as every writer does), then reinstall
+    the packages whose files differ from the database."""
+    from mix.queries import problem_text, verify_files
+
+    with Session(args, write=not args.simulate) as s:
+        names = args.packages or [p["name"] for p in s.db.packages()]
+        files: list[dict[str, Any]] = []
+        for n in names:
+            if s.db.package(n) is None:
+                raise NotFoundError(f"{n} is not installed", "see 'mix list --installed'")
+            files.extend(s.db.files(n))
+        problems, _modified = verify_files(s.cfg.root, files)
+        broken = sorted({p["package"] for p in problems})
+        if not broken:
+            if args.json:
+                print(json.dumps({"plan": []}))
+            else:
+                say(f"{len(names)} packages, {len(files)} entries: nothing to fix")
+            return 0
+        if not args.json:
+            for p in problems:
+                say(problem_text(p))
+        return carry_out(s, reinstall_changes(s, broken), {}, [])

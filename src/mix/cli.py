@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NAME, NAME>=VERSION or a path to a .mixpkg file")
     p.add_argument("--allow-untrusted", action="store_true",
                    help="accept local .mixpkg files that are not in a signed index")
+    p.add_argument("--reinstall", action="store_true",
+                   help="install the named installed packages again (same version)")
     p = add("remove", "remove packages (and orphaned dependencies)")
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.add_argument("--cascade", action="store_true",
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p = add("verify", "check installed files against the database")
     p.add_argument("packages", nargs="*", metavar="PKG")
+    p = add("fix", "reinstall installed packages whose files differ from the database "
+            "(and complete an interrupted transaction)")
+    p.add_argument("packages", nargs="*", metavar="PKG", help="only these (default: all)")
     p = add("build", "build a .mixpkg from a staging directory")
     p.add_argument("staging", metavar="DIR")
     p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True)

@@ -183,42 +183,52 @@ def cmd_owner(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_files(root: Path, files: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """(problems, modified config files) for installed file rows."""
+def verify_files(root: Path, files: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(problems, modified config files) for installed file rows; each one a
+    {"package", "path", "problem"} object."""
     from mix.package import sha256_file
     from mix.rootpath import RootResolver
 
     resolver = RootResolver(root)
-    problems: list[str] = []
-    modified: list[str] = []
+    problems: list[dict[str, str]] = []
+    modified: list[dict[str, str]] = []
+
+    def problem(f: dict[str, Any], what: str, into: list[dict[str, str]] = problems) -> None:
+        into.append({"package": f["package"], "path": f["path"], "problem": what})
+
     for f in files:
         path = f["path"]
         try:
             disk = str(root) + resolver.target(path, path)
             st = os.lstat(disk)
         except (MixError, FileNotFoundError, NotADirectoryError):
-            problems.append(f"{f['package']}: {path}: missing")
+            problem(f, "missing")
             continue
         import stat as st_mod
 
         if f["type"] == "dir":
             if not st_mod.S_ISDIR(st.st_mode) and not (
                     st_mod.S_ISLNK(st.st_mode) and os.path.isdir(disk)):
-                problems.append(f"{f['package']}: {path}: not a directory")
+                problem(f, "not a directory")
         elif f["type"] == "symlink":
             if not st_mod.S_ISLNK(st.st_mode) or os.readlink(disk) != f["target"]:
-                problems.append(f"{f['package']}: {path}: symlink changed")
+                problem(f, "symlink changed")
         else:
             if not st_mod.S_ISREG(st.st_mode):
-                problems.append(f"{f['package']}: {path}: not a regular file")
+                problem(f, "not a regular file")
             elif sha256_file(Path(disk)) != f["sha256"]:
-                (modified if f["config"] else problems).append(
-                    f"{f['package']}: {path}: " + ("modified configuration" if f["config"]
-                                                   else "content differs (sha256)"))
+                if f["config"]:
+                    problem(f, "modified configuration", modified)
+                else:
+                    problem(f, "content differs (sha256)")
             elif st_mod.S_IMODE(st.st_mode) != f["mode"]:
-                problems.append(f"{f['package']}: {path}: mode {st_mod.S_IMODE(st.st_mode):o},"
-                                f" expected {f['mode']:o}")
+                problem(f, f"mode {st_mod.S_IMODE(st.st_mode):o}, expected {f['mode']:o}")
     return problems, modified
+
+
+def problem_text(p: dict[str, str]) -> str:
+    return f"{p['package']}: {p['path']}: {p['problem']}"
 
 
 @command("verify")
@@ -235,12 +245,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps({"problems": problems, "modified_config": modified}, indent=1))
     else:
         for m in modified:
-            print(m)
+            print(problem_text(m))
         for p in problems:
-            print(p)
+            print(problem_text(p))
     if problems:
+        names = " ".join(sorted({p["package"] for p in problems}))
         raise VerifyError(f"{len(problems)} of {len(files)} installed entries differ from the "
-                          "database", "reinstall the affected packages")
+                          "database", f"reinstall the affected packages: mix fix {names}")
     if not args.json:
         say(f"{len(names)} packages, {len(files)} entries: ok")
     return 0

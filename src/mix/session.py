@@ -71,7 +71,7 @@ class Session:
                 # A reader shows the last committed state and leaves the journal to the
                 # next writer; while a writer is at work, that is simply how it should be.
                 warn("a transaction on this root was interrupted; the next mix command that "
-                     "changes it (e.g. 'mix update') completes or undoes it, and until then "
+                     "changes it ('mix fix', for one) completes or undoes it, and until then "
                      "files on disk may differ from what is shown")
         except BaseException:
             if self.lock is not None:

@@ -49,7 +49,7 @@ from mix.session import human_size
 
 @dataclass
 class Change:
-    kind: str                          # "install" | "upgrade" | "remove"
+    kind: str                          # "install" | "upgrade" | "reinstall" | "remove"
     name: str
     new: dict[str, Any] | None = None  # index entry of the new package
     old: dict[str, Any] | None = None  # installed entry (upgrade, remove)
@@ -63,6 +63,7 @@ class Outcome:
     installed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     upgraded: list[str] = field(default_factory=list)
+    reinstalled: list[str] = field(default_factory=list)
     mixnew: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -234,7 +235,7 @@ class Transaction:
 
     def prepare(self) -> dict[str, Any]:
         self._read_metadata()
-        leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade")}
+        leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade", "reinstall")}
         by_path: dict[str, list[dict[str, Any]]] = {}
         for row in self.db.all_files():
             by_path.setdefault(row["path"], []).append(row)
@@ -475,7 +476,7 @@ class Transaction:
         when = _now()
         with self.db.transaction() as c:
             for ch in self.changes:
-                if ch.kind in ("remove", "upgrade"):
+                if ch.kind in ("remove", "upgrade", "reinstall"):
                     Database.drop_package(c, ch.name)
             for path, pkg in data["transfers"]:
                 Database.drop_file(c, path, pkg)
@@ -554,7 +555,7 @@ class Transaction:
         apply(self.root, self.db, data)
         for ch in self.changes:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
-             "remove": self.out.removed}[ch.kind].append(ch.name)
+             "reinstall": self.out.reinstalled, "remove": self.out.removed}[ch.kind].append(ch.name)
         self._post_scripts()
         return self.out
 

@@ -42,7 +42,8 @@ def disk_matches_db(root: Path) -> tuple[dict[str, str], list[str]]:
         files = db.all_files()
     finally:
         db.close()
-    problems, _modified = verify_files(root, files)
+    found, _modified = verify_files(root, files)
+    problems = [f"{p['package']}: {p['path']}: {p['problem']}" for p in found]
     listed = {f["path"] for f in files}
     for dirpath, dirnames, filenames in os.walk(root):
         rel = "/" + os.path.relpath(dirpath, root)
