@@ -241,6 +241,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         elif local:
             for e in local:
                 e["_untrusted"] = True
+        if len(local) < len(specs):
+            s.repos()  # names to look up: without repositories, a usage error (exit 2)
         solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)

@@ -175,8 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    import signal
+
     from mix.errors import MixError
 
+    # SIGTERM ends mix the way Ctrl-C does: an unfinished transaction is rolled back.
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (mix called as a library): leave it alone
+        previous = None
     try:
         if args.command not in COMMANDS:
             _load_commands(args.command)
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"mix: hint: {e.hint}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("mix: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("mix: interrupted", file=sys.stderr)
         return 130
@@ -201,3 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             return 7
         print(f"mix: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where mix is, so that it unwinds (and rolls back) as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()

@@ -24,6 +24,14 @@ class _Permanent(Exception):
     pass
 
 
+class _TooLarge(_Permanent):
+    pass
+
+
+class NotServedError(FetchError):
+    """The server answered, and has no such file (HTTP 4xx, or no such file:// path)."""
+
+
 class Fetcher:
     def __init__(self, timeout: float = 30.0, retries: int = 3, progress: bool | None = None) -> None:
         self.timeout = timeout
@@ -77,7 +85,7 @@ class Fetcher:
                     break
                 done += len(chunk)
                 if max_size is not None and done > max_size:
-                    raise _Permanent(f"larger than the expected {max_size} bytes")
+                    raise _TooLarge(f"larger than the expected {max_size} bytes")
                 out.write(chunk)
                 if self.progress and time.monotonic() - last_draw > 0.1:
                     last_draw = time.monotonic()
@@ -91,8 +99,11 @@ class Fetcher:
         if total is not None and done != total:
             raise OSError(f"connection closed after {done} of {total} bytes")
 
-    def fetch(self, url: str, out: IO[bytes], label: str = "", max_size: int | None = None) -> None:
-        """Write the body of url to out (truncated and rewritten on each retry)."""
+    def fetch(self, url: str, out: IO[bytes], label: str = "", max_size: int | None = None,
+              signed_size: bool = False) -> None:
+        """Write the body of url to out (truncated and rewritten on each retry).
+        signed_size: max_size is the size a signed index gives, so more is a trust
+        failure, not a download one."""
         deadline = time.monotonic() + self.deadline_s
         errors: list[str] = []
         for attempt in range(self.retries + 1):
@@ -106,9 +117,16 @@ class Fetcher:
             try:
                 self._attempt(url, out, deadline, label or url.rsplit("/", 1)[-1], max_size)
                 return
-            except _Permanent as e:
+            except _TooLarge as e:
+                if signed_size:
+                    raise TrustError(f"{url} is {e}, the size the signed index gives",
+                                     "the mirror serves a corrupt or altered file; run "
+                                     "'mix update' or try another mirror") from None
                 raise FetchError(f"cannot download {url}: {e}",
                                  "check the repository URL and run 'mix update'") from None
+            except _Permanent as e:
+                raise NotServedError(f"cannot download {url}: {e}",
+                                     "check the repository URL and run 'mix update'") from None
             except (OSError, TimeoutError, ValueError) as e:
                 if is_disk_full(e):  # writing what was received, not the network: no retry
                     raise DiskFullError(f"disk full: cannot store {url} ({e})",
@@ -133,7 +151,7 @@ class Fetcher:
         tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
         try:
             with open(tmp, "w+b") as f:
-                self.fetch(url, f, label=dest.name, max_size=size)
+                self.fetch(url, f, label=dest.name, max_size=size, signed_size=size is not None)
                 f.flush()
                 f.seek(0)
                 h = hashlib.sha256()

@@ -17,7 +17,7 @@ from typing import Any
 
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
-from mix.fetch import Fetcher
+from mix.fetch import Fetcher, NotServedError
 from mix.index import INDEX_NAME, SIG_NAME, atomic_write, verify_index
 from mix.keys import PublicKey, load_keyring
 
@@ -161,7 +161,13 @@ def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: F
     this URL under any name, not only with the copy stored under this one."""
     base = repo.repo.url
     data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
-    sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    try:
+        sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    except NotServedError:
+        # the repository serves its index but no signature: a trust failure (exit 4)
+        raise TrustError(f"index from {base} is not signed: {base}/{SIG_NAME} does not "
+                         "exist", "the repository must serve index.json.sig made by "
+                         "`mix repo index`") from None
     if _unchanged(repo, data, sig):
         return None
     held = [t for t in (repo.created(), newest_seen(cfg, base)) if t is not None]
