@@ -108,7 +108,7 @@ def test_7_transaction_failed(w: World, capsys: Any) -> None:
 def test_8_bad_package(w: World, capsys: Any, tmp_path: Path) -> None:
     bad = tmp_path / "bad.mixpkg"
     bad.write_bytes(b"not a package")
-    rc, err = mix_in(w, capsys, "install", "--allow-untrusted", str(bad))
+    rc, _err = mix_in(w, capsys, "install", "--allow-untrusted", str(bad))
     assert rc == 8
 
 
@@ -184,7 +184,7 @@ def test_143_sigterm_during_a_transaction_rolls_it_back(w: World, capsys: Any) -
 
 def test_every_documented_code_has_a_test_here() -> None:
     table = DOCS.read_text().split("## Exit status", 1)[1].split("\n## ", 1)[0]
-    documented = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)}
+    documented = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
     tested = {int(c) for name in globals() if name.startswith("test_")
               for c in re.findall(r"(?<=_)(\d+)(?=_)", name.removeprefix("test"))}
     assert documented <= tested, f"documented but not tested: {documented - tested}"
