@@ -139,6 +139,7 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
                 Database.set_reason(c, n, r)
     if not args.json:
         report(outcome)
+    prune_cache(s)
     return 0
 
 
@@ -330,3 +331,54 @@ def cmd_fix(args: argparse.Namespace) -> int:
             for p in problems:
                 say(problem_text(p))
         return carry_out(s, reinstall_changes(s, broken), {}, [])
+
+
+# --- the download cache --------------------------------------------------------------------
+def cache_contents(s: Session, keep_installed: bool) -> list[Path]:
+    """What `cache clean` removes: partial downloads, and the package files that are not
+    an installed package's (every package file without keep_installed)."""
+    try:
+        files = sorted(p for p in s.cfg.cache_dir.iterdir() if p.is_file() or p.is_symlink())
+    except FileNotFoundError:
+        return []
+    partial = [p for p in files if p.name.startswith(".") and ".part" in p.name]
+    packages = [p for p in files if p.name.endswith(".mixpkg") and not p.name.startswith(".")]
+    if keep_installed and packages:
+        installed = {(p["name"], p["version"]) for p in s.db.packages()}
+        keep = set()
+        try:
+            repos = s.repos() if s.cfg.repos else []
+        except MixError:
+            repos = []  # without its indexes nothing can be told installed: keep all
+            keep = {p.name for p in packages}
+        for r in repos:
+            keep |= {e["filename"] for e in r.entries() if (e["name"], e["version"]) in installed}
+        packages = [p for p in packages if p.name not in keep]
+    return partial + packages
+
+
+def prune_cache(s: Session) -> None:
+    """After a transaction the cache keeps only installed packages' files (as apk does):
+    what an upgrade or removal superseded goes."""
+    try:
+        for p in cache_contents(s, keep_installed=True):
+            if not p.name.startswith("."):  # a partial download stays for resuming
+                p.unlink(missing_ok=True)
+    except (OSError, MixError) as e:
+        warn(f"cannot tidy the download cache: {e}")
+
+
+@command("cache")
+def cmd_cache(args: argparse.Namespace) -> int:
+    with Session(args, write=not args.simulate) as s:
+        doomed = cache_contents(s, keep_installed=not args.all)
+        freed = 0
+        for p in doomed:
+            freed += p.lstat().st_size
+            if args.simulate:
+                say(f"would remove {p}")
+            else:
+                p.unlink(missing_ok=True)
+        verb = "would free" if args.simulate else "freed"
+        say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
+    return 0

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("fix", "reinstall installed packages whose files differ from the database "
             "(and complete an interrupted transaction)")
     p.add_argument("packages", nargs="*", metavar="PKG", help="only these (default: all)")
+    p = add("cache", "manage the download cache")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cc = csub.add_parser("clean", parents=[common],
+                         help="remove partial downloads and packages that are not installed")
+    cc.add_argument("--all", action="store_true", help="remove every cached package")
     p = add("build", "build a .mixpkg from a staging directory")
     p.add_argument("staging", metavar="DIR")
     p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True)
