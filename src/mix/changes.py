@@ -22,22 +22,32 @@ if TYPE_CHECKING:
 # --- plans ---------------------------------------------------------------------------------
 def plan_changes(plan: Any) -> list[Change]:
     from mix.transaction import Change
+    from mix.version import compare
 
     changes = []
     for kind, old, new in plan.steps:
         name = (new or old)["name"]
-        reason = plan.reasons.get(name, (old or {}).get("reason", "dependency"))
+        if kind == "remove":
+            reason = plan.removals.get(name, "requested")
+        else:
+            reason = plan.reasons.get(name, (old or {}).get("reason", "dependency"))
+        if kind == "upgrade" and compare(new["version"], old["version"]) < 0:
+            kind = "downgrade"
         changes.append(Change(kind, name, new=new, old=old, reason=reason,
                               repo=(new or {}).get("repo", "")))
     return changes
 
 
 def plan_json(changes: list[Change]) -> list[dict[str, Any]]:
+    """One object per change: action (install, upgrade, downgrade, reinstall, remove),
+    name, version, old_version (of what it replaces, else null), reason (install and
+    replacing actions: explicit or dependency; remove: why it goes)."""
+    from mix.transaction import REPLACING
+
     return [{"action": c.kind, "name": c.name,
              "version": (c.new or c.old or {}).get("version"),
-             "old_version": (c.old or {}).get("version") if c.kind in ("upgrade", "reinstall")
-             else None,
-             "reason": c.reason if c.kind != "remove" else None} for c in changes]
+             "old_version": (c.old or {}).get("version") if c.kind in REPLACING else None,
+             "reason": c.reason} for c in changes]
 
 
 def show_plan(changes: list[Change], as_json: bool) -> None:
@@ -49,19 +59,23 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
         - sum(int((c.old or {}).get("installed_size", 0)) for c in changes if c.old)
     say("Plan:")
     for c in changes:
+        old, new = (c.old or {}).get("version"), (c.new or {}).get("version")
         if c.kind == "install":
             note = " (dependency)" if c.reason == "dependency" else ""
-            say(f"  install  {c.name} {c.new['version'] if c.new else ''}{note}")
+            say(f"  install  {c.name} {new}{note}")
         elif c.kind == "upgrade":
-            say(f"  upgrade  {c.name} {(c.old or {}).get('version')} -> "
-                f"{(c.new or {}).get('version')}")
+            say(f"  upgrade  {c.name} {old} -> {new}")
+        elif c.kind == "downgrade":
+            say(f"  downgrade {c.name} {old} -> {new}")
         elif c.kind == "reinstall":
-            say(f"  reinstall {c.name} {(c.new or {}).get('version')}")
+            say(f"  reinstall {c.name} {new}")
         else:
-            say(f"  remove   {c.name} {(c.old or {}).get('version')}")
+            note = f" ({c.reason})" if c.reason != "requested" else ""
+            say(f"  remove   {c.name} {old}{note}")
     sign = "+" if delta >= 0 else "-"
-    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; download {human_size(download)}, installed size "
-        f"{sign}{human_size(abs(delta))}")
+    sizes = ([f"download {human_size(download)}"] if download else []) \
+        + [f"installed size {sign}{human_size(abs(delta))}"]
+    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; " + ", ".join(sizes))
 
 
 def confirm(args: argparse.Namespace) -> None:
@@ -84,6 +98,7 @@ def report(outcome: Outcome) -> None:
         warn(w)
     parts = [f"{len(v)} {k}" for k, v in (("installed", outcome.installed),
                                           ("upgraded", outcome.upgraded),
+                                          ("downgraded", outcome.downgraded),
                                           ("reinstalled", outcome.reinstalled),
                                           ("removed", outcome.removed)) if v]
     say("done: " + (", ".join(parts) if parts else "nothing to do"))

@@ -68,6 +68,7 @@ class Plan:
     user, whether it is "explicit" (in the world) or a "dependency".
     ``steps``: the whole transaction in order, as ("install", None, new),
     ("upgrade", old, new) or ("remove", old, None).
+    ``removals``: why each removed package goes.
     """
 
     install: list[Entry] = field(default_factory=list)
@@ -75,6 +76,10 @@ class Plan:
     upgrade: list[tuple[Entry, Entry]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     steps: list[tuple[str, Entry | None, Entry | None]] = field(default_factory=list)
+    # Why each removed package goes: "requested", "orphan" (a dependency nothing needs
+    # any more), "dependent" (needs what is removed: --cascade), or "replaced by NAME" /
+    # "conflicts with NAME" (a new package takes its place).
+    removals: dict[str, str] = field(default_factory=dict)
 
 
 class Solver:
@@ -335,7 +340,15 @@ class Solver:
                 hint="choose one of the ways out above, or run 'mix update' if the "
                 "repositories may be out of date",
             )
-        return self._plan(solver.transaction(), requested)
+        plan = self._plan(solver.transaction(), requested)
+        for old in plan.remove:
+            name = old["name"]
+            if name in request.remove:
+                plan.removals.setdefault(name, "requested")
+            else:
+                plan.removals.setdefault(
+                    name, "orphan" if self._reasons.get(name) == "dependency" else "dependent")
+        return plan
 
     def _new_solver(self, allow_uninstall: bool) -> solv.Solver:
         solver = self.pool.Solver()
@@ -404,6 +417,16 @@ class Solver:
         installable = [s for s in candidates if s.installable() or s.isinstalled()]
         if not installable:
             raise self._not_for_this_machine(dep.name, sorted({s.arch for s in candidates}))
+        if self._installed_by_name(dep.name) and not any(s.isinstalled() for s in candidates):
+            # A version constraint the installed package does not meet asks to change it
+            # (up or down), as 'name=version' does: to the best matching version (highest
+            # repository priority, then newest), which libsolv installs in its place.
+            def better(a: solv.XSolvable, b: solv.XSolvable) -> int:
+                pa, pb = a.repo.priority, b.repo.priority
+                return (pa > pb) - (pa < pb) or compare(a.evr, b.evr)
+
+            best = max(installable, key=cmp_to_key(better))
+            return pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, best.id), candidates
         return pool.Job(solv.Job.SOLVER_INSTALL | how, dep_id), candidates
 
     def _not_for_this_machine(self, name: str, arches: list[str]) -> SolverError:
@@ -465,7 +488,7 @@ class Solver:
             trans.order()
         replaced: set[int] = set()
         # installed packages that a new one replaces or conflicts with: removed first
-        displaced: set[int] = set()
+        displaced: dict[int, str] = {}
         new_solvables = [s for s in trans.steps() if not s.isinstalled()] \
             if not trans.isempty() else []
         for s in new_solvables:
@@ -474,18 +497,20 @@ class Solver:
                 replaced.add(old.id)
             others = [o for o in trans.allothersolvables(s)
                       if o.isinstalled() and o.name != s.name]
-            displaced.update(o.id for o in others)
+            displaced.update((o.id, f"replaced by {s.name}") for o in others)
             # A package that replaces an explicitly installed one takes over its mark.
             if any(self._reasons.get(o.name) == "explicit" for o in others):
                 explicit.add(s.name)
         leaving = [s for s in trans.steps() if s.isinstalled() and s.id not in replaced] \
             if not trans.isempty() else []
-        displaced.update(self._conflicting(leaving, new_solvables))
+        for sid, by in self._conflicting(leaving, new_solvables).items():
+            displaced.setdefault(sid, f"conflicts with {by}")
         removals_first = [s for s in leaving if s.id in displaced]
         for s in removals_first:
             old_entry = self.entry(s)
             plan.remove.append(old_entry)
             plan.steps.append(("remove", old_entry, None))
+            plan.removals[s.name] = displaced[s.id]
         for s in trans.steps() if not trans.isempty() else ():
             if s.isinstalled():
                 if s.id in replaced or s.id in displaced:
@@ -514,18 +539,23 @@ class Solver:
         return plan
 
     @staticmethod
-    def _conflicting(leaving: list[solv.XSolvable], new: list[solv.XSolvable]) -> set[int]:
-        """Ids of the leaving packages that conflict with a new one (either way round)."""
-        out: set[int] = set()
+    def _conflicting(leaving: list[solv.XSolvable], new: list[solv.XSolvable]
+                     ) -> dict[int, str]:
+        """The leaving packages that conflict with a new one (either way round): their
+        ids, each with the new package's name."""
+        out: dict[int, str] = {}
         for n in new:
             for dep in n.lookup_deparray(solv.SOLVABLE_CONFLICTS):
-                out.update(r.id for r in leaving if r.matchesdep(solv.SOLVABLE_PROVIDES, dep))
+                for r in leaving:
+                    if r.matchesdep(solv.SOLVABLE_PROVIDES, dep):
+                        out.setdefault(r.id, n.name)
         for r in leaving:
             if r.id in out:
                 continue
             for dep in r.lookup_deparray(solv.SOLVABLE_CONFLICTS):
-                if any(n.matchesdep(solv.SOLVABLE_PROVIDES, dep) for n in new):
-                    out.add(r.id)
+                hit = next((n for n in new if n.matchesdep(solv.SOLVABLE_PROVIDES, dep)), None)
+                if hit is not None:
+                    out[r.id] = hit.name
                     break
         return out
 

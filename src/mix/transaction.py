@@ -46,10 +46,13 @@ from mix.rootpath import RootResolver
 from mix.scripts import run_script
 from mix.session import human_size
 
+# The kinds of change that put a package in the place of its installed version.
+REPLACING = ("upgrade", "downgrade", "reinstall")
+
 
 @dataclass
 class Change:
-    kind: str                          # "install" | "upgrade" | "reinstall" | "remove"
+    kind: str                          # "install" | "remove" | one of REPLACING
     name: str
     new: dict[str, Any] | None = None  # index entry of the new package
     old: dict[str, Any] | None = None  # installed entry (upgrade, remove)
@@ -63,6 +66,7 @@ class Outcome:
     installed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     upgraded: list[str] = field(default_factory=list)
+    downgraded: list[str] = field(default_factory=list)
     reinstalled: list[str] = field(default_factory=list)
     mixnew: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -235,7 +239,7 @@ class Transaction:
 
     def prepare(self) -> dict[str, Any]:
         self._read_metadata()
-        leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade", "reinstall")}
+        leaving = {c.name for c in self.changes if c.kind == "remove" or c.kind in REPLACING}
         by_path: dict[str, list[dict[str, Any]]] = {}
         for row in self.db.all_files():
             by_path.setdefault(row["path"], []).append(row)
@@ -476,7 +480,7 @@ class Transaction:
         when = _now()
         with self.db.transaction() as c:
             for ch in self.changes:
-                if ch.kind in ("remove", "upgrade", "reinstall"):
+                if ch.kind == "remove" or ch.kind in REPLACING:
                     Database.drop_package(c, ch.name)
             for path, pkg in data["transfers"]:
                 Database.drop_file(c, path, pkg)
@@ -555,7 +559,8 @@ class Transaction:
         apply(self.root, self.db, data)
         for ch in self.changes:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
-             "reinstall": self.out.reinstalled, "remove": self.out.removed}[ch.kind].append(ch.name)
+             "downgrade": self.out.downgraded, "reinstall": self.out.reinstalled,
+             "remove": self.out.removed}[ch.kind].append(ch.name)
         self._post_scripts()
         return self.out
 

@@ -76,6 +76,12 @@ def test_removals_of_what_new_packages_conflict_with_or_replace_come_first(
     w.sign()
     assert plan_of(w, capsys, "install", "app2") == [
         ("remove", "a"), ("install", "b"), ("install", "app2")]
+    _rc, out, _ = w.mix("--simulate", "install", "app2", capsys=capsys)
+    assert "remove   a 1.0 (replaced by b)" in out
+    _rc, out, _ = w.mix("--simulate", "--json", "install", "app=2.0", capsys=capsys)
+    assert json.loads(out)["plan"][0] == {"action": "remove", "name": "libold",
+                                          "version": "1.0", "old_version": None,
+                                          "reason": "conflicts with libnew"}
 
 
 @pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")
@@ -100,3 +106,51 @@ def test_scripts_run_in_plan_order_with_the_old_package_removed_first(
     assert (w.root / "log").read_text().split("\n") == [
         "pre-remove libold", "pre-install libnew", "post-remove libold", "post-install libnew",
         ""]
+
+
+def versions_repo(w: World) -> None:
+    w.pkg("pkg", "1.0", files={"/usr/bin/p": "1.0"})
+    w.pkg("pkg", "1.1", files={"/usr/bin/p": "1.1"})
+    w.pkg("lib", files={"/usr/lib/l": "l"})
+    w.pkg("user", files={"/usr/bin/u": "u"}, dependencies=["lib"])
+    w.sign()
+
+
+def test_a_downgrade_is_called_a_downgrade(w: World, capsys: Any) -> None:
+    versions_repo(w)
+    assert w.mix("install", "pkg", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("--simulate", "--json", "install", "pkg=1.0", capsys=capsys)
+    assert json.loads(out)["plan"] == [{"action": "downgrade", "name": "pkg", "version": "1.0",
+                                        "old_version": "1.1", "reason": "explicit"}]
+    rc, out, err = w.mix("install", "pkg=1.0", capsys=capsys)
+    assert rc == 0, err
+    assert "downgrade pkg 1.1 -> 1.0" in out and "upgrade  pkg" not in out
+    assert "done: 1 downgraded" in out
+    assert w.installed() == {"pkg": "1.0"} and (w.root / "usr/bin/p").read_text() == "1.0"
+
+
+@pytest.mark.parametrize(("spec", "before", "after"), [
+    ("pkg<1.1", "1.1", "1.0"), ("pkg<=1.0", "1.1", "1.0"), ("pkg>1.0", "1.0", "1.1"),
+    ("pkg>=1.1", "1.0", "1.1"), ("pkg<2", "1.1", "1.1")])
+def test_a_version_constraint_on_an_installed_package_changes_it(
+        w: World, capsys: Any, spec: str, before: str, after: str) -> None:
+    versions_repo(w)
+    assert w.mix("install", f"pkg={before}", capsys=capsys)[0] == 0
+    rc, out, err = w.mix("install", spec, capsys=capsys)
+    assert rc == 0, err
+    assert "way out" not in err
+    assert w.installed() == {"pkg": after}
+    if before == after:
+        assert "already installed" in out
+
+
+def test_orphans_are_labelled_and_removals_download_nothing(w: World, capsys: Any) -> None:
+    versions_repo(w)
+    assert w.mix("install", "user", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("--simulate", "remove", "user", capsys=capsys)
+    assert rc == 0
+    assert "remove   user 1.0\n" in out and "remove   lib 1.0 (orphan)" in out
+    assert "download" not in out and "2 packages; installed size -2 B" in out
+    rc, out, _ = w.mix("--simulate", "--json", "remove", "user", capsys=capsys)
+    assert {p["name"]: p["reason"] for p in json.loads(out)["plan"]} == {
+        "user": "requested", "lib": "orphan"}
