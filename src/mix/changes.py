@@ -89,7 +89,17 @@ def confirm(args: argparse.Namespace) -> None:
         raise DeclinedError("cancelled; nothing was changed")
 
 
+def show_script_output(outcome: Outcome, to_stderr: bool) -> None:
+    """What scripts printed, each line prefixed with its package and script: a
+    post-install notice is how a package talks to the admin."""
+    for package, script, text in outcome.script_output:
+        for line in text.splitlines():
+            print(f"{package} {script}: {line}", file=sys.stderr if to_stderr else sys.stdout,
+                  flush=True)
+
+
 def report(outcome: Outcome) -> None:
+    show_script_output(outcome, to_stderr=False)
     for path in outcome.mixnew:
         say(f"config {path} was changed locally: kept; the new version is {path}.mixnew")
     for path in outcome.kept:
@@ -145,6 +155,7 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
     try:
         outcome = tx.run()
     except PostScriptError as e:
+        show_script_output(e.outcome, to_stderr=True)
         if not e.failed_installs:
             raise
         undo_failed_installs(s, e)
@@ -154,6 +165,8 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
                 Database.set_reason(c, n, r)
     if not args.json:
         report(outcome)
+    else:
+        show_script_output(outcome, to_stderr=True)  # stdout is the JSON plan
     prune_cache(s)
     return 0
 

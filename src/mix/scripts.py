@@ -16,6 +16,7 @@ from mix.errors import TransactionError
 from mix.rootpath import RootResolver
 
 TIME_LIMIT = 300
+MAX_OUTPUT = 16 << 10  # what a script prints on success is shown, up to its last 16 KiB
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -48,8 +49,9 @@ def _write_script(root: Path, name: str, body: bytes) -> Path:
 
 
 def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict[str, str],
-               warn: list[str]) -> None:
-    """Run one script; raise TransactionError if it fails."""
+               warn: list[str]) -> str:
+    """Run one script; return what it printed (stdout and stderr; how a package tells
+    the admin something), or raise TransactionError if it fails."""
     root = Path(root).absolute()
     chroot = str(root) != "/"
     interp = interpreter(body)
@@ -57,7 +59,7 @@ def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict
         raise TransactionError(f"{package}: {name} script names a relative interpreter {interp!r}")
     if chroot and not os.path.lexists(str(root) + interp):
         warn.append(f"{package}: {name} script skipped: {interp} does not exist in {root} yet")
-        return
+        return ""
     script = _write_script(root, f"{package}.{name}", body)
     env = {"PATH": ENV_PATH, "MIX_PACKAGE": package, "MIX_SCRIPT": name, "LANG": "C.UTF-8",
            "MIX_ROOT": "/" if chroot else str(root), **env_extra}
@@ -69,7 +71,8 @@ def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict
         os.chdir("/")
 
     try:
-        proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+        proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
                               timeout=TIME_LIMIT, preexec_fn=enter_root if chroot else None,
                               cwd=None if chroot else "/", check=False)
     except subprocess.TimeoutExpired:
@@ -79,8 +82,9 @@ def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict
                                f"{e.strerror}") from None
     finally:
         script.unlink(missing_ok=True)
+    out = proc.stdout.decode(errors="replace").strip()
     if proc.returncode != 0:
-        out = (proc.stdout + proc.stderr).decode(errors="replace").strip()[-2000:]
         raise TransactionError(f"{package}: {name} script failed with exit status "
-                               f"{proc.returncode}" + (f":\n{out}" if out else ""),
+                               f"{proc.returncode}" + (f":\n{out[-2000:]}" if out else ""),
                                "fix the script or pass --no-scripts")
+    return out[-MAX_OUTPUT:]

@@ -71,6 +71,8 @@ class Outcome:
     mixnew: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # what package scripts printed: (package, script, text), in the order they ran
+    script_output: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class PostScriptError(TransactionError):
@@ -570,14 +572,19 @@ class Transaction:
         for c in self.changes:
             pre = self.scripts_of.get(c.name, {}).get("pre-install")
             if c.kind == "install" and pre:
-                run_script(self.root, c.name, "pre-install", pre,
-                           {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings)
+                self._said(c.name, "pre-install", run_script(
+                    self.root, c.name, "pre-install", pre,
+                    {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings))
             elif c.kind == "remove":
                 body = self.db.scripts(c.name).get("pre-remove")
                 if body:
-                    run_script(self.root, c.name, "pre-remove", body,
-                               {"MIX_VERSION": (c.old or {}).get("version", "")},
-                               self.out.warnings)
+                    self._said(c.name, "pre-remove", run_script(
+                        self.root, c.name, "pre-remove", body,
+                        {"MIX_VERSION": (c.old or {}).get("version", "")}, self.out.warnings))
+
+    def _said(self, package: str, script: str, text: str) -> None:
+        if text:
+            self.out.script_output.append((package, script, text))
 
     def _post_scripts(self) -> None:
         """After the commit. A failed post-install is reported with the package's name so
@@ -598,7 +605,8 @@ class Transaction:
                        "MIX_OLD_VERSION": (c.old or {}).get("version", "")}
             if body:
                 try:
-                    run_script(self.root, c.name, script, body, env, self.out.warnings)
+                    self._said(c.name, script, run_script(self.root, c.name, script, body,
+                                                          env, self.out.warnings))
                 except MixError as e:
                     failures.append(str(e))
                     if c.kind == "install":

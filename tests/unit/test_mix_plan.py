@@ -154,3 +154,25 @@ def test_orphans_are_labelled_and_removals_download_nothing(w: World, capsys: An
     rc, out, _ = w.mix("--simulate", "--json", "remove", "user", capsys=capsys)
     assert {p["name"]: p["reason"] for p in json.loads(out)["plan"]} == {
         "user": "requested", "lib": "orphan"}
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")
+def test_what_scripts_print_on_success_is_shown(w: World, capsys: Any) -> None:
+    bb = Path(BUSYBOX).read_bytes()  # type: ignore[arg-type]
+    w.pkg("sh", files={"/bin/busybox": bb, "/bin/sh": "->busybox"})
+    w.pkg("db", files={"/etc/db.conf": "x"}, dependencies=["sh"],
+          scripts={"pre-install": "#!/bin/sh\necho checking the old data\n",
+                   "post-install": "#!/bin/sh\necho 'set a password: db-passwd'\n"
+                                   "echo 'and restart' >&2\n"})
+    w.sign()
+    assert w.mix("install", "sh", capsys=capsys)[0] == 0
+    (w.root / "bin/busybox").chmod(0o755)
+    rc, out, err = w.mix("install", "db", capsys=capsys)
+    assert rc == 0, err
+    assert "db pre-install: checking the old data\n" \
+           "db post-install: set a password: db-passwd\n" \
+           "db post-install: and restart\n" in out
+    assert w.mix("remove", "db", capsys=capsys)[0] == 0
+    rc, out, err = w.mix("--json", "install", "db", capsys=capsys)
+    assert rc == 0 and json.loads(out)["plan"]  # stdout stays JSON; the notice on stderr
+    assert "db post-install: set a password: db-passwd" in err
