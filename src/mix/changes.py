@@ -78,6 +78,12 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
     say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; " + ", ".join(sizes))
 
 
+def command_line(args: argparse.Namespace) -> str:
+    import shlex
+
+    return "mix " + shlex.join(getattr(args, "argv", None) or [args.command])
+
+
 def confirm(args: argparse.Namespace) -> None:
     if args.yes:
         return
@@ -150,8 +156,16 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
     for ch in changes:
         if ch.new is not None:
             ch.path = s.package_file(ch.new)
+    if getattr(args, "download_only", False):
+        fetched = sum(1 for size in sizes if size)
+        say(f"downloaded {fetched} package{'s' if fetched != 1 else ''} "
+            f"({human_size(sum(sizes))}) into {s.cfg.cache_dir}; nothing else was changed"
+            + ("" if fetched == len(sizes) else
+               f" ({len(sizes) - fetched} already there or read in place from file://)"))
+        return 0
 
-    tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
+    tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts,
+                     command=command_line(args))
     try:
         outcome = tx.run()
     except PostScriptError as e:
@@ -185,6 +199,7 @@ def undo_failed_installs(s: Session, e: Any) -> None:
         try:
             candidate = s.solver(repositories=False).solve(
                 Request(remove=e.failed_installs, remove_dependents=True,
+                        held=sorted(s.db.holds()),
                         drop_orphans=drop_orphans))
         except SolverError:
             continue
@@ -196,7 +211,8 @@ def undo_failed_installs(s: Session, e: Any) -> None:
         raise type(e)(f"{e.message}\n{', '.join(e.failed_installs)} stayed installed: packages "
                       "installed before depend on it", e.hint, e.failed_installs, e.outcome)
     changes = plan_changes(plan)
-    Transaction(s.cfg.root, s.db, changes, run_scripts=False).run()
+    Transaction(s.cfg.root, s.db, changes, run_scripts=False,
+                command=f"{command_line(s.args)} (failed post-install: removed again)").run()
     removed = ", ".join(c.name for c in changes)
     raise type(e)(f"{e.message}\nremoved again: {removed}; the rest of the transaction stays",
                   e.hint, e.failed_installs, e.outcome)
@@ -275,7 +291,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
-        plan = solver.solve(Request(install=specs))
+        refuse_held(s, [n for n in (parse_spec_name(x) for x in specs) if n])
+        plan = solver.solve(Request(install=specs, held=sorted(s.db.holds())))
         return execute(s, plan, [a for a in args.packages])
 
 
@@ -288,7 +305,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
         solver = s.solver(repositories=bool(s.cfg.repos))
-        plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade))
+        refuse_held(s, args.packages)
+        plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade,
+                                    held=sorted(s.db.holds())))
         return execute(s, plan, [])
 
 
@@ -301,7 +320,12 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", f"use 'mix install {name}'")
         solver = s.solver()
-        req = Request(upgrade=args.packages) if args.packages else Request(upgrade_all=True)
+        refuse_held(s, args.packages)
+        held = sorted(s.db.holds())
+        req = Request(upgrade=args.packages, held=held) if args.packages \
+            else Request(upgrade_all=True, held=held)
+        if held and not args.packages and not args.json:
+            say(f"held, not upgraded: {', '.join(held)}")
         return execute(s, solver.solve(req), [])
 
 
@@ -409,4 +433,86 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 p.unlink(missing_ok=True)
         verb = "would free" if args.simulate else "freed"
         say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
+    return 0
+
+
+# --- holds and marks -----------------------------------------------------------------------
+def parse_spec_name(spec: str) -> str:
+    """The package name of an install spec (NAME, NAME>=1.0, NAME=1.0-r1)."""
+    import re
+
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9+._-]*)", spec)
+    return m.group(1) if m else ""
+
+
+def refuse_held(s: Session, names: list[str]) -> None:
+    from mix.errors import ResolveError
+
+    held = sorted(set(names) & s.db.holds())
+    if held:
+        raise ResolveError(f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} held: "
+                           "mix changes held packages in no way",
+                           f"release with 'mix unhold {' '.join(held)}' first")
+
+
+def _installed_names(s: Session, names: list[str]) -> None:
+    for name in names:
+        if s.db.package(name) is None:
+            raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
+
+
+@command("hold")
+def cmd_hold(args: argparse.Namespace) -> int:
+    with Session(args, write=True) as s:
+        _installed_names(s, args.packages)
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_hold(c, name, True)
+    say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
+        "install and remove refuse them)")
+    return 0
+
+
+@command("unhold")
+def cmd_unhold(args: argparse.Namespace) -> int:
+    with Session(args, write=True) as s:
+        held = s.db.holds()
+        for name in args.packages:
+            if name not in held:
+                raise NotFoundError(f"{name} is not held", "see 'mix list --held'")
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_hold(c, name, False)
+    say(f"released: {', '.join(args.packages)}")
+    return 0
+
+
+@command("mark")
+def cmd_mark(args: argparse.Namespace) -> int:
+    """Set why packages are installed: explicit ones stay, dependencies go once nothing
+    needs them (the next remove or upgrade takes them away)."""
+    with Session(args, write=True) as s:
+        _installed_names(s, args.packages)
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_reason(c, name, args.reason)
+    say(f"marked {args.reason}: {', '.join(args.packages)}")
+    return 0
+
+
+@command("history")
+def cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    with Session(args, write=False) as s:
+        entries = s.db.history()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    for h in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["time"]))
+        say(f"{h['id']:4}  {when} UTC  {h['command']}")
+        for ch in h["changes"]:
+            old = f"{ch['old_version']} -> " if ch.get("old_version") else ""
+            say(f"        {ch['action']:9} {ch['name']} {old}{ch['version']}")
     return 0

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mix", description="mix, the MixOS package manager. Exit codes: see docs/mix.md.")
     _global_options(parser, suppress=False)
+    from mix import __version__
+
+    parser.add_argument("--version", action="version", version=f"mix {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -77,17 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept local .mixpkg files that are not in a signed index")
     p.add_argument("--reinstall", action="store_true",
                    help="install the named installed packages again (same version)")
+    p.add_argument("--download-only", action="store_true",
+                   help="download the plan's packages into the cache and change nothing")
     p = add("remove", "remove packages (and orphaned dependencies)")
     p.add_argument("packages", nargs="+", metavar="PKG")
     p.add_argument("--cascade", action="store_true",
                    help="also remove installed packages that depend on them")
     p = add("upgrade", "upgrade the given packages, or all")
     p.add_argument("packages", nargs="*", metavar="PKG")
+    p.add_argument("--download-only", action="store_true",
+                   help="download the plan's packages into the cache and change nothing")
     p = add("list", "list packages")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--installed", action="store_const", dest="which", const="installed")
     which.add_argument("--available", action="store_const", dest="which", const="available")
     which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable")
+    which.add_argument("--held", action="store_const", dest="which", const="held")
     p = add("info", "show a package's metadata")
     p.add_argument("package", metavar="PKG")
     p = add("files", "list the files an installed package owns")
@@ -96,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p = add("verify", "check installed files against the database")
     p.add_argument("packages", nargs="*", metavar="PKG")
+    p = add("hold", "keep installed packages as they are: upgrade skips them, install and "
+            "remove refuse them")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p = add("unhold", "release held packages")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p = add("mark", "set why packages are installed")
+    mark = p.add_mutually_exclusive_group(required=True)
+    mark.add_argument("--explicit", action="store_const", dest="reason", const="explicit",
+                      help="asked for: stays until removed")
+    mark.add_argument("--dependency", action="store_const", dest="reason", const="dependency",
+                      help="goes once nothing installed needs it")
+    p.add_argument("packages", nargs="+", metavar="PKG")
+    p = add("history", "the transactions made on this root: time, command, changes")
     p = add("fix", "reinstall installed packages whose files differ from the database "
             "(and complete an interrupted transaction)")
     p.add_argument("packages", nargs="*", metavar="PKG", help="only these (default: all)")
@@ -177,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     # --wait takes its value only as --wait=SECONDS: a bare --wait waits without a limit
     # (argparse would otherwise take the next word, the command or a package, as SECONDS).
     args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
+    args.argv = list(argv)  # the command as given, for the history
     if not args.command:
         parser.print_help()
         return 2

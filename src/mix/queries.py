@@ -43,9 +43,11 @@ def _public(e: dict[str, Any]) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     which = args.which or "installed"
     with Session(args, write=False) as s:
-        if which == "installed":
-            rows = [{"name": p["name"], "version": p["version"], "reason": p["reason"]}
-                    for p in s.db.packages()]
+        if which in ("installed", "held"):
+            held = s.db.holds()
+            rows = [{"name": p["name"], "version": p["version"], "reason": p["reason"],
+                     "held": p["name"] in held}
+                    for p in s.db.packages() if which == "installed" or p["name"] in held]
         elif which == "available":
             rows = [{"name": e["name"], "version": e["version"], "repo": e["repo"]}
                     for e in sorted(_available(s), key=lambda e: (e["name"], e["version"]))]
@@ -64,6 +66,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             extra = f" -> {r['new_version']}" if "new_version" in r else \
                 f" [{r['reason']}]" if r.get("reason") == "dependency" else ""
+            extra += " [held]" if r.get("held") else ""
             print(f"{r['name']} {r['version']}{extra}")
     return 0
 

@@ -55,6 +55,7 @@ class Request:
     upgrade_all: bool = False
     remove_dependents: bool = False
     drop_orphans: bool = True
+    held: Sequence[str] = ()  # installed packages kept exactly as they are (mix hold)
 
 
 @dataclass
@@ -285,6 +286,10 @@ class Solver:
             jobs.append(
                 pool.Job(solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_ALL | cleandeps, 0)
             )
+        for name in request.held:
+            if self._installed_by_name(name):
+                jobs.append(pool.Job(solv.Job.SOLVER_LOCK | solv.Job.SOLVER_SOLVABLE_NAME,
+                                     pool.str2id(name)))
         # The world: explicit packages stay; the rest may go once unneeded.
         for s in self._installed.solvables if self._installed is not None else ():
             if self._reasons.get(s.name) == "explicit" and s.name not in request.remove:

@@ -209,8 +209,10 @@ def _kind_on_disk(path: str) -> str:
 
 class Transaction:
     def __init__(self, root: Path, db: Database, changes: list[Change], run_scripts: bool = True,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, command: str = "") -> None:
+        """command: what was asked for, recorded in the history with the changes."""
         self.root = Path(root).absolute()
+        self.command = command
         self.db = db
         self.changes = changes
         self.run_scripts = run_scripts
@@ -492,6 +494,12 @@ class Transaction:
                 md = dict(self.meta[ch.name].raw)
                 Database.put_package(c, md, ch.reason, ch.repo, when,
                                      self.scripts_of.get(ch.name, {}))
+            if self.command:
+                Database.add_history(c, when, self.command, [
+                    {"action": ch.kind, "name": ch.name,
+                     "version": (ch.new or ch.old or {}).get("version"),
+                     "old_version": (ch.old or {}).get("version") if ch.kind in REPLACING
+                     else None, "reason": ch.reason} for ch in self.changes])
             Database.set_journal(c, "committed", data)
 
     def space_needed(self, data: dict[str, Any]) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,109 @@
+"""The commands apk/pacman/apt users reach for: hold/unhold, mark, history, --version,
+install --download-only."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mixhelpers import World
+from test_mix_cache import Ranges
+from test_mix_http import serve
+
+from mix.cli import main
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    w.pkg("libc", files={"/usr/lib/libc.so.6": "libc"})
+    w.pkg("tool", files={"/usr/bin/tool": "tool 1.0"}, dependencies=["libc"])
+    w.pkg("app", files={"/usr/bin/app": "app"}, dependencies=["tool"])
+    w.sign()
+    return w
+
+
+def test_hold_keeps_a_package_out_of_upgrades(w: World, capsys: Any) -> None:
+    assert w.mix("install", "app", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("hold", "tool", capsys=capsys)
+    assert rc == 0 and "held: tool" in out
+    w.pkg("tool", "1.1", files={"/usr/bin/tool": "tool 1.1"}, dependencies=["libc"])
+    w.sign()
+    rc, out, err = w.mix("upgrade", capsys=capsys)
+    assert rc == 0, err
+    assert "held, not upgraded: tool" in out and w.installed()["tool"] == "1.0"
+    rc, _, err = w.mix("upgrade", "tool", capsys=capsys)
+    assert rc == 3 and "tool is held" in err and "mix unhold tool" in err
+    rc, _, err = w.mix("remove", "--cascade", "tool", capsys=capsys)
+    assert rc == 3 and "tool is held" in err
+    rc, out, _ = w.mix("list", "--held", capsys=capsys)
+    assert out == "tool 1.0 [dependency] [held]\n"
+    rc, _, err = w.mix("unhold", "libc", capsys=capsys)
+    assert rc == 9 and "libc is not held" in err
+    assert w.mix("unhold", "tool", capsys=capsys)[0] == 0
+    assert w.mix("upgrade", capsys=capsys)[0] == 0
+    assert w.installed()["tool"] == "1.1"
+    rc, _, err = w.mix("hold", "ghost", capsys=capsys)
+    assert rc == 9 and "ghost is not installed" in err
+
+
+def test_mark_explicit_and_dependency(w: World, capsys: Any) -> None:
+    assert w.mix("install", "app", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("mark", "--explicit", "tool", capsys=capsys)
+    assert rc == 0 and "marked explicit: tool" in out
+    assert w.mix("remove", "app", capsys=capsys)[0] == 0
+    assert w.installed() == {"tool": "1.0", "libc": "1.0"}  # tool stays, and what it needs
+    assert w.mix("install", "app", capsys=capsys)[0] == 0
+    assert w.mix("mark", "--dependency", "tool", capsys=capsys)[0] == 0
+    assert w.mix("remove", "app", capsys=capsys)[0] == 0
+    assert w.installed() == {}
+    with pytest.raises(SystemExit):
+        w.mix("mark", "tool")  # one of --explicit, --dependency is required
+
+
+def test_history_records_each_transaction(w: World, capsys: Any) -> None:
+    assert w.mix("install", "app", capsys=capsys)[0] == 0
+    assert w.mix("remove", "app", capsys=capsys)[0] == 0
+    rc, out, _ = w.mix("--json", "history", capsys=capsys)
+    first, second = json.loads(out)
+    assert first["command"].startswith("mix --root ") and first["command"].endswith(
+        " -y install app")
+    assert [(c["action"], c["name"], c["reason"]) for c in first["changes"]] == [
+        ("install", "libc", "dependency"), ("install", "tool", "dependency"),
+        ("install", "app", "explicit")]
+    assert [(c["action"], c["name"], c["reason"]) for c in second["changes"]] == [
+        ("remove", "app", "requested"), ("remove", "tool", "orphan"),
+        ("remove", "libc", "orphan")]
+    assert second["time"] >= first["time"] > 0 and second["id"] > first["id"]
+    rc, out, _ = w.mix("history", capsys=capsys)
+    assert rc == 0 and " -y remove app\n" in out and "        install   app 1.0\n" in out
+    assert w.mix("--simulate", "install", "app", capsys=capsys)[0] == 0
+    assert len(json.loads(w.mix("--json", "history", capsys=capsys)[1])) == 2
+
+
+def test_version(capsys: Any) -> None:
+    from mix import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"mix {__version__}\n"
+
+
+def test_install_download_only(w: World, capsys: Any) -> None:
+    Ranges.log = []
+    for url in serve(functools.partial(Ranges, directory=str(w.repo))):
+        cli = ["--root", str(w.root), "--repo", url, "--keys-dir", str(w.keys_dir), "-y"]
+        assert main([*cli, "install", "--download-only", "app"]) == 0
+        out = capsys.readouterr().out
+        assert "downloaded 3 packages" in out and "nothing else was changed" in out
+        assert w.installed() == {} and not (w.root / "usr").exists()
+        cache = w.root / "var/cache/mix/packages"
+        assert sorted(p.name for p in cache.iterdir()) == [
+            "app-1.0.noarch.mixpkg", "libc-1.0.noarch.mixpkg", "tool-1.0.noarch.mixpkg"]
+        downloads = [p for p, _r, _n in Ranges.log if p.endswith(".mixpkg")]
+        assert main([*cli, "install", "app"]) == 0  # from the cache: no download
+        assert [p for p, _r, _n in Ranges.log if p.endswith(".mixpkg")] == downloads
+    assert w.installed() == {"app": "1.0", "tool": "1.0", "libc": "1.0"}
