@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common], description=help)
 
     add("update", "download, verify and store every repository's index")
-    p = add("search", "search names and descriptions of available packages")
+    p = add("search", "search names, descriptions and provided names of available packages")
     p.add_argument("terms", nargs="+", metavar="TERM")
+    p.add_argument("--all-versions", action="store_true",
+                   help="every available version, not only the one install would pick")
     p = add("install", "install packages and their dependencies")
     p.add_argument("packages", nargs="+", metavar="PKG",
                    help="NAME, NAME>=VERSION or a path to a .mixpkg file")
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--available", action="store_const", dest="which", const="available")
     which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable")
     which.add_argument("--held", action="store_const", dest="which", const="held")
+    p.add_argument("--all-versions", action="store_true",
+                   help="with --available: every version, not only the one install would pick")
     p = add("info", "show a package's metadata")
     p.add_argument("package", metavar="PKG")
     p = add("files", "list the files an installed package owns")

@@ -35,6 +35,50 @@ def _newest(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return best
 
 
+def _priorities(s: Session) -> dict[str, int]:
+    return {r.name: r.priority for r in s.cfg.repos}
+
+
+def _candidates(s: Session, entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per name, the version `install NAME` picks: from the repository of highest
+    priority, and the newest there (as the solver chooses)."""
+    from functools import cmp_to_key
+
+    from mix.version import compare
+
+    prio = _priorities(s)
+
+    def better(a: dict[str, Any], b: dict[str, Any]) -> int:
+        pa, pb = prio.get(a.get("repo", ""), 0), prio.get(b.get("repo", ""), 0)
+        return (pa > pb) - (pa < pb) or compare(a["version"], b["version"])
+
+    best: dict[str, dict[str, Any]] = {}
+    key = cmp_to_key(better)
+    for e in entries:
+        cur = best.get(e["name"])
+        if cur is None or key(e) > key(cur):
+            best[e["name"]] = e
+    return best
+
+
+def _dependency_names(text: str) -> set[str]:
+    """The package names a dependency ("a | b>=2", "libc.so.6") can be met by."""
+    import re
+
+    out = set()
+    for term in text.split("|"):
+        m = re.match(r"\s*([^\s<>=!]+)", term)
+        if m:
+            out.add(m.group(1))
+    return out
+
+
+def _required_by(s: Session, names: set[str]) -> list[str]:
+    """Installed packages with a dependency that one of names meets."""
+    return sorted(p["name"] for p in s.db.packages()
+                  if any(_dependency_names(d) & names for d in p.get("dependencies") or ()))
+
+
 def _public(e: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in e.items() if not k.startswith("_")}
 
@@ -49,8 +93,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                      "held": p["name"] in held}
                     for p in s.db.packages() if which == "installed" or p["name"] in held]
         elif which == "available":
+            entries = _available(s)
+            if not args.all_versions:
+                entries = list(_candidates(s, entries).values())
             rows = [{"name": e["name"], "version": e["version"], "repo": e["repo"]}
-                    for e in sorted(_available(s), key=lambda e: (e["name"], e["version"]))]
+                    for e in sorted(entries, key=lambda e: (e["name"], e["version"]))]
         else:
             from mix.version import compare
 
@@ -92,14 +139,26 @@ def _search_indexes(s: Session) -> list[SearchIndex] | None:
 def cmd_search(args: argparse.Namespace) -> int:
     with Session(args, write=False) as s:
         searchers: list[SearchIndex] | list[Solver] | None = _search_indexes(s)
+        # the light indexes are one per repository, in the order of s.repos(); the
+        # solver's entries name their repository themselves
+        repo_of = [r.repo.name for r in s.repos()]
         if searchers is None:  # a cache is missing or stale: the solver rebuilds it
             searchers = [s.solver(installed=False)]
-        found: dict[tuple[str, str], dict[str, Any]] | None = None
+            repo_of = []
+        found: dict[tuple[str, str, str], dict[str, Any]] | None = None
         for term in args.terms:
-            hits = {(e["name"], e["version"]): e for x in searchers for e in x.search(term)}
+            hits = {}
+            for i, x in enumerate(list[Any](searchers)):
+                for e in x.search(term):
+                    e = dict(e)
+                    e.setdefault("repo", repo_of[i] if i < len(repo_of) else "")
+                    hits[(e["name"], e["version"], e["repo"])] = e
             found = hits if found is None else {k: v for k, v in found.items() if k in hits}
+        results = list((found or {}).values())
+        if not args.all_versions:
+            results = list(_candidates(s, results).values())
         installed = {p["name"]: p["version"] for p in s.db.packages()}
-    results = sorted((found or {}).values(), key=lambda e: (e["name"], e["version"]))
+    results.sort(key=lambda e: (e["name"], e["version"]))
     if args.json:
         print(json.dumps([{"name": e["name"], "version": e["version"],
                            "description": e.get("description", ""),
@@ -113,42 +172,83 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 @command("info")
 def cmd_info(args: argparse.Namespace) -> int:
+    from mix.search import provided_names
+
     with Session(args, write=False) as s:
         inst = s.db.package(args.package)
-        avail: list[dict[str, Any]] = []
+        held = args.package in s.db.holds()
+        everything: list[dict[str, Any]] = []
         if s.cfg.repos:
             try:
-                avail = [e for e in _available(s) if e["name"] == args.package]
+                everything = _available(s)
             except MixError as e:
                 if inst is None:
                     raise
                 warn(str(e))
-    if inst is None and not avail:
+        avail = [e for e in everything if e["name"] == args.package]
+        providers = [] if inst is not None or avail else [
+            e for e in everything
+            if args.package in provided_names(e.get("provides") or (), e["name"])]
+        candidate = _candidates(s, avail).get(args.package)
+        shown = inst or candidate
+        required_by = _required_by(s, {args.package} | set(
+            provided_names((shown or {}).get("provides") or (), args.package)))
+        installed_providers = sorted(p["name"] for p in s.db.packages()
+                                     if args.package in provided_names(
+                                         p.get("provides") or (), p["name"]))
+    if shown is None and providers:
+        return _info_virtual(args, providers, installed_providers, required_by)
+    if shown is None:
         raise NotFoundError(f"no package named {args.package!r} is installed or available",
                             "check the name with 'mix search'")
     from functools import cmp_to_key
 
     from mix.version import compare
 
-    info = dict(inst) if inst else dict(_newest(avail)[args.package])
-    info = _public(info)
+    info = _public(dict(shown))
     info["installed_version"] = inst["version"] if inst else None
+    info["candidate_version"] = candidate["version"] if candidate else None
     info["available_versions"] = sorted({e["version"] for e in avail},
                                         key=cmp_to_key(compare))
+    info["required_by"] = required_by
+    info["held"] = held
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True))
         return 0
     for key in ("name", "version", "description", "arch", "license", "url", "dependencies",
                 "provides", "conflicts", "replaces", "installed_size", "reason", "repo",
-                "installed_version", "available_versions"):
+                "installed_version", "candidate_version", "available_versions",
+                "required_by", "held"):
         value = info.get(key)
-        if value in (None, "", []):
+        if value in (None, "", [], False):
             continue
         if isinstance(value, list):
             value = ", ".join(value)
         if key == "installed_size":
             value = human_size(int(value))
-        print(f"{key.replace('_', ' ').capitalize() + ':':20} {value}")
+        if value is True:
+            value = "yes"
+        label = {"candidate_version": "Candidate"}.get(key, key.replace("_", " ").capitalize())
+        print(f"{label + ':':20} {value}")
+    return 0
+
+
+def _info_virtual(args: argparse.Namespace, providers: list[dict[str, Any]],
+                  installed: list[str], required_by: list[str]) -> int:
+    """info on a name that only packages provide (a virtual name, such as libc.so.6)."""
+    rows = [{"name": e["name"], "version": e["version"], "repo": e.get("repo", "")}
+            for e in sorted(providers, key=lambda e: (e["name"], e["version"]))]
+    if args.json:
+        print(json.dumps({"name": args.package, "virtual": True, "provided_by": rows,
+                          "installed_providers": installed, "required_by": required_by},
+                         indent=1, sort_keys=True))
+        return 0
+    print(f"{args.package} is a virtual name, provided by:")
+    for r in rows:
+        mark = " [installed]" if r["name"] in installed else ""
+        print(f"  {r['name']} {r['version']} ({r['repo']}){mark}")
+    if required_by:
+        print(f"{'Required by:':20} {', '.join(required_by)}")
     return 0
 
 

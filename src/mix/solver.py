@@ -26,7 +26,14 @@ import solv
 from mix import solvcache
 from mix.errors import ResolveError
 from mix.explain import Problem, Requested, broken_dependents, explain
-from mix.search import SUBSTRING, SearchIndex, matching, search_index_path
+from mix.search import (
+    SUBSTRING,
+    SearchIndex,
+    matching,
+    matching_provides,
+    provided_names,
+    search_index_path,
+)
 from mix.solvables import Builder, Entry, IndexEntryError, dep_text
 from mix.version import InvalidDependency, compare, parse_dependency
 
@@ -258,6 +265,12 @@ class Solver:
         """Available packages whose name or description contains ``term`` (case-insensitive)."""
         keys = (solv.SOLVABLE_NAME, solv.SOLVABLE_DESCRIPTION)
         result = [s for s in matching(self.pool, keys, term) if s.repo != self._installed]
+        seen = {s.id for s in result}
+        for s in matching(self.pool, (solv.SOLVABLE_PROVIDES,), term):
+            if s.id not in seen and s.repo != self._installed and matching_provides(
+                    provided_names(s.lookup_deparray(solv.SOLVABLE_PROVIDES), s.name), term):
+                result.append(s)
+        result.sort(key=lambda s: (s.name, s.id))
         if limit is not None:
             result = result[:limit]
         return [self.entry(s) for s in result]

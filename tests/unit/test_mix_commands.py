@@ -107,3 +107,75 @@ def test_install_download_only(w: World, capsys: Any) -> None:
         assert main([*cli, "install", "app"]) == 0  # from the cache: no download
         assert [p for p, _r, _n in Ranges.log if p.endswith(".mixpkg")] == downloads
     assert w.installed() == {"app": "1.0", "tool": "1.0", "libc": "1.0"}
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> World:
+    """Two configured repositories: main (priority 10) has tool 1.0, extra (0) tool 2.0."""
+    import shutil
+
+    from mixhelpers import make_pkg, sign_repo
+
+    w = World(tmp_path)
+    w.pkg("glibc", files={"/usr/lib/libc.so.6": "libc"}, provides=["c-runtime", "libc.so.6"])
+    w.pkg("tool", files={"/usr/bin/tool": "tool 1.0"}, dependencies=["c-runtime"])
+    w.pkg("app", files={"/usr/bin/app": "app"}, dependencies=["tool"])
+    w.sign()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    make_pkg(tmp_path, extra, "tool", "2.0", files={"/usr/bin/tool": "tool 2.0"})
+    sign_repo(extra, w.key)
+    etc = w.root / "etc/mix"
+    (etc / "keys").mkdir(parents=True)
+    shutil.copy(w.pub, etc / "keys")
+    (etc / "repositories").write_text(f"file://{w.repo} priority=10 name=main\n"
+                                      f"file://{extra} name=extra\n")
+    assert main(["--root", str(w.root), "update"]) == 0
+    return w
+
+
+def run(w: World, capsys: Any, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["--root", str(w.root), "-y", *args])
+    return rc, capsys.readouterr().out
+
+
+def test_info_shows_the_candidate_and_what_requires_a_package(two: World, capsys: Any) -> None:
+    rc, out = run(two, capsys, "--json", "info", "tool")
+    info = json.loads(out)
+    assert info["version"] == info["candidate_version"] == "1.0"  # main's, not extra's 2.0
+    assert info["available_versions"] == ["1.0", "2.0"] and info["installed_version"] is None
+    rc, out = run(two, capsys, "info", "tool")
+    assert "Candidate:           1.0\n" in out
+    assert run(two, capsys, "install", "app")[0] == 0
+    assert json.loads(run(two, capsys, "--json", "info", "tool")[1])["required_by"] == ["app"]
+    _rc, out = run(two, capsys, "info", "glibc")  # required through a name it provides
+    assert "Required by:         tool\n" in out
+    assert run(two, capsys, "hold", "tool")[0] == 0
+    assert json.loads(run(two, capsys, "--json", "info", "tool")[1])["held"] is True
+
+
+def test_info_and_search_find_virtual_names(two: World, capsys: Any) -> None:
+    rc, out = run(two, capsys, "info", "c-runtime")
+    assert rc == 0 and "c-runtime is a virtual name, provided by:\n  glibc 1.0 (main)\n" in out
+    rc, out = run(two, capsys, "--json", "info", "libc.so.6")
+    assert json.loads(out)["provided_by"] == [{"name": "glibc", "version": "1.0",
+                                               "repo": "main"}]
+    rc, out = run(two, capsys, "search", "runtime")
+    assert rc == 0 and out == "glibc 1.0 - the glibc package\n"
+    for light in two.root.glob("var/lib/mix/**/index.search.solv"):
+        light.unlink()  # the solver's search finds the same
+    rc, out = run(two, capsys, "search", "runtime")
+    assert rc == 0 and out == "glibc 1.0 - the glibc package\n"
+
+
+def test_search_and_list_available_show_the_candidate(two: World, capsys: Any) -> None:
+    rc, out = run(two, capsys, "search", "tool")
+    assert out == "tool 1.0 - the tool package\n"
+    rc, out = run(two, capsys, "search", "--all-versions", "tool")
+    assert out == "tool 1.0 - the tool package\ntool 2.0 - the tool package\n"
+    rc, out = run(two, capsys, "--json", "list", "--available")
+    assert {(r["name"], r["version"], r["repo"]) for r in json.loads(out)} == {
+        ("app", "1.0", "main"), ("glibc", "1.0", "main"), ("tool", "1.0", "main")}
+    _rc, out = run(two, capsys, "list", "--available", "--all-versions")
+    assert "tool 1.0\ntool 2.0\n" in out
