@@ -141,11 +141,11 @@ def run(w: World, capsys: Any, *args: str) -> tuple[int, str]:
 
 
 def test_info_shows_the_candidate_and_what_requires_a_package(two: World, capsys: Any) -> None:
-    rc, out = run(two, capsys, "--json", "info", "tool")
+    _rc, out = run(two, capsys, "--json", "info", "tool")
     info = json.loads(out)
     assert info["version"] == info["candidate_version"] == "1.0"  # main's, not extra's 2.0
     assert info["available_versions"] == ["1.0", "2.0"] and info["installed_version"] is None
-    rc, out = run(two, capsys, "info", "tool")
+    _rc, out = run(two, capsys, "info", "tool")
     assert "Candidate:           1.0\n" in out
     assert run(two, capsys, "install", "app")[0] == 0
     assert json.loads(run(two, capsys, "--json", "info", "tool")[1])["required_by"] == ["app"]
@@ -158,7 +158,7 @@ def test_info_shows_the_candidate_and_what_requires_a_package(two: World, capsys
 def test_info_and_search_find_virtual_names(two: World, capsys: Any) -> None:
     rc, out = run(two, capsys, "info", "c-runtime")
     assert rc == 0 and "c-runtime is a virtual name, provided by:\n  glibc 1.0 (main)\n" in out
-    rc, out = run(two, capsys, "--json", "info", "libc.so.6")
+    _rc, out = run(two, capsys, "--json", "info", "libc.so.6")
     assert json.loads(out)["provided_by"] == [{"name": "glibc", "version": "1.0",
                                                "repo": "main"}]
     rc, out = run(two, capsys, "search", "runtime")
@@ -170,11 +170,11 @@ def test_info_and_search_find_virtual_names(two: World, capsys: Any) -> None:
 
 
 def test_search_and_list_available_show_the_candidate(two: World, capsys: Any) -> None:
-    rc, out = run(two, capsys, "search", "tool")
+    _rc, out = run(two, capsys, "search", "tool")
     assert out == "tool 1.0 - the tool package\n"
-    rc, out = run(two, capsys, "search", "--all-versions", "tool")
+    _rc, out = run(two, capsys, "search", "--all-versions", "tool")
     assert out == "tool 1.0 - the tool package\ntool 2.0 - the tool package\n"
-    rc, out = run(two, capsys, "--json", "list", "--available")
+    _rc, out = run(two, capsys, "--json", "list", "--available")
     assert {(r["name"], r["version"], r["repo"]) for r in json.loads(out)} == {
         ("app", "1.0", "main"), ("glibc", "1.0", "main"), ("tool", "1.0", "main")}
     _rc, out = run(two, capsys, "list", "--available", "--all-versions")
