@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     mark.add_argument("--dependency", action="store_const", dest="reason", const="dependency",
                       help="goes once nothing installed needs it")
     p.add_argument("packages", nargs="+", metavar="PKG")
+    p = add("provides", "which available package ships a file or provides a name")
+    p.add_argument("what", metavar="PATH|NAME")
     p = add("history", "the transactions made on this root: time, command, changes")
     p = add("fix", "reinstall installed packages whose files differ from the database "
             "(and complete an interrupted transaction)")
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--key", metavar="NAME.key", required=True)
     ri.add_argument("--valid-days", type=int, default=30, metavar="N",
                     help="days the index stays valid, at least 1 (default 30)")
+    ri.add_argument("--files", action="store_true",
+                    help="also write files.json.gz, the packages' file lists (for mix provides)")
     return parser
 
 
@@ -179,13 +183,14 @@ def cmd_repo(args: argparse.Namespace) -> int:
 
         raise UsageError(f"--valid-days {args.valid_days}: the index would have expired "
                          "when it is written", "give a number of days of at least 1")
-    entries = scan_repo(Path(args.dir))
-    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days)
+    files: dict[str, list[str]] | None = {} if args.files else None
+    entries = scan_repo(Path(args.dir), files)
+    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days, files=files)
     print(f"wrote {path} ({len(entries)} packages) and {path}.sig")
     return 0
 
 
-QUERIES = ("list", "search", "info", "files", "owner", "verify")
+QUERIES = ("list", "search", "info", "files", "owner", "verify", "provides")
 
 
 def _load_commands(name: str) -> None:

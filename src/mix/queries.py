@@ -252,6 +252,46 @@ def _info_virtual(args: argparse.Namespace, providers: list[dict[str, Any]],
     return 0
 
 
+@command("provides")
+def cmd_provides(args: argparse.Namespace) -> int:
+    """Which available package ships PATH (from the repositories' file lists) or provides
+    NAME (its own name or one it provides)."""
+    from mix.search import provided_names
+
+    what = args.what
+    hits: list[dict[str, Any]] = []
+    with Session(args, write=False) as s:
+        if what.startswith("/"):
+            path = os.path.normpath(what)
+            without: list[str] = []
+            for r in s.repos():
+                lists = r.file_lists(s.fetcher)
+                if lists is None:
+                    without.append(r.repo.url)
+                    continue
+                owners = {f for f, paths in lists.items() if path in paths}
+                hits += [e for e in r.entries() if e["filename"] in owners]
+            if not hits and without and len(without) == len(s.cfg.repos):
+                raise NotFoundError(f"no repository publishes file lists, so no package can "
+                                    f"be found for {path}",
+                                    "a repository publishes them with 'mix repo index "
+                                    "--files'")
+        else:
+            hits = [e for e in _available(s) if e["name"] == what
+                    or what in provided_names(e.get("provides") or (), e["name"])]
+    rows = [{"name": e["name"], "version": e["version"], "repo": e.get("repo", "")}
+            for e in sorted(hits, key=lambda e: (e["name"], e["version"]))]
+    if not rows:
+        raise NotFoundError(f"no available package ships or provides {what}",
+                            "check the name with 'mix search'")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            print(f"{what}: {row['name']} {row['version']} ({row['repo']})")
+    return 0
+
+
 @command("files")
 def cmd_files(args: argparse.Namespace) -> int:
     with Session(args, write=False) as s:

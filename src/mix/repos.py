@@ -18,7 +18,7 @@ from typing import Any
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
 from mix.fetch import Fetcher, NotServedError
-from mix.index import INDEX_NAME, SIG_NAME, atomic_write, verify_index
+from mix.index import FILES_NAME, INDEX_NAME, SIG_NAME, atomic_write, verify_index
 from mix.keys import PublicKey, load_keyring
 
 _CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
@@ -66,6 +66,41 @@ class StoredRepo:
     def expired(self, now: float | None = None) -> bool:
         until = self.valid_until()
         return until is not None and until < (time.time() if now is None else now)
+
+    def file_lists(self, fetcher: Fetcher) -> dict[str, list[str]] | None:
+        """The packages' file lists (package file name -> paths), if the repository
+        publishes them (`mix repo index --files`): fetched on first use, checked against
+        the sha256 the signed index gives, kept beside the index. None if it does not."""
+        try:
+            ref = json.loads(self.index_path.read_bytes()).get("files")
+        except (OSError, ValueError) as e:
+            raise MixError(f"cannot read the stored index of {self.repo.url}: {e}",
+                           "run 'mix update'") from None
+        if not isinstance(ref, dict) or not isinstance(ref.get("sha256"), str) \
+                or not isinstance(ref.get("size"), int) or ref.get("name") != FILES_NAME:
+            return None
+        import gzip
+        import hashlib
+
+        path = self.dir / FILES_NAME
+        try:
+            packed = path.read_bytes()
+        except OSError:
+            packed = b""
+        if hashlib.sha256(packed).hexdigest() != ref["sha256"]:
+            packed = fetcher.fetch_bytes(f"{self.repo.url}/{FILES_NAME}", max_size=ref["size"])
+            got = hashlib.sha256(packed).hexdigest()
+            if got != ref["sha256"]:
+                raise TrustError(f"{self.repo.url}/{FILES_NAME}: sha256 {got} does not match "
+                                 f"the signed index ({ref['sha256']})",
+                                 "run 'mix update'; if it persists the mirror is corrupt")
+            atomic_write(path, packed)
+        try:
+            lists = json.loads(gzip.decompress(packed))["files"]
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+            raise TrustError(f"{self.repo.url}/{FILES_NAME} is signed but unreadable: {e}") \
+                from None
+        return lists if isinstance(lists, dict) else None
 
     def entries(self) -> list[dict[str, Any]]:
         try:

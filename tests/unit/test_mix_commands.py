@@ -179,3 +179,38 @@ def test_search_and_list_available_show_the_candidate(two: World, capsys: Any) -
         ("app", "1.0", "main"), ("glibc", "1.0", "main"), ("tool", "1.0", "main")}
     _rc, out = run(two, capsys, "list", "--available", "--all-versions")
     assert "tool 1.0\ntool 2.0\n" in out
+
+
+def test_provides_finds_the_package_that_ships_a_path_or_a_name(w: World, capsys: Any) -> None:
+    from mix.index import scan_repo, write_index
+
+    files: dict[str, list[str]] = {}
+    write_index(w.repo, scan_repo(w.repo, files), w.key, files=files)  # repo index --files
+    assert "files" in json.loads((w.repo / "index.json").read_bytes())
+    rc, out, err = w.mix("provides", "/usr/bin/tool", capsys=capsys)
+    assert rc == 0, err
+    assert out.startswith("/usr/bin/tool: tool 1.0 (") and out.count("\n") == 1
+    rc, out, _ = w.mix("--json", "provides", "/usr/lib/libc.so.6", capsys=capsys)
+    assert [r["name"] for r in json.loads(out)] == ["libc"]
+    rc, _, err = w.mix("provides", "/usr/bin/nothing", capsys=capsys)
+    assert rc == 9
+    rc, out, _ = w.mix("provides", "libc", capsys=capsys)
+    assert rc == 0 and out.startswith("libc: libc 1.0 (")
+    # a file list that is not the signed one is refused
+    import gzip
+
+    (w.repo / "files.json.gz").write_bytes(gzip.compress(b'{"files": {}}'))
+    for stored in w.root.glob("var/lib/mix/repos/*/files.json.gz"):
+        stored.unlink()
+    rc, _, err = w.mix("provides", "/usr/bin/tool", capsys=capsys)
+    assert rc == 4 and "does not match the signed index" in err
+
+
+def test_provides_needs_file_lists_and_says_so(w: World, capsys: Any) -> None:
+    rc, _, err = w.mix("provides", "/usr/bin/tool", capsys=capsys)
+    assert rc == 9 and "mix repo index --files" in err
+    assert main(["repo", "index", str(w.repo), "--key", str(w.key), "--files"]) == 0
+    assert (w.repo / "files.json.gz").is_file()
+    capsys.readouterr()
+    rc, out, err = w.mix("provides", "/usr/bin/tool", capsys=capsys)
+    assert rc == 0 and out.startswith("/usr/bin/tool: tool 1.0 ("), err
