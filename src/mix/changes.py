@@ -4,7 +4,6 @@ shown, confirmed and carried out."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mix.cli import command
 from mix.database import Database
 from mix.errors import DeclinedError, MixError, NotFoundError, TrustError
-from mix.session import Session, human_size, say, warn
+from mix.session import Session, emit_json, human_size, say, warn
 
 if TYPE_CHECKING:
     from mix.transaction import Change, Outcome
@@ -52,7 +51,7 @@ def plan_json(changes: list[Change]) -> list[dict[str, Any]]:
 
 def show_plan(changes: list[Change], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"plan": plan_json(changes)}, indent=1))
+        emit_json({"plan": plan_json(changes)})
         return
     download = sum(int((c.new or {}).get("size", 0)) for c in changes if c.new)
     delta = sum(int((c.new or {}).get("installed_size", 0)) for c in changes if c.new) \
@@ -137,7 +136,7 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
                 for n, r in reason_flips.items():
                     Database.set_reason(c, n, r)
         if args.json:
-            print(json.dumps({"plan": []}))
+            emit_json({"plan": []})
         else:
             say("nothing to do" + (f": {', '.join(named)} already installed" if named else ""))
         return 0
@@ -375,7 +374,7 @@ def cmd_fix(args: argparse.Namespace) -> int:
         broken = sorted({p["package"] for p in problems})
         if not broken:
             if args.json:
-                print(json.dumps({"plan": []}))
+                emit_json({"plan": []})
             else:
                 say(f"{len(names)} packages, {len(files)} entries: nothing to fix")
             return 0
@@ -507,7 +506,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     with Session(args, write=False) as s:
         entries = s.db.history()
     if args.json:
-        print(json.dumps(entries, indent=1))
+        emit_json(entries)
         return 0
     for h in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["time"]))

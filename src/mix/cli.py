@@ -38,7 +38,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    default=argparse.SUPPRESS if suppress else False,
                    help="do not ask for confirmation")
     g.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="machine-readable output (list, info, search, files, owner, plans)")
+                   help="machine-readable output: one JSON document on stdout, errors included")
     g.add_argument("--no-scripts", action="store_true",
                    default=argparse.SUPPRESS if suppress else False,
                    help="do not run package scripts")
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     # (argparse would otherwise take the next word, the command or a package, as SECONDS).
     args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
     args.argv = list(argv)  # the command as given, for the history
+    if "mix.session" in sys.modules:  # (main called again in one process: tests)
+        setattr(sys.modules["mix.session"], "json_emitted", False)  # noqa: B010
     if not args.command:
         parser.print_help()
         return 2
@@ -225,16 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             _load_commands(args.command)
         return COMMANDS[args.command](args)
     except MixError as e:
-        print(f"mix: error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"mix: hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
+        return _fail(args, e.exit_code, e.message, e.hint)
     except Terminated:
-        print("mix: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        return _fail(args, 143, "terminated (SIGTERM)")
     except KeyboardInterrupt:
-        print("mix: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, 130, "interrupted")
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -242,14 +239,28 @@ def main(argv: list[str] | None = None) -> int:
         import errno
 
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"mix: error: disk full: {e}", file=sys.stderr)
-            print("mix: hint: free some space, then run mix again", file=sys.stderr)
-            return 7
-        print(f"mix: error: {e}", file=sys.stderr)
-        return 1
+            return _fail(args, 7, f"disk full: {e}", "free some space, then run mix again")
+        return _fail(args, 1, str(e))
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(args: argparse.Namespace, code: int, message: str, hint: str = "") -> int:
+    """Report an error on stderr and, with --json, as {"error": {...}, "exit": N} on stdout
+    too (a program reading the JSON learns what failed without parsing stderr)."""
+    print(f"mix: error: {message}" if code not in (130, 143) else f"mix: {message}",
+          file=sys.stderr)
+    if hint:
+        print(f"mix: hint: {hint}", file=sys.stderr)
+    session = sys.modules.get("mix.session")
+    if getattr(args, "json", False) and not getattr(session, "json_emitted", False):
+        # (a command that printed its document already, verify with problems, adds none)
+        import json
+
+        print(json.dumps({"error": {"message": message, "hint": hint or None},
+                          "exit": code}, indent=1, sort_keys=True), flush=True)
+    return code
 
 
 class Terminated(KeyboardInterrupt):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mix.cli import command
 from mix.errors import MixError, NotFoundError, VerifyError
-from mix.session import Session, human_size, say, warn
+from mix.session import Session, emit_json, human_size, say, warn
 
 if TYPE_CHECKING:
     from mix.search import SearchIndex
@@ -102,17 +101,19 @@ def cmd_list(args: argparse.Namespace) -> int:
             from mix.version import compare
 
             newest = _newest(_available(s))
-            rows = [{"name": p["name"], "version": p["version"],
-                     "new_version": newest[p["name"]]["version"]}
+            rows = [{"name": p["name"], "version": newest[p["name"]]["version"],
+                     "old_version": p["version"]}
                     for p in s.db.packages()
                     if p["name"] in newest and compare(newest[p["name"]]["version"],
                                                        p["version"]) > 0]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        emit_json(rows)
     else:
         for r in rows:
-            extra = f" -> {r['new_version']}" if "new_version" in r else \
-                f" [{r['reason']}]" if r.get("reason") == "dependency" else ""
+            if "old_version" in r:
+                print(f"{r['name']} {r['old_version']} -> {r['version']}")
+                continue
+            extra = f" [{r['reason']}]" if r.get("reason") == "dependency" else ""
             extra += " [held]" if r.get("held") else ""
             print(f"{r['name']} {r['version']}{extra}")
     return 0
@@ -160,9 +161,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         installed = {p["name"]: p["version"] for p in s.db.packages()}
     results.sort(key=lambda e: (e["name"], e["version"]))
     if args.json:
-        print(json.dumps([{"name": e["name"], "version": e["version"],
-                           "description": e.get("description", ""),
-                           "installed": installed.get(e["name"])} for e in results], indent=1))
+        emit_json([{"name": e["name"], "version": e["version"], "repo": e.get("repo", ""),
+                    "description": e.get("description", ""),
+                    "installed_version": installed.get(e["name"])} for e in results])
     else:
         for e in results:
             mark = " [installed]" if installed.get(e["name"]) == e["version"] else ""
@@ -213,7 +214,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info["required_by"] = required_by
     info["held"] = held
     if args.json:
-        print(json.dumps(info, indent=1, sort_keys=True))
+        emit_json(info)
         return 0
     for key in ("name", "version", "description", "arch", "license", "url", "dependencies",
                 "provides", "conflicts", "replaces", "installed_size", "reason", "repo",
@@ -239,9 +240,8 @@ def _info_virtual(args: argparse.Namespace, providers: list[dict[str, Any]],
     rows = [{"name": e["name"], "version": e["version"], "repo": e.get("repo", "")}
             for e in sorted(providers, key=lambda e: (e["name"], e["version"]))]
     if args.json:
-        print(json.dumps({"name": args.package, "virtual": True, "provided_by": rows,
-                          "installed_providers": installed, "required_by": required_by},
-                         indent=1, sort_keys=True))
+        emit_json({"name": args.package, "virtual": True, "provided_by": rows,
+                   "installed_providers": installed, "required_by": required_by})
         return 0
     print(f"{args.package} is a virtual name, provided by:")
     for r in rows:
@@ -285,7 +285,7 @@ def cmd_provides(args: argparse.Namespace) -> int:
         raise NotFoundError(f"no available package ships or provides {what}",
                             "check the name with 'mix search'")
     if args.json:
-        print(json.dumps(rows, indent=1))
+        emit_json(rows)
     else:
         for row in rows:
             print(f"{what}: {row['name']} {row['version']} ({row['repo']})")
@@ -299,7 +299,7 @@ def cmd_files(args: argparse.Namespace) -> int:
             raise NotFoundError(f"{args.package} is not installed")
         files = s.db.files(args.package)
     if args.json:
-        print(json.dumps(files, indent=1))
+        emit_json([{**f, "config": bool(f["config"])} for f in files])
     else:
         for f in files:
             print(f["path"] + ("/" if f["type"] == "dir" else
@@ -319,7 +319,7 @@ def cmd_owner(args: argparse.Namespace) -> int:
     if not owners:
         raise NotFoundError(f"no installed package owns {path}")
     if args.json:
-        print(json.dumps([{"path": path, "package": o["package"]} for o in owners]))
+        emit_json([{"path": path, "package": o["package"]} for o in owners])
     else:
         for o in owners:
             print(f"{path} is owned by {o['package']}")
@@ -385,7 +385,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             files.extend(s.db.files(n))
         problems, modified = verify_files(s.cfg.root, files)
     if args.json:
-        print(json.dumps({"problems": problems, "modified_config": modified}, indent=1))
+        emit_json({"problems": problems, "modified_config": modified})
     else:
         for m in modified:
             print(problem_text(m))

@@ -25,6 +25,19 @@ def config(args: argparse.Namespace) -> Config:
     return load(args.root, args.repo, args.keys_dir, args.timeout, not args.no_scripts)
 
 
+def emit_json(value: object) -> None:
+    """Every --json output: one document on stdout, indented by one space, keys sorted."""
+    import json
+
+    global json_emitted
+    print(json.dumps(value, indent=1, sort_keys=True), flush=True)
+    json_emitted = True
+
+
+# Whether this command printed its JSON document (then an error adds no second one).
+json_emitted = False
+
+
 def say(msg: str) -> None:
     print(msg, flush=True)
 
