@@ -232,8 +232,8 @@ def cmd_update(args: argparse.Namespace) -> int:
                 say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
             except MixError as e:
                 failures.append(e)
-                print(f"mix: error: {r.repo.url}: {e.message} (kept the previous index)",
-                      file=sys.stderr)
+                kept = " (kept the previous index)" if r.exists() else ""
+                print(f"mix: error: {r.repo.url}: {e.message}{kept}", file=sys.stderr)
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)

@@ -57,8 +57,12 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mix.errors import exit_codes_text
+
     parser = argparse.ArgumentParser(
-        prog="mix", description="mix, the MixOS package manager. Exit codes: see docs/mix.md.")
+        prog="mix", description="mix, the MixOS package manager.",
+        epilog=exit_codes_text() + "\n\n'mix help COMMAND' or 'mix COMMAND --help': a "
+        "command's options.", formatter_class=argparse.RawDescriptionHelpFormatter)
     _global_options(parser, suppress=False)
     from mix import __version__
 
@@ -70,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common], description=help)
 
+    p = add("help", "help on a command, or on exit codes")
+    p.add_argument("topic", nargs="?", metavar="COMMAND|exit-codes",
+                   help="a command, or exit-codes (default: the list of commands)")
     add("update", "download, verify and store every repository's index")
     p = add("search", "search names, descriptions and provided names of available packages")
-    p.add_argument("terms", nargs="+", metavar="TERM")
+    p.add_argument("terms", nargs="+", metavar="TERM", help="words every result contains")
     p.add_argument("--all-versions", action="store_true",
                    help="every available version, not only the one install would pick")
     p = add("install", "install packages and their dependencies")
@@ -85,43 +92,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download-only", action="store_true",
                    help="download the plan's packages into the cache and change nothing")
     p = add("remove", "remove packages (and orphaned dependencies)")
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to remove")
     p.add_argument("--cascade", action="store_true",
                    help="also remove installed packages that depend on them")
     p = add("upgrade", "upgrade the given packages, or all")
-    p.add_argument("packages", nargs="*", metavar="PKG")
+    p.add_argument("packages", nargs="*", metavar="PKG",
+                   help="installed packages to upgrade (default: all but the held ones)")
     p.add_argument("--download-only", action="store_true",
                    help="download the plan's packages into the cache and change nothing")
     p = add("list", "list packages")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--installed", action="store_const", dest="which", const="installed")
-    which.add_argument("--available", action="store_const", dest="which", const="available")
-    which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable")
-    which.add_argument("--held", action="store_const", dest="which", const="held")
+    which.add_argument("--installed", action="store_const", dest="which", const="installed",
+                       help="installed packages, with why (the default)")
+    which.add_argument("--available", action="store_const", dest="which", const="available",
+                       help="what the repositories offer")
+    which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable",
+                       help="installed packages with a newer candidate")
+    which.add_argument("--held", action="store_const", dest="which", const="held",
+                       help="packages 'mix hold' keeps as they are")
     p.add_argument("--all-versions", action="store_true",
                    help="with --available: every version, not only the one install would pick")
     p = add("info", "show a package's metadata")
-    p.add_argument("package", metavar="PKG")
+    p.add_argument("package", metavar="PKG", help="a package name, or a name packages provide")
     p = add("files", "list the files an installed package owns")
-    p.add_argument("package", metavar="PKG")
+    p.add_argument("package", metavar="PKG", help="an installed package")
     p = add("owner", "show which installed package owns a path")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="a path on the system (inside --root)")
     p = add("verify", "check installed files against the database")
-    p.add_argument("packages", nargs="*", metavar="PKG")
+    p.add_argument("packages", nargs="*", metavar="PKG",
+                   help="installed packages to check (default: all)")
     p = add("hold", "keep installed packages as they are: upgrade skips them, install and "
             "remove refuse them")
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to hold")
     p = add("unhold", "release held packages")
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="held packages to release")
     p = add("mark", "set why packages are installed")
     mark = p.add_mutually_exclusive_group(required=True)
     mark.add_argument("--explicit", action="store_const", dest="reason", const="explicit",
                       help="asked for: stays until removed")
     mark.add_argument("--dependency", action="store_const", dest="reason", const="dependency",
                       help="goes once nothing installed needs it")
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to mark")
     p = add("provides", "which available package ships a file or provides a name")
-    p.add_argument("what", metavar="PATH|NAME")
+    p.add_argument("what", metavar="PATH|NAME",
+                   help="an absolute path (needs the repository's file lists) or a name")
     p = add("history", "the transactions made on this root: time, command, changes")
     p = add("fix", "reinstall installed packages whose files differ from the database "
             "(and complete an interrupted transaction)")
@@ -132,25 +146,47 @@ def build_parser() -> argparse.ArgumentParser:
                          help="remove partial downloads and packages that are not installed")
     cc.add_argument("--all", action="store_true", help="remove every cached package")
     p = add("build", "build a .mixpkg from a staging directory")
-    p.add_argument("staging", metavar="DIR")
-    p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True)
+    p.add_argument("staging", metavar="DIR",
+                   help="staging directory: metadata.json, files/, scripts/")
+    p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True,
+                   help="the package file to write")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="gzip (default: every mix reads it) or zstd (package format 2: "
                    "faster to install, needs python3-zstandard to read)")
     p = add("key", "manage signing keys")
     ksub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
     kg = ksub.add_parser("generate", help="write an ed25519 key pair NAME.key and NAME.pub")
-    kg.add_argument("name", metavar="NAME")
+    kg.add_argument("name", metavar="NAME", help="path prefix of NAME.key and NAME.pub")
     p = add("repo", "manage repositories")
     rsub = p.add_subparsers(dest="repo_command", metavar="ACTION", required=True)
     ri = rsub.add_parser("index", help="write and sign DIR/index.json for the packages in DIR")
-    ri.add_argument("dir", metavar="DIR")
-    ri.add_argument("--key", metavar="NAME.key", required=True)
+    ri.add_argument("dir", metavar="DIR", help="the repository: a directory of .mixpkg files")
+    ri.add_argument("--key", metavar="NAME.key", required=True,
+                    help="the secret key to sign with ('mix key generate')")
     ri.add_argument("--valid-days", type=int, default=30, metavar="N",
                     help="days the index stays valid, at least 1 (default 30)")
     ri.add_argument("--files", action="store_true",
                     help="also write files.json.gz, the packages' file lists (for mix provides)")
     return parser
+
+
+@command("help")
+def cmd_help(args: argparse.Namespace) -> int:
+    from mix.errors import UsageError, exit_codes_text
+
+    parser = build_parser()
+    if args.topic in (None, "commands"):
+        parser.print_help()
+        return 0
+    if args.topic in ("exit-codes", "exit-status"):
+        print(exit_codes_text())
+        return 0
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if args.topic not in sub.choices:
+        raise UsageError(f"no help on {args.topic!r}",
+                         "'mix help' lists the commands; 'mix help exit-codes' the exit codes")
+    sub.choices[args.topic].print_help()
+    return 0
 
 
 @command("build")

@@ -20,6 +20,28 @@ EXIT_NOT_FOUND = 9      # asked about a package or path that is not there
 EXIT_DECLINED = 10      # the user answered no, or a prompt was needed without a tty
 EXIT_VERIFY = 11        # `mix verify` found files that differ from the database
 
+# For `mix --help` and `mix help exit-codes` (docs/mix.md has the long form).
+EXIT_CODES = (
+    (0, "success"),
+    (1, "unexpected error (a bug, or an OS error mix did not foresee)"),
+    (2, "bad command line or configuration (no repositories, state outside --root)"),
+    (3, "cannot be resolved: unknown package, missing dependency, conflict, held"),
+    (4, "trust refused: signature, key, expiry, rollback, checksum, size"),
+    (5, "another mix is changing this root (--wait waits for it)"),
+    (6, "download failed after retries"),
+    (7, "transaction failed and rolled back (conflict, disk full, script)"),
+    (8, "a package file or staging directory is malformed"),
+    (9, "not found: package, version to reinstall, path, search result"),
+    (10, "declined, or confirmation needed without a terminal (-y)"),
+    (11, "mix verify found files that differ from the database"),
+    (130, "interrupted (SIGINT); an unfinished transaction rolled back"),
+    (143, "terminated (SIGTERM); as for SIGINT"),
+)
+
+
+def exit_codes_text() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:3}  {text}" for code, text in EXIT_CODES)
+
 
 class MixError(Exception):
     """An error for people: what failed (message) and what to do (hint)."""

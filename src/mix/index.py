@@ -130,8 +130,10 @@ def _check_entry(e: Any, source: str) -> None:
 
 
 def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], source: str,
-                 held_created: int | None = None, now: float | None = None) -> dict[str, Any]:
-    """Check signature, expiry and rollback; return the parsed index or raise TrustError."""
+                 held_created: int | None = None, now: float | None = None,
+                 keys_dir: Path | None = None) -> dict[str, Any]:
+    """Check signature, expiry and rollback; return the parsed index or raise TrustError.
+    keys_dir: where the trusted keys are (named in the hint for an unknown key)."""
     now = time.time() if now is None else now
     try:
         sig = json.loads(sig_data)
@@ -145,8 +147,9 @@ def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], so
     key = keyring.get(kid)
     if key is None:
         raise TrustError(f"index from {source} is signed by unknown key {kid}",
-                         "install the repository's public key in /etc/mix/keys/ (or pass "
-                         "--keys-dir) if you trust it")
+                         f"install the repository's public key (NAME.pub) in "
+                         f"{keys_dir or '/etc/mix/keys'}/ if you trust it (or pass "
+                         "--keys-dir DIR)")
     if not key.verify(data, signature):
         raise TrustError(f"index from {source} has a bad signature (key {kid}, {key.source})",
                          "the index was altered or is incomplete; keep the old one and try a "

@@ -206,7 +206,8 @@ def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: F
     if _unchanged(repo, data, sig):
         return None
     held = [t for t in (repo.created(), newest_seen(cfg, base)) if t is not None]
-    doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None)
+    doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None,
+                       keys_dir=cfg.keys_dir)
     repo.dir.mkdir(parents=True, exist_ok=True)
     repo.cache_path.unlink(missing_ok=True)
     atomic_write(repo.dir / SIG_NAME, sig)
