@@ -4,7 +4,6 @@ shown, confirmed and carried out."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mix.cli import command
 from mix.database import Database
 from mix.errors import DeclinedError, MixError, NotFoundError, TrustError
-from mix.session import Session, human_size, say, warn
+from mix.session import Session, emit_json, human_size, say, warn
 
 if TYPE_CHECKING:
     from mix.transaction import Change, Outcome
@@ -22,43 +21,66 @@ if TYPE_CHECKING:
 # --- plans ---------------------------------------------------------------------------------
 def plan_changes(plan: Any) -> list[Change]:
     from mix.transaction import Change
+    from mix.version import compare
 
     changes = []
     for kind, old, new in plan.steps:
         name = (new or old)["name"]
-        reason = plan.reasons.get(name, (old or {}).get("reason", "dependency"))
+        if kind == "remove":
+            reason = plan.removals.get(name, "requested")
+        else:
+            reason = plan.reasons.get(name, (old or {}).get("reason", "dependency"))
+        if kind == "upgrade" and compare(new["version"], old["version"]) < 0:
+            kind = "downgrade"
         changes.append(Change(kind, name, new=new, old=old, reason=reason,
                               repo=(new or {}).get("repo", "")))
     return changes
 
 
 def plan_json(changes: list[Change]) -> list[dict[str, Any]]:
+    """One object per change: action (install, upgrade, downgrade, reinstall, remove),
+    name, version, old_version (of what it replaces, else null), reason (install and
+    replacing actions: explicit or dependency; remove: why it goes)."""
+    from mix.transaction import REPLACING
+
     return [{"action": c.kind, "name": c.name,
              "version": (c.new or c.old or {}).get("version"),
-             "old_version": (c.old or {}).get("version") if c.kind == "upgrade" else None,
-             "reason": c.reason if c.kind != "remove" else None} for c in changes]
+             "old_version": (c.old or {}).get("version") if c.kind in REPLACING else None,
+             "reason": c.reason} for c in changes]
 
 
 def show_plan(changes: list[Change], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"plan": plan_json(changes)}, indent=1))
+        emit_json({"plan": plan_json(changes)})
         return
     download = sum(int((c.new or {}).get("size", 0)) for c in changes if c.new)
     delta = sum(int((c.new or {}).get("installed_size", 0)) for c in changes if c.new) \
         - sum(int((c.old or {}).get("installed_size", 0)) for c in changes if c.old)
     say("Plan:")
     for c in changes:
+        old, new = (c.old or {}).get("version"), (c.new or {}).get("version")
         if c.kind == "install":
             note = " (dependency)" if c.reason == "dependency" else ""
-            say(f"  install  {c.name} {c.new['version'] if c.new else ''}{note}")
+            say(f"  install  {c.name} {new}{note}")
         elif c.kind == "upgrade":
-            say(f"  upgrade  {c.name} {(c.old or {}).get('version')} -> "
-                f"{(c.new or {}).get('version')}")
+            say(f"  upgrade  {c.name} {old} -> {new}")
+        elif c.kind == "downgrade":
+            say(f"  downgrade {c.name} {old} -> {new}")
+        elif c.kind == "reinstall":
+            say(f"  reinstall {c.name} {new}")
         else:
-            say(f"  remove   {c.name} {(c.old or {}).get('version')}")
+            note = f" ({c.reason})" if c.reason != "requested" else ""
+            say(f"  remove   {c.name} {old}{note}")
     sign = "+" if delta >= 0 else "-"
-    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; download {human_size(download)}, installed size "
-        f"{sign}{human_size(abs(delta))}")
+    sizes = ([f"download {human_size(download)}"] if download else []) \
+        + [f"installed size {sign}{human_size(abs(delta))}"]
+    say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; " + ", ".join(sizes))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    import shlex
+
+    return "mix " + shlex.join(getattr(args, "argv", None) or [args.command])
 
 
 def confirm(args: argparse.Namespace) -> None:
@@ -72,7 +94,17 @@ def confirm(args: argparse.Namespace) -> None:
         raise DeclinedError("cancelled; nothing was changed")
 
 
+def show_script_output(outcome: Outcome, to_stderr: bool) -> None:
+    """What scripts printed, each line prefixed with its package and script: a
+    post-install notice is how a package talks to the admin."""
+    for package, script, text in outcome.script_output:
+        for line in text.splitlines():
+            print(f"{package} {script}: {line}", file=sys.stderr if to_stderr else sys.stdout,
+                  flush=True)
+
+
 def report(outcome: Outcome) -> None:
+    show_script_output(outcome, to_stderr=False)
     for path in outcome.mixnew:
         say(f"config {path} was changed locally: kept; the new version is {path}.mixnew")
     for path in outcome.kept:
@@ -81,39 +113,62 @@ def report(outcome: Outcome) -> None:
         warn(w)
     parts = [f"{len(v)} {k}" for k, v in (("installed", outcome.installed),
                                           ("upgraded", outcome.upgraded),
+                                          ("downgraded", outcome.downgraded),
+                                          ("reinstalled", outcome.reinstalled),
                                           ("removed", outcome.removed)) if v]
     say("done: " + (", ".join(parts) if parts else "nothing to do"))
 
 
 def execute(s: Session, plan: Any, named: list[str]) -> int:
     """Show the plan, confirm, fetch, run the transaction."""
-    args = s.args
     changes = plan_changes(plan)
     reason_flips = {n: r for n, r in plan.reasons.items()
                     if n not in {c.name for c in changes}}
+    return carry_out(s, changes, reason_flips, named)
+
+
+def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
+              named: list[str]) -> int:
+    args = s.args
     if not changes:
         if reason_flips and not args.simulate:
             with s.db.transaction() as c:
                 for n, r in reason_flips.items():
                     Database.set_reason(c, n, r)
         if args.json:
-            print(json.dumps({"plan": []}))
+            emit_json({"plan": []})
         else:
             say("nothing to do" + (f": {', '.join(named)} already installed" if named else ""))
         return 0
     show_plan(changes, args.json)
     if args.simulate:
         return 0
+    s.refuse_expired([ch.new for ch in changes if ch.new is not None])
     confirm(args)
+    from mix.transaction import PostScriptError, Transaction, check_space
+
+    sizes = [s.download_size(ch.new) for ch in changes if ch.new is not None]
+    if any(sizes):
+        # the partial download beside its target takes the space until it is renamed
+        check_space({str(s.cfg.cache_dir): (sum(sizes), 2 * len(sizes))},
+                    "downloading the packages")
     for ch in changes:
         if ch.new is not None:
             ch.path = s.package_file(ch.new)
-    from mix.transaction import PostScriptError, Transaction
+    if getattr(args, "download_only", False):
+        fetched = sum(1 for size in sizes if size)
+        say(f"downloaded {fetched} package{'s' if fetched != 1 else ''} "
+            f"({human_size(sum(sizes))}) into {s.cfg.cache_dir}; nothing else was changed"
+            + ("" if fetched == len(sizes) else
+               f" ({len(sizes) - fetched} already there or read in place from file://)"))
+        return 0
 
-    tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts)
+    tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts,
+                     command=command_line(args))
     try:
         outcome = tx.run()
     except PostScriptError as e:
+        show_script_output(e.outcome, to_stderr=True)
         if not e.failed_installs:
             raise
         undo_failed_installs(s, e)
@@ -123,6 +178,9 @@ def execute(s: Session, plan: Any, named: list[str]) -> int:
                 Database.set_reason(c, n, r)
     if not args.json:
         report(outcome)
+    else:
+        show_script_output(outcome, to_stderr=True)  # stdout is the JSON plan
+    prune_cache(s)
     return 0
 
 
@@ -140,6 +198,7 @@ def undo_failed_installs(s: Session, e: Any) -> None:
         try:
             candidate = s.solver(repositories=False).solve(
                 Request(remove=e.failed_installs, remove_dependents=True,
+                        held=sorted(s.db.holds()),
                         drop_orphans=drop_orphans))
         except SolverError:
             continue
@@ -151,7 +210,8 @@ def undo_failed_installs(s: Session, e: Any) -> None:
         raise type(e)(f"{e.message}\n{', '.join(e.failed_installs)} stayed installed: packages "
                       "installed before depend on it", e.hint, e.failed_installs, e.outcome)
     changes = plan_changes(plan)
-    Transaction(s.cfg.root, s.db, changes, run_scripts=False).run()
+    Transaction(s.cfg.root, s.db, changes, run_scripts=False,
+                command=f"{command_line(s.args)} (failed post-install: removed again)").run()
     removed = ", ".join(c.name for c in changes)
     raise type(e)(f"{e.message}\nremoved again: {removed}; the rest of the transaction stays",
                   e.hint, e.failed_installs, e.outcome)
@@ -172,8 +232,8 @@ def cmd_update(args: argparse.Namespace) -> int:
                 say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
             except MixError as e:
                 failures.append(e)
-                print(f"mix: error: {r.repo.url}: {e.message} (kept the previous index)",
-                      file=sys.stderr)
+                kept = " (kept the previous index)" if r.exists() else ""
+                print(f"mix: error: {r.repo.url}: {e.message}{kept}", file=sys.stderr)
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)
@@ -208,6 +268,9 @@ def _local_packages(s: Session, specs: list[str]) -> tuple[list[str], list[dict[
 def cmd_install(args: argparse.Namespace) -> int:
     from mix.solver import Request
 
+    if args.reinstall:
+        with Session(args, write=not args.simulate) as s:
+            return carry_out(s, reinstall_changes(s, args.packages), {}, [])
     with Session(args, write=not args.simulate) as s:
         specs, local = _local_packages(s, args.packages)
         if local and not args.allow_untrusted:
@@ -222,10 +285,13 @@ def cmd_install(args: argparse.Namespace) -> int:
         elif local:
             for e in local:
                 e["_untrusted"] = True
+        if len(local) < len(specs):
+            s.repos()  # names to look up: without repositories, a usage error (exit 2)
         solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
-        plan = solver.solve(Request(install=specs))
+        refuse_held(s, [n for n in (parse_spec_name(x) for x in specs) if n])
+        plan = solver.solve(Request(install=specs, held=sorted(s.db.holds())))
         return execute(s, plan, [a for a in args.packages])
 
 
@@ -238,7 +304,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
         solver = s.solver(repositories=bool(s.cfg.repos))
-        plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade))
+        refuse_held(s, args.packages)
+        plan = solver.solve(Request(remove=args.packages, remove_dependents=args.cascade,
+                                    held=sorted(s.db.holds())))
         return execute(s, plan, [])
 
 
@@ -251,5 +319,199 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             if s.db.package(name) is None:
                 raise NotFoundError(f"{name} is not installed", f"use 'mix install {name}'")
         solver = s.solver()
-        req = Request(upgrade=args.packages) if args.packages else Request(upgrade_all=True)
+        refuse_held(s, args.packages)
+        held = sorted(s.db.holds())
+        req = Request(upgrade=args.packages, held=held) if args.packages \
+            else Request(upgrade_all=True, held=held)
+        if held and not args.packages and not args.json:
+            say(f"held, not upgraded: {', '.join(held)}")
         return execute(s, solver.solve(req), [])
+
+
+# --- reinstalling --------------------------------------------------------------------------
+def reinstall_changes(s: Session, names: list[str]) -> list[Change]:
+    """Each installed package again, at its installed version, from the repository of
+    highest priority that offers that version."""
+    from mix.transaction import Change
+
+    wanted: dict[str, dict[str, Any]] = {}
+    for name in names:
+        inst = s.db.package(name)
+        if inst is None:
+            raise NotFoundError(f"{name} is not installed", f"use 'mix install {name}'")
+        wanted[name] = inst
+    found: dict[str, tuple[int, dict[str, Any]]] = {}
+    for r in s.repos():
+        for e in r.entries():
+            inst = wanted.get(e["name"])
+            if inst is None or (e["version"], e.get("arch")) != (inst["version"], inst["arch"]):
+                continue
+            if e["name"] not in found or r.repo.priority > found[e["name"]][0]:
+                found[e["name"]] = (r.repo.priority, e)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFoundError("cannot reinstall " + ", ".join(
+            f"{n} {wanted[n]['version']}" for n in missing) + ": no repository offers "
+            "that version any more", "upgrade instead: mix upgrade " + " ".join(missing))
+    return [Change("reinstall", n, new=found[n][1], old=wanted[n], reason=wanted[n]["reason"],
+                   repo=found[n][1].get("repo", "")) for n in names]
+
+
+@command("fix")
+def cmd_fix(args: argparse.Namespace) -> int:
+    """Complete or undo an interrupted transaction (as every writer does), then reinstall
+    the packages whose files differ from the database."""
+    from mix.queries import problem_text, verify_files
+
+    with Session(args, write=not args.simulate) as s:
+        names = args.packages or [p["name"] for p in s.db.packages()]
+        files: list[dict[str, Any]] = []
+        for n in names:
+            if s.db.package(n) is None:
+                raise NotFoundError(f"{n} is not installed", "see 'mix list --installed'")
+            files.extend(s.db.files(n))
+        problems, _modified = verify_files(s.cfg.root, files)
+        broken = sorted({p["package"] for p in problems})
+        if not broken:
+            if args.json:
+                emit_json({"plan": []})
+            else:
+                say(f"{len(names)} packages, {len(files)} entries: nothing to fix")
+            return 0
+        if not args.json:
+            for p in problems:
+                say(problem_text(p))
+        return carry_out(s, reinstall_changes(s, broken), {}, [])
+
+
+# --- the download cache --------------------------------------------------------------------
+def cache_contents(s: Session, keep_installed: bool) -> list[Path]:
+    """What `cache clean` removes: partial downloads, and the package files that are not
+    an installed package's (every package file without keep_installed)."""
+    try:
+        files = sorted(p for p in s.cfg.cache_dir.iterdir() if p.is_file() or p.is_symlink())
+    except FileNotFoundError:
+        return []
+    partial = [p for p in files if p.name.startswith(".") and ".part" in p.name]
+    packages = [p for p in files if p.name.endswith(".mixpkg") and not p.name.startswith(".")]
+    if keep_installed and packages:
+        installed = {(p["name"], p["version"]) for p in s.db.packages()}
+        keep = set()
+        try:
+            repos = s.repos() if s.cfg.repos else []
+        except MixError:
+            repos = []  # without its indexes nothing can be told installed: keep all
+            keep = {p.name for p in packages}
+        for r in repos:
+            keep |= {e["filename"] for e in r.entries() if (e["name"], e["version"]) in installed}
+        packages = [p for p in packages if p.name not in keep]
+    return partial + packages
+
+
+def prune_cache(s: Session) -> None:
+    """After a transaction the cache keeps only installed packages' files (as apk does):
+    what an upgrade or removal superseded goes."""
+    try:
+        for p in cache_contents(s, keep_installed=True):
+            if not p.name.startswith("."):  # a partial download stays for resuming
+                p.unlink(missing_ok=True)
+    except (OSError, MixError) as e:
+        warn(f"cannot tidy the download cache: {e}")
+
+
+@command("cache")
+def cmd_cache(args: argparse.Namespace) -> int:
+    with Session(args, write=not args.simulate) as s:
+        doomed = cache_contents(s, keep_installed=not args.all)
+        freed = 0
+        for p in doomed:
+            freed += p.lstat().st_size
+            if args.simulate:
+                say(f"would remove {p}")
+            else:
+                p.unlink(missing_ok=True)
+        verb = "would free" if args.simulate else "freed"
+        say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
+    return 0
+
+
+# --- holds and marks -----------------------------------------------------------------------
+def parse_spec_name(spec: str) -> str:
+    """The package name of an install spec (NAME, NAME>=1.0, NAME=1.0-r1)."""
+    import re
+
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9+._-]*)", spec)
+    return m.group(1) if m else ""
+
+
+def refuse_held(s: Session, names: list[str]) -> None:
+    from mix.errors import ResolveError
+
+    held = sorted(set(names) & s.db.holds())
+    if held:
+        raise ResolveError(f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} held: "
+                           "mix changes held packages in no way",
+                           f"release with 'mix unhold {' '.join(held)}' first")
+
+
+def _installed_names(s: Session, names: list[str]) -> None:
+    for name in names:
+        if s.db.package(name) is None:
+            raise NotFoundError(f"{name} is not installed", "see 'mix list --installed'")
+
+
+@command("hold")
+def cmd_hold(args: argparse.Namespace) -> int:
+    with Session(args, write=True) as s:
+        _installed_names(s, args.packages)
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_hold(c, name, True)
+    say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
+        "install and remove refuse them)")
+    return 0
+
+
+@command("unhold")
+def cmd_unhold(args: argparse.Namespace) -> int:
+    with Session(args, write=True) as s:
+        held = s.db.holds()
+        for name in args.packages:
+            if name not in held:
+                raise NotFoundError(f"{name} is not held", "see 'mix list --held'")
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_hold(c, name, False)
+    say(f"released: {', '.join(args.packages)}")
+    return 0
+
+
+@command("mark")
+def cmd_mark(args: argparse.Namespace) -> int:
+    """Set why packages are installed: explicit ones stay, dependencies go once nothing
+    needs them (the next remove or upgrade takes them away)."""
+    with Session(args, write=True) as s:
+        _installed_names(s, args.packages)
+        with s.db.transaction() as c:
+            for name in args.packages:
+                Database.set_reason(c, name, args.reason)
+    say(f"marked {args.reason}: {', '.join(args.packages)}")
+    return 0
+
+
+@command("history")
+def cmd_history(args: argparse.Namespace) -> int:
+    import time
+
+    with Session(args, write=False) as s:
+        entries = s.db.history()
+    if args.json:
+        emit_json(entries)
+        return 0
+    for h in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["time"]))
+        say(f"{h['id']:4}  {when} UTC  {h['command']}")
+        for ch in h["changes"]:
+            old = f"{ch['old_version']} -> " if ch.get("old_version") else ""
+            say(f"        {ch['action']:9} {ch['name']} {old}{ch['version']}")
+    return 0

@@ -18,6 +18,16 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
     return register
 
 
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--wait={text}: expected a number of seconds >= 0")
+    return value
+
+
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Global options, accepted before or after the sub-command."""
     d: Any = argparse.SUPPRESS if suppress else None
@@ -28,7 +38,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    default=argparse.SUPPRESS if suppress else False,
                    help="do not ask for confirmation")
     g.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="machine-readable output (list, info, search, files, owner, plans)")
+                   help="machine-readable output: one JSON document on stdout, errors included")
     g.add_argument("--no-scripts", action="store_true",
                    default=argparse.SUPPRESS if suppress else False,
                    help="do not run package scripts")
@@ -41,12 +51,22 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--simulate", action="store_true",
                    default=argparse.SUPPRESS if suppress else False,
                    help="print the plan and change nothing")
+    g.add_argument("--wait", metavar="[=SECONDS]", type=_wait_seconds, default=d,
+                   help="a command that changes the root waits for another mix to finish "
+                   "(at most SECONDS; without a value, as long as it takes) instead of failing")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mix.errors import exit_codes_text
+
     parser = argparse.ArgumentParser(
-        prog="mix", description="mix, the MixOS package manager. Exit codes: see docs/mix.md.")
+        prog="mix", description="mix, the MixOS package manager.",
+        epilog=exit_codes_text() + "\n\n'mix help COMMAND' or 'mix COMMAND --help': a "
+        "command's options.", formatter_class=argparse.RawDescriptionHelpFormatter)
     _global_options(parser, suppress=False)
+    from mix import __version__
+
+    parser.add_argument("--version", action="version", version=f"mix {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -54,50 +74,99 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common], description=help)
 
+    p = add("help", "help on a command, or on exit codes")
+    p.add_argument("topic", nargs="?", metavar="COMMAND|exit-codes",
+                   help="a command, or exit-codes (default: the list of commands)")
     add("update", "download, verify and store every repository's index")
-    p = add("search", "search names and descriptions of available packages")
-    p.add_argument("terms", nargs="+", metavar="TERM")
+    p = add("search", "search names, descriptions and provided names of available packages")
+    p.add_argument("terms", nargs="+", metavar="TERM", help="words every result contains")
+    p.add_argument("--all-versions", action="store_true",
+                   help="every available version, not only the one install would pick")
     p = add("install", "install packages and their dependencies")
     p.add_argument("packages", nargs="+", metavar="PKG",
                    help="NAME, NAME>=VERSION or a path to a .mixpkg file")
     p.add_argument("--allow-untrusted", action="store_true",
                    help="accept local .mixpkg files that are not in a signed index")
+    p.add_argument("--reinstall", action="store_true",
+                   help="install the named installed packages again (same version)")
+    p.add_argument("--download-only", action="store_true",
+                   help="download the plan's packages into the cache and change nothing")
     p = add("remove", "remove packages (and orphaned dependencies)")
-    p.add_argument("packages", nargs="+", metavar="PKG")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to remove")
     p.add_argument("--cascade", action="store_true",
                    help="also remove installed packages that depend on them")
     p = add("upgrade", "upgrade the given packages, or all")
-    p.add_argument("packages", nargs="*", metavar="PKG")
+    p.add_argument("packages", nargs="*", metavar="PKG",
+                   help="installed packages to upgrade (default: all but the held ones)")
+    p.add_argument("--download-only", action="store_true",
+                   help="download the plan's packages into the cache and change nothing")
     p = add("list", "list packages")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--installed", action="store_const", dest="which", const="installed")
-    which.add_argument("--available", action="store_const", dest="which", const="available")
-    which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable")
+    which.add_argument("--installed", action="store_const", dest="which", const="installed",
+                       help="installed packages, with why (the default)")
+    which.add_argument("--available", action="store_const", dest="which", const="available",
+                       help="what the repositories offer")
+    which.add_argument("--upgradable", action="store_const", dest="which", const="upgradable",
+                       help="installed packages with a newer candidate")
+    which.add_argument("--held", action="store_const", dest="which", const="held",
+                       help="packages 'mix hold' keeps as they are")
+    p.add_argument("--all-versions", action="store_true",
+                   help="with --available: every version, not only the one install would pick")
     p = add("info", "show a package's metadata")
-    p.add_argument("package", metavar="PKG")
+    p.add_argument("package", metavar="PKG", help="a package name, or a name packages provide")
     p = add("files", "list the files an installed package owns")
-    p.add_argument("package", metavar="PKG")
+    p.add_argument("package", metavar="PKG", help="an installed package")
     p = add("owner", "show which installed package owns a path")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="a path on the system (inside --root)")
     p = add("verify", "check installed files against the database")
-    p.add_argument("packages", nargs="*", metavar="PKG")
+    p.add_argument("packages", nargs="*", metavar="PKG",
+                   help="installed packages to check (default: all)")
+    p = add("hold", "keep installed packages as they are: upgrade skips them, install and "
+            "remove refuse them")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to hold")
+    p = add("unhold", "release held packages")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="held packages to release")
+    p = add("mark", "set why packages are installed")
+    mark = p.add_mutually_exclusive_group(required=True)
+    mark.add_argument("--explicit", action="store_const", dest="reason", const="explicit",
+                      help="asked for: stays until removed")
+    mark.add_argument("--dependency", action="store_const", dest="reason", const="dependency",
+                      help="goes once nothing installed needs it")
+    p.add_argument("packages", nargs="+", metavar="PKG", help="installed packages to mark")
+    p = add("provides", "which available package ships a file or provides a name")
+    p.add_argument("what", metavar="PATH|NAME",
+                   help="an absolute path (needs the repository's file lists) or a name")
+    p = add("history", "the transactions made on this root: time, command, changes")
+    p = add("fix", "reinstall installed packages whose files differ from the database "
+            "(and complete an interrupted transaction)")
+    p.add_argument("packages", nargs="*", metavar="PKG", help="only these (default: all)")
+    p = add("cache", "manage the download cache")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cc = csub.add_parser("clean", parents=[common],
+                         help="remove partial downloads and packages that are not installed")
+    cc.add_argument("--all", action="store_true", help="remove every cached package")
     p = add("build", "build a .mixpkg from a staging directory")
-    p.add_argument("staging", metavar="DIR")
-    p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True)
+    p.add_argument("staging", metavar="DIR",
+                   help="staging directory: metadata.json, files/, scripts/")
+    p.add_argument("-o", "--output", metavar="OUT.mixpkg", required=True,
+                   help="the package file to write")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="gzip (default: every mix reads it) or zstd (package format 2: "
                    "faster to install, needs python3-zstandard to read)")
     p = add("key", "manage signing keys")
     ksub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
     kg = ksub.add_parser("generate", help="write an ed25519 key pair NAME.key and NAME.pub")
-    kg.add_argument("name", metavar="NAME")
+    kg.add_argument("name", metavar="NAME", help="path prefix of NAME.key and NAME.pub")
     p = add("repo", "manage repositories")
     rsub = p.add_subparsers(dest="repo_command", metavar="ACTION", required=True)
     ri = rsub.add_parser("index", help="write and sign DIR/index.json for the packages in DIR")
-    ri.add_argument("dir", metavar="DIR")
-    ri.add_argument("--key", metavar="NAME.key", required=True)
+    ri.add_argument("dir", metavar="DIR", help="the repository: a directory of .mixpkg files")
+    ri.add_argument("--key", metavar="NAME.key", required=True,
+                    help="the secret key to sign with ('mix key generate')")
     ri.add_argument("--valid-days", type=int, default=30, metavar="N",
-                    help="days the index stays valid (default 30)")
+                    help="days the index stays valid, at least 1 (default 30)")
+    ri.add_argument("--files", action="store_true",
+                    help="also write files.json.gz, the packages' file lists (for mix provides)")
     _media_commands(add, common)
     from mix import viso  # its arguments only: mixboot is imported when it runs
 
@@ -131,6 +200,25 @@ def _media_commands(add: Callable[[str, str], argparse.ArgumentParser],
     vsub.add_parser("disable", parents=[common], help="VRAM=off from the next boot")
 
 
+@command("help")
+def cmd_help(args: argparse.Namespace) -> int:
+    from mix.errors import UsageError, exit_codes_text
+
+    parser = build_parser()
+    if args.topic in (None, "commands"):
+        parser.print_help()
+        return 0
+    if args.topic in ("exit-codes", "exit-status"):
+        print(exit_codes_text())
+        return 0
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if args.topic not in sub.choices:
+        raise UsageError(f"no help on {args.topic!r}",
+                         "'mix help' lists the commands; 'mix help exit-codes' the exit codes")
+    sub.choices[args.topic].print_help()
+    return 0
+
+
 @command("build")
 def cmd_build(args: argparse.Namespace) -> int:
     from mix.build import build_package
@@ -156,13 +244,19 @@ def cmd_repo(args: argparse.Namespace) -> int:
 
     from mix.index import scan_repo, write_index
 
-    entries = scan_repo(Path(args.dir))
-    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days)
+    if args.valid_days <= 0:
+        from mix.errors import UsageError
+
+        raise UsageError(f"--valid-days {args.valid_days}: the index would have expired "
+                         "when it is written", "give a number of days of at least 1")
+    files: dict[str, list[str]] | None = {} if args.files else None
+    entries = scan_repo(Path(args.dir), files)
+    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days, files=files)
     print(f"wrote {path} ({len(entries)} packages) and {path}.sig")
     return 0
 
 
-QUERIES = ("list", "search", "info", "files", "owner", "verify")
+QUERIES = ("list", "search", "info", "files", "owner", "verify", "provides")
 MEDIA = ("sdisk", "vram")
 
 
@@ -179,27 +273,69 @@ def _load_commands(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # --wait takes its value only as --wait=SECONDS: a bare --wait waits without a limit
+    # (argparse would otherwise take the next word, the command or a package, as SECONDS).
+    args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
+    args.argv = list(argv)  # the command as given, for the history
+    if "mix.session" in sys.modules:  # (main called again in one process: tests)
+        setattr(sys.modules["mix.session"], "json_emitted", False)  # noqa: B010
     if not args.command:
         parser.print_help()
         return 2
+    import signal
+
     from mix.errors import MixError
 
+    # SIGTERM ends mix the way Ctrl-C does: an unfinished transaction is rolled back.
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (mix called as a library): leave it alone
+        previous = None
     try:
         if args.command not in COMMANDS:
             _load_commands(args.command)
         return COMMANDS[args.command](args)
     except MixError as e:
-        print(f"mix: error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"mix: hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
+        return _fail(args, e.exit_code, e.message, e.hint)
+    except Terminated:
+        return _fail(args, 143, "terminated (SIGTERM)")
     except KeyboardInterrupt:
-        print("mix: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, 130, "interrupted")
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as e:
-        print(f"mix: error: {e}", file=sys.stderr)
-        return 1
+        import errno
+
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _fail(args, 7, f"disk full: {e}", "free some space, then run mix again")
+        return _fail(args, 1, str(e))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(args: argparse.Namespace, code: int, message: str, hint: str = "") -> int:
+    """Report an error on stderr and, with --json, as {"error": {...}, "exit": N} on stdout
+    too (a program reading the JSON learns what failed without parsing stderr)."""
+    print(f"mix: error: {message}" if code not in (130, 143) else f"mix: {message}",
+          file=sys.stderr)
+    if hint:
+        print(f"mix: hint: {hint}", file=sys.stderr)
+    session = sys.modules.get("mix.session")
+    if getattr(args, "json", False) and not getattr(session, "json_emitted", False):
+        # (a command that printed its document already, verify with problems, adds none)
+        import json
+
+        print(json.dumps({"error": {"message": message, "hint": hint or None},
+                          "exit": code}, indent=1, sort_keys=True), flush=True)
+    return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where mix is, so that it unwinds (and rolls back) as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from mix.errors import MixError, UsageError
@@ -40,9 +41,24 @@ class Config:
     timeout: float = 30.0
     run_scripts: bool = True
 
-    @property
+    def inside(self, logical: str) -> Path:
+        """Where mix's own state at the logical path (e.g. /var/lib/mix) is on disk: resolved
+        inside the root as package paths are (symlinks followed, absolute targets
+        re-rooted), refused if a symlink on the way leads out of the root."""
+        from mix.errors import TransactionError
+        from mix.rootpath import RootResolver
+
+        try:
+            return Path(str(self.root).rstrip("/") + RootResolver(self.root).resolve_dir(
+                logical, f"--root {self.root}: mix's state directory {logical}"))
+        except TransactionError as e:
+            raise UsageError(e.message, f"mix keeps its state ({logical}) inside the root; "
+                             "make that path a directory of the root (not a symlink "
+                             "leading out of it)") from None
+
+    @cached_property
     def state_dir(self) -> Path:
-        return self.root / "var/lib/mix"
+        return self.inside("/var/lib/mix")
 
     @property
     def db_path(self) -> Path:
@@ -53,8 +69,13 @@ class Config:
         return self.state_dir / "repos"
 
     @property
+    def script_dir(self) -> Path:
+        """Where package scripts are written before they run (/var/lib/mix/tmp in the root)."""
+        return self.state_dir / "tmp"
+
+    @cached_property
     def cache_dir(self) -> Path:
-        return self.root / "var/cache/mix/packages"
+        return self.inside("/var/cache/mix/packages")
 
 
 def repo_name(url: str) -> str:

@@ -1,8 +1,9 @@
 """The installed-package database: SQLite under ROOT/var/lib/mix/installed.db.
 
 Tables: packages (metadata without the file list, and why it was installed), files
-(path, type, sha256, mode, owner), scripts (kept for pre/post-remove), and journal (at
-most one row: the transaction in flight; see transaction.py). Changes happen in one
+(path, type, sha256, mode, owner), scripts (kept for pre/post-remove), journal (at
+most one row: the transaction in flight; see transaction.py), holds (packages upgrade
+leaves alone) and history (each transaction: time, command, changes). Changes happen in one
 SQLite transaction together with the journal's state change, so the database and the
 journal never disagree.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mix.errors import MixError
+from mix.errors import DiskFullError, MixError, is_disk_full
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -54,6 +55,20 @@ CREATE TABLE IF NOT EXISTS journal (
     data TEXT NOT NULL
 );
 """
+# Tables added since schema version 1, without changing it: a mix that does not know
+# them ignores them, so a database stays usable by older and newer mix alike. A writer
+# creates them; readers of an older database find them missing (and read nothing).
+ADDITIONS = """
+CREATE TABLE IF NOT EXISTS holds (
+    name TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    changes TEXT NOT NULL
+);
+"""
 
 
 class Database:
@@ -77,14 +92,20 @@ class Database:
                 self.conn.execute("PRAGMA synchronous=FULL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and not readonly:
-                self.conn.executescript(SCHEMA)
+                self.conn.executescript(SCHEMA + ADDITIONS)
                 self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version == 0:
-                self.conn.executescript(SCHEMA)
+                self.conn.executescript(SCHEMA + ADDITIONS)
             elif version != SCHEMA_VERSION:
                 raise MixError(f"{self.path} has schema version {version}; this mix knows "
                                f"{SCHEMA_VERSION}", "use a matching mix version")
+            elif not readonly and not self._has_table("history"):
+                self.conn.executescript(ADDITIONS)
         except sqlite3.DatabaseError as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"disk full: cannot create the package database "
+                                    f"{self.path} ({e})", "free some space on that "
+                                    "filesystem, then run mix again") from None
             raise MixError(f"the package database {self.path} is unreadable: {e}",
                            "restore it from a backup") from None
 
@@ -119,13 +140,25 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One SQLite transaction; a full disk (at any statement or the commit) is reported
+        as DiskFullError, with the transaction rolled back."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back by itself already (SQLITE_FULL does)
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as e:
+            if is_disk_full(e):
+                raise DiskFullError(f"disk full: cannot write the package database {self.path}"
+                                    f" ({e}); its last committed state is kept",
+                                    "free some space on that filesystem, then run mix "
+                                    "again") from None
             raise
-        self.conn.execute("COMMIT")
 
     # --- reads -----------------------------------------------------------------------
     def packages(self) -> list[dict[str, Any]]:
@@ -158,6 +191,23 @@ class Database:
     def scripts(self, package: str) -> dict[str, bytes]:
         rows = self.conn.execute("SELECT name, body FROM scripts WHERE package=?", (package,))
         return {r["name"]: bytes(r["body"]) for r in rows}
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                 (name,)).fetchone() is not None
+
+    def holds(self) -> set[str]:
+        if not self._has_table("holds"):
+            return set()
+        return {r["name"] for r in self.conn.execute("SELECT name FROM holds")}
+
+    def history(self) -> list[dict[str, Any]]:
+        """The transactions, oldest first: id, time, command, changes."""
+        if not self._has_table("history"):
+            return []
+        rows = self.conn.execute("SELECT * FROM history ORDER BY id").fetchall()
+        return [{"id": r["id"], "time": r["time"], "command": r["command"],
+                 "changes": json.loads(r["changes"])} for r in rows]
 
     def journal(self) -> tuple[str, dict[str, Any]] | None:
         row = self.conn.execute("SELECT state, data FROM journal WHERE id=1").fetchone()
@@ -194,6 +244,19 @@ class Database:
     @staticmethod
     def set_reason(c: sqlite3.Connection, name: str, reason: str) -> None:
         c.execute("UPDATE packages SET reason=? WHERE name=?", (reason, name))
+
+    @staticmethod
+    def set_hold(c: sqlite3.Connection, name: str, held: bool) -> None:
+        if held:
+            c.execute("INSERT OR IGNORE INTO holds VALUES (?)", (name,))
+        else:
+            c.execute("DELETE FROM holds WHERE name=?", (name,))
+
+    @staticmethod
+    def add_history(c: sqlite3.Connection, when: int, command: str,
+                    changes: list[dict[str, Any]]) -> None:
+        c.execute("INSERT INTO history (time, command, changes) VALUES (?,?,?)",
+                  (when, command, json.dumps(changes, sort_keys=True)))
 
     @staticmethod
     def set_journal(c: sqlite3.Connection, state: str, data: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ trusted key, it has not expired, and it is not older than the index it already h
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from mix.package import Metadata, read_metadata, sha256_file
 FORMAT = 1
 INDEX_NAME = "index.json"
 SIG_NAME = "index.json.sig"
+FILES_NAME = "files.json.gz"
 ENTRY_FIELDS = ("name", "version", "arch", "description", "dependencies", "provides",
                 "conflicts", "replaces", "license", "url", "size", "installed_size",
                 "sha256", "filename", "build_date")
@@ -39,8 +41,10 @@ def entry_from_metadata(md: Metadata, filename: str, size: int, sha256: str) -> 
     return entry
 
 
-def scan_repo(repo_dir: Path) -> list[dict[str, Any]]:
-    """Index entries for every *.mixpkg in repo_dir (metadata read, file hashed)."""
+def scan_repo(repo_dir: Path, files: dict[str, list[str]] | None = None
+              ) -> list[dict[str, Any]]:
+    """Index entries for every *.mixpkg in repo_dir (metadata read, file hashed); with
+    files, also each package file's list of paths (files and symlinks) into it."""
     entries = []
     for p in sorted(Path(repo_dir).glob("*.mixpkg")):
         if not FILENAME_RE.match(p.name):
@@ -48,6 +52,8 @@ def scan_repo(repo_dir: Path) -> list[dict[str, Any]]:
                                "name packages NAME-VERSION.ARCH.mixpkg with no spaces")
         md = read_metadata(p)
         entries.append(entry_from_metadata(md, p.name, p.stat().st_size, sha256_file(p)))
+        if files is not None:
+            files[p.name] = sorted(f.path for f in md.files if f.type != "dir")
     return entries
 
 
@@ -66,7 +72,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
-                valid_days: int = 30, created: int | None = None) -> Path:
+                valid_days: int = 30, created: int | None = None,
+                files: dict[str, list[str]] | None = None) -> Path:
     """Write repo_dir/index.json for entries and sign it with key_path; return its path.
 
     Entries need at least name, version, arch, sha256, filename, size; the other
@@ -81,14 +88,25 @@ def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
         out.update({k: v for k, v in e.items() if k in ENTRY_FIELDS})
         norm.append(out)
     norm.sort(key=_sort_key)
-    doc = {"format": FORMAT, "created": created, "valid_until": created + valid_days * 86400,
-           "packages": norm}
+    doc: dict[str, Any] = {"format": FORMAT, "created": created,
+                           "valid_until": created + valid_days * 86400, "packages": norm}
+    repo_dir = Path(repo_dir)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    if files is not None:
+        # The file lists (for `mix provides PATH`) in a file of their own, fetched only
+        # when asked; the index signs its sha256.
+        import gzip
+
+        listed = (json.dumps({"format": FORMAT, "files": files}, sort_keys=True,
+                             separators=(",", ":")) + "\n").encode()
+        packed = gzip.compress(listed, mtime=0)
+        atomic_write(repo_dir / FILES_NAME, packed)
+        doc["files"] = {"name": FILES_NAME, "sha256": hashlib.sha256(packed).hexdigest(),
+                        "size": len(packed)}
     data = (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
     kid, signature = sign(Path(key_path), data)
     sig = {"format": FORMAT, "algorithm": "ed25519", "key_id": kid,
            "signature": base64.b64encode(signature).decode()}
-    repo_dir = Path(repo_dir)
-    repo_dir.mkdir(parents=True, exist_ok=True)
     # Signature first: a reader that sees the new index.json alongside an old .sig fails
     # closed (bad signature) rather than trusting unsigned bytes.
     atomic_write(repo_dir / SIG_NAME, (json.dumps(sig, sort_keys=True) + "\n").encode())
@@ -112,8 +130,10 @@ def _check_entry(e: Any, source: str) -> None:
 
 
 def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], source: str,
-                 held_created: int | None = None, now: float | None = None) -> dict[str, Any]:
-    """Check signature, expiry and rollback; return the parsed index or raise TrustError."""
+                 held_created: int | None = None, now: float | None = None,
+                 keys_dir: Path | None = None) -> dict[str, Any]:
+    """Check signature, expiry and rollback; return the parsed index or raise TrustError.
+    keys_dir: where the trusted keys are (named in the hint for an unknown key)."""
     now = time.time() if now is None else now
     try:
         sig = json.loads(sig_data)
@@ -127,8 +147,9 @@ def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], so
     key = keyring.get(kid)
     if key is None:
         raise TrustError(f"index from {source} is signed by unknown key {kid}",
-                         "install the repository's public key in /etc/mix/keys/ (or pass "
-                         "--keys-dir) if you trust it")
+                         f"install the repository's public key (NAME.pub) in "
+                         f"{keys_dir or '/etc/mix/keys'}/ if you trust it (or pass "
+                         "--keys-dir DIR)")
     if not key.verify(data, signature):
         raise TrustError(f"index from {source} has a bad signature (key {kid}, {key.source})",
                          "the index was altered or is incomplete; keep the old one and try a "
@@ -145,20 +166,20 @@ def verify_index(data: bytes, sig_data: bytes, keyring: dict[str, PublicKey], so
             or not isinstance(doc.get("packages"), list):
         raise TrustError(f"index from {source} lacks created/valid_until/packages")
     if valid_until < now:
-        raise TrustError(f"index from {source} expired on {_date(valid_until)}",
+        raise TrustError(f"index from {source} expired on {utc_date(valid_until)}",
                          "the repository must be re-signed (`mix repo index`); an expired "
                          "index could be a replay of stale data")
     if created > now + CLOCK_SKEW:
-        raise TrustError(f"index from {source} claims to be created on {_date(created)}, "
+        raise TrustError(f"index from {source} claims to be created on {utc_date(created)}, "
                          "in the future", "check this machine's clock")
     if held_created is not None and created < held_created:
-        raise TrustError(f"index from {source} (created {_date(created)}) is older than the one "
-                         f"already held (created {_date(held_created)}): refusing a rollback",
+        raise TrustError(f"index from {source} (created {utc_date(created)}) is older than the one "
+                         f"already held (created {utc_date(held_created)}): refusing a rollback",
                          "a mirror may be serving stale data; try again later or another mirror")
     for entry in doc["packages"]:
         _check_entry(entry, source)
     return doc
 
 
-def _date(t: int) -> str:
+def utc_date(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

@@ -8,6 +8,7 @@ one only after its signature, expiry and creation time (no rollback) check out.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from typing import Any
 
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
-from mix.fetch import Fetcher
-from mix.index import INDEX_NAME, SIG_NAME, atomic_write, verify_index
+from mix.fetch import Fetcher, NotServedError
+from mix.index import FILES_NAME, INDEX_NAME, SIG_NAME, atomic_write, verify_index
 from mix.keys import PublicKey, load_keyring
 
 _CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
@@ -50,6 +51,56 @@ class StoredRepo:
             return int(json.loads(self.index_path.read_bytes())["created"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def valid_until(self) -> int | None:
+        try:
+            with open(self.index_path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 200))
+                tail = f.read()
+        except OSError:
+            return None
+        m = _VALID_UNTIL_TAIL.search(tail)  # keys are sorted: "valid_until" comes last
+        return int(m.group(1)) if m else None
+
+    def expired(self, now: float | None = None) -> bool:
+        until = self.valid_until()
+        return until is not None and until < (time.time() if now is None else now)
+
+    def file_lists(self, fetcher: Fetcher) -> dict[str, list[str]] | None:
+        """The packages' file lists (package file name -> paths), if the repository
+        publishes them (`mix repo index --files`): fetched on first use, checked against
+        the sha256 the signed index gives, kept beside the index. None if it does not."""
+        try:
+            ref = json.loads(self.index_path.read_bytes()).get("files")
+        except (OSError, ValueError) as e:
+            raise MixError(f"cannot read the stored index of {self.repo.url}: {e}",
+                           "run 'mix update'") from None
+        if not isinstance(ref, dict) or not isinstance(ref.get("sha256"), str) \
+                or not isinstance(ref.get("size"), int) or ref.get("name") != FILES_NAME:
+            return None
+        import gzip
+        import hashlib
+
+        path = self.dir / FILES_NAME
+        try:
+            packed = path.read_bytes()
+        except OSError:
+            packed = b""
+        if hashlib.sha256(packed).hexdigest() != ref["sha256"]:
+            packed = fetcher.fetch_bytes(f"{self.repo.url}/{FILES_NAME}", max_size=ref["size"])
+            got = hashlib.sha256(packed).hexdigest()
+            if got != ref["sha256"]:
+                raise TrustError(f"{self.repo.url}/{FILES_NAME}: sha256 {got} does not match "
+                                 f"the signed index ({ref['sha256']})",
+                                 "run 'mix update'; if it persists the mirror is corrupt")
+            atomic_write(path, packed)
+        try:
+            lists = json.loads(gzip.decompress(packed))["files"]
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+            raise TrustError(f"{self.repo.url}/{FILES_NAME} is signed but unreadable: {e}") \
+                from None
+        return lists if isinstance(lists, dict) else None
 
     def entries(self) -> list[dict[str, Any]]:
         try:
@@ -92,18 +143,74 @@ def _unchanged(repo: StoredRepo, data: bytes, sig: bytes) -> bool:
     return m is not None and int(m.group(1)) >= time.time()
 
 
+def url_key(url: str) -> str:
+    """The repository's identity for rollback protection: its URL normalised, so that
+    every way of writing it (configured with any name, or given with --repo; a trailing
+    slash, '.', '//', the host's case, a default port) is one repository."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    path = posixpath.normpath(unquote(parts.path) or "/")
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and (parts.scheme, port) not in (("http", 80), ("https", 443)):
+        host += f":{port}"
+    return f"{parts.scheme.lower()}://{host}{path}"
+
+
+def _seen_path(cfg: Config) -> Path:
+    return cfg.repos_dir / "newest-seen.json"
+
+
+def newest_seen(cfg: Config, url: str) -> int | None:
+    """The creation time of the newest index ever accepted from url on this root."""
+    try:
+        seen = json.loads(_seen_path(cfg).read_bytes())
+        value = seen.get(url_key(url))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _record_seen(cfg: Config, url: str, created: int) -> None:
+    path = _seen_path(cfg)
+    try:
+        seen = json.loads(path.read_bytes())
+        if not isinstance(seen, dict):
+            seen = {}
+    except (OSError, ValueError):
+        seen = {}
+    key = url_key(url)
+    if isinstance(seen.get(key), int) and seen[key] >= created:
+        return
+    seen[key] = created
+    atomic_write(path, (json.dumps(seen, indent=1, sort_keys=True) + "\n").encode())
+
+
 def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher
            ) -> int | None:
     """Fetch, verify and store one repository's index; return its package count (None if
-    it is unchanged)."""
+    it is unchanged). Rollback protection compares with the newest index accepted from
+    this URL under any name, not only with the copy stored under this one."""
     base = repo.repo.url
     data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
-    sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    try:
+        sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
+    except NotServedError:
+        # the repository serves its index but no signature: a trust failure (exit 4)
+        raise TrustError(f"index from {base} is not signed: {base}/{SIG_NAME} does not "
+                         "exist", "the repository must serve index.json.sig made by "
+                         "`mix repo index`") from None
     if _unchanged(repo, data, sig):
         return None
-    doc = verify_index(data, sig, ring, base, held_created=repo.created())
+    held = [t for t in (repo.created(), newest_seen(cfg, base)) if t is not None]
+    doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None,
+                       keys_dir=cfg.keys_dir)
     repo.dir.mkdir(parents=True, exist_ok=True)
     repo.cache_path.unlink(missing_ok=True)
     atomic_write(repo.dir / SIG_NAME, sig)
     atomic_write(repo.index_path, data)
+    _record_seen(cfg, base, doc["created"])
     return len(doc["packages"])

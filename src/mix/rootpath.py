@@ -53,6 +53,7 @@ class RootResolver:
             return cached
         stack = list(reversed(logical.strip("/").split("/")))
         cur, hops = "", 0
+        outside: tuple[str, str] | None = None  # the first link to a host path out of the root
         while stack:
             part = stack.pop()
             if part in ("", "."):
@@ -68,7 +69,17 @@ class RootResolver:
             kind, target = self._kind(nxt)
             if kind == "symlink":
                 hops += 1
+                if outside is None and self.root and target.startswith("/") \
+                        and not (target + "/").startswith(self.root + "/"):
+                    outside = (nxt, target)
                 if hops > MAX_HOPS:
+                    if outside is not None:
+                        # e.g. ROOT/usr -> /usr: inside the root that is ROOT/usr again
+                        raise TransactionError(
+                            f"{why}: {self.root}{outside[0]} is a symlink outside the root "
+                            f"(to {outside[1]})",
+                            "inside the root an absolute link target means ROOT + target; "
+                            f"make {self.root}{outside[0]} a directory of the root")
                     raise TransactionError(f"{why}: too many levels of symlinks at {nxt}")
                 if target.startswith("/"):
                     cur = ""

@@ -21,6 +21,20 @@ __all__ = ["SUBSTRING", "SearchIndex", "matching", "search_index_path"]
 
 # How mix matches a search term: anywhere in the text, ignoring case.
 SUBSTRING = solv.Dataiterator.SEARCH_SUBSTRING | solv.Dataiterator.SEARCH_NOCASE
+# In the search index: the names a package provides besides its own, space-separated.
+_PROVIDES_KEY = "mix:provides"
+
+
+def provided_names(provides: Iterable[object], own: str) -> list[str]:
+    """The names in provides entries ("libssl.so.3", "sh = 1.36") other than own."""
+    names = {str(p).split()[0].split("=")[0].split("<")[0].split(">")[0] for p in provides}
+    names.discard(own)
+    return sorted(n for n in names if n)
+
+
+def matching_provides(names: Iterable[str], term: str) -> bool:
+    folded = term.casefold()
+    return any(folded in n.casefold() for n in names)
 
 
 def matching(pool: solv.Pool, keys: Iterable[int], term: str) -> list[solv.XSolvable]:
@@ -56,9 +70,13 @@ class SearchIndex:
         for s in solvables:
             t = repo.add_solvable()
             t.name, t.evr, t.arch = s.name, s.evr, s.arch
-            description = entry(s).get("description")
+            e = entry(s)
+            description = e.get("description")
             if description:
                 data.set_str(t.id, solv.SOLVABLE_SUMMARY, str(description))
+            provided = provided_names(e.get("provides") or (), s.name)
+            if provided:
+                data.set_str(t.id, pool.str2id(_PROVIDES_KEY), " ".join(provided))
         mark_format(repo, data)
         data.internalize()
         repo.internalize()
@@ -76,8 +94,15 @@ class SearchIndex:
         return cls(pool)
 
     def search(self, term: str) -> list[Entry]:
-        """Packages whose name or description contains ``term`` (case-insensitive), by name."""
+        """Packages whose name, description or a name they provide (a virtual name)
+        contains ``term`` (case-insensitive), by name."""
+        key = self.pool.str2id(_PROVIDES_KEY)
         hits = matching(self.pool, (solv.SOLVABLE_NAME, solv.SOLVABLE_SUMMARY), term)
+        seen = {s.id for s in hits}
+        for s in matching(self.pool, (key,), term):
+            if s.id not in seen and matching_provides((s.lookup_str(key) or "").split(), term):
+                hits.append(s)
+        hits.sort(key=lambda s: (s.name, s.id))
         return [
             {
                 "name": s.name,

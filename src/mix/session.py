@@ -4,7 +4,6 @@ plus the output helpers shared by the command modules."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -24,6 +23,19 @@ if TYPE_CHECKING:
 
 def config(args: argparse.Namespace) -> Config:
     return load(args.root, args.repo, args.keys_dir, args.timeout, not args.no_scripts)
+
+
+def emit_json(value: object) -> None:
+    """Every --json output: one document on stdout, indented by one space, keys sorted."""
+    import json
+
+    global json_emitted
+    print(json.dumps(value, indent=1, sort_keys=True), flush=True)
+    json_emitted = True
+
+
+# Whether this command printed its JSON document (then an error adds no second one).
+json_emitted = False
 
 
 def say(msg: str) -> None:
@@ -49,7 +61,8 @@ class Session:
         self.args = args
         self.cfg = config(args)
         self.write = write
-        self.lock = RootLock(self.cfg.state_dir) if write else None
+        # Only a command that changes the root takes the lock; readers never wait for it.
+        self.lock = RootLock(self.cfg.state_dir, getattr(args, "wait", None)) if write else None
         self._fetcher: Fetcher | None = None
         # The repositories once fetched for this command (see repos()).
         self.fetched: list[repos_mod.StoredRepo] | None = None
@@ -59,14 +72,20 @@ class Session:
             self.lock.__enter__()
         try:
             self.db = Database(self.cfg.db_path, readonly=not self.write)
-            if self.write and self.db.journal() is not None:
+            if self.db.journal() is None:
+                pass
+            elif self.write:
                 from mix.transaction import recover
 
                 done = recover(self.cfg.root, self.db)
                 if done:
                     warn(done)
-            elif self.db.journal() is not None:
-                self._recover_for_reader()
+            elif RootLock.holder(self.cfg.state_dir) is None:
+                # A reader shows the last committed state and leaves the journal to the
+                # next writer; while a writer is at work, that is simply how it should be.
+                warn("a transaction on this root was interrupted; the next mix command that "
+                     "changes it ('mix fix', for one) completes or undoes it, and until then "
+                     "files on disk may differ from what is shown")
         except BaseException:
             if self.lock is not None:
                 self.lock.__exit__(None, None, None)
@@ -80,24 +99,6 @@ class Session:
 
             self._fetcher = Fetcher(self.cfg.timeout)
         return self._fetcher
-
-    def _recover_for_reader(self) -> None:
-        """A read-only command found an interrupted transaction: finish it first if allowed,
-        so that what it reports matches the disk."""
-        if not os.access(self.cfg.state_dir, os.W_OK):
-            warn("an interrupted transaction is pending; run any mix command as root to "
-                 "complete or undo it")
-            return
-        from mix.transaction import recover
-
-        self.db.close()
-        with RootLock(self.cfg.state_dir):
-            db = Database(self.cfg.db_path)
-            done = recover(self.cfg.root, db)
-            db.close()
-        if done:
-            warn(done)
-        self.db = Database(self.cfg.db_path, readonly=True)
 
     def __exit__(self, *exc: object) -> None:
         self.db.close()
@@ -127,8 +128,27 @@ class Session:
                                  f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
                 repos_mod.update(self.cfg, r, ring, self.fetcher)
+        for r in stored:
+            if r.expired():
+                warn(f"the stored index of {r.repo.url} has expired; 'mix update' fetches a "
+                     "fresh one (mix installs nothing from an expired index)")
         self.fetched = stored
         return stored
+
+    def refuse_expired(self, entries: list[dict[str, Any]]) -> None:
+        """Packages are installed only from an index that is still valid: an expired one
+        may be a replay that keeps security updates away (exit 4)."""
+        by_name = {r.repo.name: r for r in self.fetched or ()}
+        for e in entries:
+            r = by_name.get(e.get("repo", ""))
+            if r is not None and r.expired():
+                from mix.errors import TrustError
+                from mix.index import utc_date
+
+                raise TrustError(f"{e['name']} {e['version']} comes from the index of "
+                                 f"{r.repo.url}, which expired on {utc_date(r.valid_until() or 0)}",
+                                 "run 'mix update' to fetch a fresh index (the repository "
+                                 "must be re-signed if it is stale)")
 
     def solver(self, installed: bool = True, repositories: bool = True) -> Solver:
         """A solver over the stored repositories (each from its .solv cache when fresh) and
@@ -142,6 +162,21 @@ class Session:
         if installed:
             s.set_installed(self.db.packages())
         return s
+
+    def download_size(self, entry: dict[str, Any]) -> int:
+        """Bytes package_file(entry) will download into the cache (0: read in place or
+        already there)."""
+        if entry.get("_local"):
+            return 0
+        repo = next((r for r in self.cfg.repos if r.name == entry.get("repo")), None)
+        if repo is None or repo.url.startswith("file://"):
+            return 0
+        try:
+            if (self.cfg.cache_dir / entry["filename"]).stat().st_size == entry.get("size"):
+                return 0
+        except OSError:
+            pass
+        return int(entry.get("size") or 0)
 
     def package_file(self, entry: dict[str, Any]) -> Path:
         """The local path of a planned package: the repo file itself, or a verified download."""

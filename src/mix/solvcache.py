@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # Bumped whenever what the .solv cache stores changes; older caches are rebuilt.
-CACHE_FORMAT = "mix-solv-6"
+CACHE_FORMAT = "mix-solv-7"  # 7: provided names in the search index
 
 # In the cache, entry fields live in libsolv's own attributes, so that loading
 # stays as small as the dependency data: descriptions and checksums are stored

@@ -26,7 +26,14 @@ import solv
 from mix import solvcache
 from mix.errors import ResolveError
 from mix.explain import Problem, Requested, broken_dependents, explain
-from mix.search import SUBSTRING, SearchIndex, matching, search_index_path
+from mix.search import (
+    SUBSTRING,
+    SearchIndex,
+    matching,
+    matching_provides,
+    provided_names,
+    search_index_path,
+)
 from mix.solvables import Builder, Entry, IndexEntryError, dep_text
 from mix.version import InvalidDependency, compare, parse_dependency
 
@@ -55,6 +62,7 @@ class Request:
     upgrade_all: bool = False
     remove_dependents: bool = False
     drop_orphans: bool = True
+    held: Sequence[str] = ()  # installed packages kept exactly as they are (mix hold)
 
 
 @dataclass
@@ -68,6 +76,7 @@ class Plan:
     user, whether it is "explicit" (in the world) or a "dependency".
     ``steps``: the whole transaction in order, as ("install", None, new),
     ("upgrade", old, new) or ("remove", old, None).
+    ``removals``: why each removed package goes.
     """
 
     install: list[Entry] = field(default_factory=list)
@@ -75,6 +84,10 @@ class Plan:
     upgrade: list[tuple[Entry, Entry]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     steps: list[tuple[str, Entry | None, Entry | None]] = field(default_factory=list)
+    # Why each removed package goes: "requested", "orphan" (a dependency nothing needs
+    # any more), "dependent" (needs what is removed: --cascade), or "replaced by NAME" /
+    # "conflicts with NAME" (a new package takes its place).
+    removals: dict[str, str] = field(default_factory=dict)
 
 
 class Solver:
@@ -252,6 +265,12 @@ class Solver:
         """Available packages whose name or description contains ``term`` (case-insensitive)."""
         keys = (solv.SOLVABLE_NAME, solv.SOLVABLE_DESCRIPTION)
         result = [s for s in matching(self.pool, keys, term) if s.repo != self._installed]
+        seen = {s.id for s in result}
+        for s in matching(self.pool, (solv.SOLVABLE_PROVIDES,), term):
+            if s.id not in seen and s.repo != self._installed and matching_provides(
+                    provided_names(s.lookup_deparray(solv.SOLVABLE_PROVIDES), s.name), term):
+                result.append(s)
+        result.sort(key=lambda s: (s.name, s.id))
         if limit is not None:
             result = result[:limit]
         return [self.entry(s) for s in result]
@@ -280,6 +299,10 @@ class Solver:
             jobs.append(
                 pool.Job(solv.Job.SOLVER_UPDATE | solv.Job.SOLVER_SOLVABLE_ALL | cleandeps, 0)
             )
+        for name in request.held:
+            if self._installed_by_name(name):
+                jobs.append(pool.Job(solv.Job.SOLVER_LOCK | solv.Job.SOLVER_SOLVABLE_NAME,
+                                     pool.str2id(name)))
         # The world: explicit packages stay; the rest may go once unneeded.
         for s in self._installed.solvables if self._installed is not None else ():
             if self._reasons.get(s.name) == "explicit" and s.name not in request.remove:
@@ -335,7 +358,15 @@ class Solver:
                 hint="choose one of the ways out above, or run 'mix update' if the "
                 "repositories may be out of date",
             )
-        return self._plan(solver.transaction(), requested)
+        plan = self._plan(solver.transaction(), requested)
+        for old in plan.remove:
+            name = old["name"]
+            if name in request.remove:
+                plan.removals.setdefault(name, "requested")
+            else:
+                plan.removals.setdefault(
+                    name, "orphan" if self._reasons.get(name) == "dependency" else "dependent")
+        return plan
 
     def _new_solver(self, allow_uninstall: bool) -> solv.Solver:
         solver = self.pool.Solver()
@@ -404,6 +435,16 @@ class Solver:
         installable = [s for s in candidates if s.installable() or s.isinstalled()]
         if not installable:
             raise self._not_for_this_machine(dep.name, sorted({s.arch for s in candidates}))
+        if self._installed_by_name(dep.name) and not any(s.isinstalled() for s in candidates):
+            # A version constraint the installed package does not meet asks to change it
+            # (up or down), as 'name=version' does: to the best matching version (highest
+            # repository priority, then newest), which libsolv installs in its place.
+            def better(a: solv.XSolvable, b: solv.XSolvable) -> int:
+                pa, pb = a.repo.priority, b.repo.priority
+                return (pa > pb) - (pa < pb) or compare(a.evr, b.evr)
+
+            best = max(installable, key=cmp_to_key(better))
+            return pool.Job(solv.Job.SOLVER_INSTALL | solv.Job.SOLVER_SOLVABLE, best.id), candidates
         return pool.Job(solv.Job.SOLVER_INSTALL | how, dep_id), candidates
 
     def _not_for_this_machine(self, name: str, arches: list[str]) -> SolverError:
@@ -464,15 +505,33 @@ class Solver:
         if not trans.isempty():
             trans.order()
         replaced: set[int] = set()
-        for s in trans.steps() if not trans.isempty() else ():
-            if s.isinstalled():
-                continue
+        # installed packages that a new one replaces or conflicts with: removed first
+        displaced: dict[int, str] = {}
+        new_solvables = [s for s in trans.steps() if not s.isinstalled()] \
+            if not trans.isempty() else []
+        for s in new_solvables:
             old = trans.othersolvable(s)
             if old is not None and old.isinstalled() and old.name == s.name:
                 replaced.add(old.id)
+            others = [o for o in trans.allothersolvables(s)
+                      if o.isinstalled() and o.name != s.name]
+            displaced.update((o.id, f"replaced by {s.name}") for o in others)
+            # A package that replaces an explicitly installed one takes over its mark.
+            if any(self._reasons.get(o.name) == "explicit" for o in others):
+                explicit.add(s.name)
+        leaving = [s for s in trans.steps() if s.isinstalled() and s.id not in replaced] \
+            if not trans.isempty() else []
+        for sid, by in self._conflicting(leaving, new_solvables).items():
+            displaced.setdefault(sid, f"conflicts with {by}")
+        removals_first = [s for s in leaving if s.id in displaced]
+        for s in removals_first:
+            old_entry = self.entry(s)
+            plan.remove.append(old_entry)
+            plan.steps.append(("remove", old_entry, None))
+            plan.removals[s.name] = displaced[s.id]
         for s in trans.steps() if not trans.isempty() else ():
             if s.isinstalled():
-                if s.id in replaced:
+                if s.id in replaced or s.id in displaced:
                     continue
                 old_entry = self.entry(s)
                 plan.remove.append(old_entry)
@@ -496,6 +555,27 @@ class Solver:
             if self._reasons.get(name) == "dependency":
                 plan.reasons[name] = "explicit"
         return plan
+
+    @staticmethod
+    def _conflicting(leaving: list[solv.XSolvable], new: list[solv.XSolvable]
+                     ) -> dict[int, str]:
+        """The leaving packages that conflict with a new one (either way round): their
+        ids, each with the new package's name."""
+        out: dict[int, str] = {}
+        for n in new:
+            for dep in n.lookup_deparray(solv.SOLVABLE_CONFLICTS):
+                for r in leaving:
+                    if r.matchesdep(solv.SOLVABLE_PROVIDES, dep):
+                        out.setdefault(r.id, n.name)
+        for r in leaving:
+            if r.id in out:
+                continue
+            for dep in r.lookup_deparray(solv.SOLVABLE_CONFLICTS):
+                hit = next((n for n in new if n.matchesdep(solv.SOLVABLE_PROVIDES, dep)), None)
+                if hit is not None:
+                    out[r.id] = hit.name
+                    break
+        return out
 
     def _refuse_breaking_dependents(self, jobs: list[solv.Job], request: Request) -> None:
         """Name the installed packages a removal would break, if that is the only problem."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import stat
 import sys
@@ -32,15 +33,26 @@ from pathlib import Path
 from typing import Any
 
 from mix.database import Database
-from mix.errors import MixError, PackageError, TransactionError, TrustError
+from mix.errors import (
+    DiskFullError,
+    MixError,
+    PackageError,
+    TransactionError,
+    TrustError,
+    is_disk_full,
+)
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
 from mix.rootpath import RootResolver
 from mix.scripts import run_script
+from mix.session import human_size
+
+# The kinds of change that put a package in the place of its installed version.
+REPLACING = ("upgrade", "downgrade", "reinstall")
 
 
 @dataclass
 class Change:
-    kind: str                          # "install" | "upgrade" | "remove"
+    kind: str                          # "install" | "remove" | one of REPLACING
     name: str
     new: dict[str, Any] | None = None  # index entry of the new package
     old: dict[str, Any] | None = None  # installed entry (upgrade, remove)
@@ -54,9 +66,13 @@ class Outcome:
     installed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     upgraded: list[str] = field(default_factory=list)
+    downgraded: list[str] = field(default_factory=list)
+    reinstalled: list[str] = field(default_factory=list)
     mixnew: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # what package scripts printed: (package, script, text), in the order they ran
+    script_output: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class PostScriptError(TransactionError):
@@ -147,6 +163,38 @@ def _now() -> int:
     return int(sde) if sde and sde.isdigit() else int(time.time())
 
 
+def check_space(needs: dict[str, tuple[int, int]], what: str) -> None:
+    """Refuse (DiskFullError) when a filesystem lacks the bytes or inodes needed; needs
+    maps a directory (or the path it will have) to (bytes, inodes) to be written under it. Bytes are
+    counted in whole blocks, plus 1 % and a block per inode for the filesystem's own
+    bookkeeping."""
+    by_fs: dict[int, tuple[str, int, int, os.statvfs_result]] = {}
+    for d, (size, inodes) in needs.items():
+        while d != "/" and not os.path.isdir(d):
+            d = os.path.dirname(d)
+        try:
+            dev = os.stat(d).st_dev
+            st = os.statvfs(d)
+        except OSError:
+            continue  # cannot tell: the write itself will say
+        block = st.f_frsize or 4096
+        blocks = -(-size // block) + inodes
+        first, b, n, _ = by_fs.get(dev, (d, 0, 0, st))
+        by_fs[dev] = (first, b + blocks, n + inodes, st)
+    for d, blocks, inodes, st in by_fs.values():
+        block = st.f_frsize or 4096
+        need = (blocks + blocks // 100) * block
+        free = st.f_bavail * block
+        if need > free:
+            raise DiskFullError(f"disk full: {what} needs {human_size(need)} on the filesystem of "
+                                f"{d}, which has {human_size(free)} free; nothing was changed",
+                                f"free at least {human_size(need - free)} there, then run mix again")
+        if st.f_files and inodes > st.f_favail:  # f_files 0: no fixed number of inodes
+            raise DiskFullError(f"disk full: {what} needs {inodes} inodes on the filesystem "
+                                f"of {d}, which has {st.f_favail} free; nothing was changed",
+                                "delete some files there, then run mix again")
+
+
 def _kind_on_disk(path: str) -> str:
     try:
         st = os.lstat(path)
@@ -161,8 +209,10 @@ def _kind_on_disk(path: str) -> str:
 
 class Transaction:
     def __init__(self, root: Path, db: Database, changes: list[Change], run_scripts: bool = True,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, command: str = "") -> None:
+        """command: what was asked for, recorded in the history with the changes."""
         self.root = Path(root).absolute()
+        self.command = command
         self.db = db
         self.changes = changes
         self.run_scripts = run_scripts
@@ -193,7 +243,7 @@ class Transaction:
 
     def prepare(self) -> dict[str, Any]:
         self._read_metadata()
-        leaving = {c.name for c in self.changes if c.kind in ("remove", "upgrade")}
+        leaving = {c.name for c in self.changes if c.kind == "remove" or c.kind in REPLACING}
         by_path: dict[str, list[dict[str, Any]]] = {}
         for row in self.db.all_files():
             by_path.setdefault(row["path"], []).append(row)
@@ -434,7 +484,7 @@ class Transaction:
         when = _now()
         with self.db.transaction() as c:
             for ch in self.changes:
-                if ch.kind in ("remove", "upgrade"):
+                if ch.kind == "remove" or ch.kind in REPLACING:
                     Database.drop_package(c, ch.name)
             for path, pkg in data["transfers"]:
                 Database.drop_file(c, path, pkg)
@@ -444,10 +494,50 @@ class Transaction:
                 md = dict(self.meta[ch.name].raw)
                 Database.put_package(c, md, ch.reason, ch.repo, when,
                                      self.scripts_of.get(ch.name, {}))
+            if self.command:
+                Database.add_history(c, when, self.command, [
+                    {"action": ch.kind, "name": ch.name,
+                     "version": (ch.new or ch.old or {}).get("version"),
+                     "old_version": (ch.old or {}).get("version") if ch.kind in REPLACING
+                     else None, "reason": ch.reason} for ch in self.changes])
             Database.set_journal(c, "committed", data)
+
+    def space_needed(self, data: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        """Bytes and inodes the staging phase needs, by an existing directory of each
+        filesystem it writes to. Every new file is staged while the files it replaces
+        still exist, so the peak is the new files themselves, not the size difference."""
+        sizes = {path: f.size for md in self.meta.values() for f in md.files
+                 if f.type == "file" for path in (f.path,)}
+        needs: dict[str, tuple[int, int]] = {}
+        anchor_of: dict[str, str] = {}
+
+        def anchor(d: str) -> str:
+            found = anchor_of.get(d)
+            if found is None:
+                found = d
+                while found != "/" and _kind_on_disk(found) != "dir":
+                    found = os.path.dirname(found)
+                anchor_of[d] = found
+            return found
+
+        def add(d: str, size: int, inodes: int) -> None:
+            a = anchor(d)
+            b, n = needs.get(a, (0, 0))
+            needs[a] = (b + size, n + inodes)
+
+        for r in data["renames"]:
+            add(os.path.dirname(r["temp"]), sizes.get(r["path"], 0), 1)
+        for d, _mode in data["created"]:
+            add(d, 0, 1)
+        # the database: the journal row and the new file rows, a few times over (SQLite's
+        # rollback journal holds the old pages while the new ones are written)
+        files = sum(len(md.files) for md in self.meta.values())
+        add(str(self.db.path.parent), 4 * len(json.dumps(data)) + 512 * files + (64 << 10), 2)
+        return needs
 
     def run(self) -> Outcome:
         data = self.prepare()
+        check_space(self.space_needed(data), "the transaction")
         self.scripts_of: dict[str, dict[str, bytes]] = {}
         # post-remove bodies must be read before the commit drops them from the database
         self.old_scripts = {c.name: self.db.scripts(c.name) for c in self.changes
@@ -465,15 +555,21 @@ class Transaction:
             self._commit(data)
         except BaseException as e:
             rollback(self.root, self.db, data)
+            if is_disk_full(e) or isinstance(e, DiskFullError):
+                detail = e.message if isinstance(e, DiskFullError) else str(e)
+                raise DiskFullError(f"disk full, the transaction was rolled back: {detail}",
+                                    "nothing was changed; free some space, then run mix "
+                                    "again") from None
             if isinstance(e, OSError):
                 raise TransactionError(f"transaction failed and was rolled back: {e}",
-                                       "nothing was changed; fix the cause (disk space?) and "
+                                       "nothing was changed; fix the cause and "
                                        "run mix again") from None
             raise
         _failpoint()
         apply(self.root, self.db, data)
         for ch in self.changes:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
+             "downgrade": self.out.downgraded, "reinstall": self.out.reinstalled,
              "remove": self.out.removed}[ch.kind].append(ch.name)
         self._post_scripts()
         return self.out
@@ -484,14 +580,19 @@ class Transaction:
         for c in self.changes:
             pre = self.scripts_of.get(c.name, {}).get("pre-install")
             if c.kind == "install" and pre:
-                run_script(self.root, c.name, "pre-install", pre,
-                           {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings)
+                self._said(c.name, "pre-install", run_script(
+                    self.root, c.name, "pre-install", pre,
+                    {"MIX_VERSION": self.meta[c.name].version}, self.out.warnings))
             elif c.kind == "remove":
                 body = self.db.scripts(c.name).get("pre-remove")
                 if body:
-                    run_script(self.root, c.name, "pre-remove", body,
-                               {"MIX_VERSION": (c.old or {}).get("version", "")},
-                               self.out.warnings)
+                    self._said(c.name, "pre-remove", run_script(
+                        self.root, c.name, "pre-remove", body,
+                        {"MIX_VERSION": (c.old or {}).get("version", "")}, self.out.warnings))
+
+    def _said(self, package: str, script: str, text: str) -> None:
+        if text:
+            self.out.script_output.append((package, script, text))
 
     def _post_scripts(self) -> None:
         """After the commit. A failed post-install is reported with the package's name so
@@ -512,7 +613,8 @@ class Transaction:
                        "MIX_OLD_VERSION": (c.old or {}).get("version", "")}
             if body:
                 try:
-                    run_script(self.root, c.name, script, body, env, self.out.warnings)
+                    self._said(c.name, script, run_script(self.root, c.name, script, body,
+                                                          env, self.out.warnings))
                 except MixError as e:
                     failures.append(str(e))
                     if c.kind == "install":
@@ -635,8 +737,11 @@ def rollback(root: Path, db: Database, data: dict[str, Any]) -> None:
             os.rmdir(d)
         except OSError:
             pass
-    with db.transaction() as c:
-        Database.clear_journal(c)
+    try:
+        with db.transaction() as c:
+            Database.clear_journal(c)
+    except DiskFullError:
+        pass  # the journal stays 'staging': the next writer's recover() repeats this rollback
 
 
 def apply(root: Path, db: Database, data: dict[str, Any]) -> None:

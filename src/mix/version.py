@@ -54,10 +54,13 @@ class InvalidVersion(ValueError):
 class InvalidDependency(ValueError):
     """A dependency expression that mix cannot parse."""
 
-    def __init__(self, text: str, why: str) -> None:
+    def __init__(self, text: str, why: str, syntax: bool = True) -> None:
+        """syntax: add what a dependency looks like (not when why already says what a
+        version looks like)."""
         super().__init__(
-            f"invalid dependency {text!r}: {why} "
-            "(expected 'name', 'name>=1.0' with one of = != < <= > >=, or 'a | b>=2')"
+            f"invalid dependency {text!r}: {why}"
+            + (" (expected 'name', 'name>=1.0' with one of = != < <= > >=, or 'a | b>=2')"
+               if syntax else "")
         )
         self.text = text
 
@@ -284,7 +287,19 @@ class Dependency:
         )
 
 
+_OPS = ("!=", "<=", ">=", "==", "=", "<", ">")
+_OP_RE = re.compile(r"\s*(?P<name>[^\s<>=!|]+)\s*(?P<op>[<>=!]+)\s*(?P<rest>.*?)\s*")
+
+
 def _parse_term(term: str, whole: str) -> Dependency:
+    m = _OP_RE.fullmatch(term)
+    if m is not None:
+        op = m.group("op")
+        if op not in _OPS:
+            raise InvalidDependency(whole, f"unknown comparison {op!r}")
+        if not m.group("rest"):
+            raise InvalidDependency(whole, f"the version after {op!r} is missing (e.g. "
+                                           f"'{m.group('name')}{op}1.0')", syntax=False)
     m = _TERM_RE.fullmatch(term)
     if m is None or not term.strip():
         raise InvalidDependency(whole, f"cannot read {term.strip()!r}" if term.strip() else "empty")
@@ -302,7 +317,7 @@ def _parse_term(term: str, whole: str) -> Dependency:
         try:
             parse_version(version)
         except InvalidVersion as e:
-            raise InvalidDependency(whole, str(e)) from None
+            raise InvalidDependency(whole, str(e), syntax=False) from None
     return Dependency(name, op, version)
 
 

@@ -44,13 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPars
     sub = parser.add_subparsers(dest="viso_command", metavar="ACTION", required=True)
     p = sub.add_parser("info", parents=[common], help="format, sizes, MixOS version, kernels, "
                        "firmware and sha256 of an image file")
-    p.add_argument("file", metavar="FILE", type=_path)
+    p.add_argument("file", metavar="FILE", type=_path,
+                   help="a VISO, ISO or SDISK file (qcow2 or raw), or a disk device")
     p = sub.add_parser("list", parents=[common],
                        help="the images in ROOT/var/lib/mixos/images or DIR")
-    p.add_argument("dir", metavar="DIR", type=_path, nargs="?")
+    p.add_argument("dir", metavar="DIR", type=_path, nargs="?",
+                   help="where the images are (default: ROOT/var/lib/mixos/images)")
     p = sub.add_parser("boot", parents=[common], help="boot an image (VISO, ISO or SDISK) in "
                        "QEMU, or --print the command line")
-    p.add_argument("file", metavar="FILE", type=_path)
+    p.add_argument("file", metavar="FILE", type=_path,
+                   help="the image to boot: a VISO, ISO or SDISK file")
     p.add_argument("--memory", metavar="MIB", type=int, help=f"guest memory in MiB (default "
                    f"{DEFAULT_MEMORY_MIB}; {VRAM_MEMORY_MIB} with --vram)")
     p.add_argument("--uefi", action="store_true", help="boot with OVMF instead of SeaBIOS")
@@ -123,18 +126,18 @@ def _print_info(info: ImageInfo) -> None:
 
 
 def viso_info(args: argparse.Namespace) -> int:
-    import json
+    from mix.session import emit_json
 
     info = _inspect(args.file, with_sha256=True)
     if args.json:
-        print(json.dumps(info.json(), indent=2))
+        emit_json(info.json())
     else:
         _print_info(info)
     return 0
 
 
 def viso_list(args: argparse.Namespace) -> int:
-    import json
+    from mix.session import emit_json
 
     _mixboot()
     from mixboot.imageinfo import IMAGE_DIR, list_images
@@ -146,7 +149,7 @@ def viso_list(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"mix: warning: {problem}", file=sys.stderr)
     if args.json:
-        print(json.dumps([i.json() for i in infos], indent=2))
+        emit_json([i.json() for i in infos])
         return 0
     if not infos:
         print(f"no MixOS images in {directory}")

@@ -348,3 +348,12 @@ def test_random_damage_gives_an_image_error_or_the_facts_never_a_traceback(
             inspect(bad, with_sha256=False)
         except ImageError:
             pass
+
+
+def test_with_json_an_error_is_a_document_too(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n" * 10000)
+    code, out, _ = run_mix(capsys, "--json", "viso", "info", str(text))
+    doc = json.loads(out)
+    assert code == 8 and doc["exit"] == 8 and "not a MixOS image" in doc["error"]["message"]

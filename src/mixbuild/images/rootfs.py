@@ -90,14 +90,18 @@ def install(root: Path, packages: list[str]) -> None:
 
 def drop_build_repo_cache(root: Path) -> None:
     """The one post-install step: mix keeps a copy of the index of the repository it
-    installed from under var/lib/mix/repos/<id of file:///.../artifacts/repo>. In the
+    installed from under var/lib/mix/repos/<id of file:///.../artifacts/repo> (and the
+    newest index time seen from that URL, for rollback protection). In the
     image that repository does not exist (/etc/mix/repositories names the medium's),
     and the copy carries the index's signing time, which would make the squashfs
     differ on every packages build. `mix update` in the image fetches the real one."""
     repos = root / "var/lib/mix/repos"
     if repos.is_dir():
-        for entry in sorted(repos.iterdir()):
-            shutil.rmtree(entry)
+        for entry in sorted(repos.iterdir()):  # the indexes, and the newest-seen record
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) -> int:

@@ -1,0 +1,84 @@
+"""--json: one document per command, one style (indent 1, keys sorted), booleans as
+booleans, the field names of plans used by lists too, and errors as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mixhelpers import World
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    w.pkg("libc", files={"/usr/lib/libc.so.6": "libc"}, provides=["libc.so.6"])
+    w.pkg("tool", files={"/usr/bin/tool": "tool", "/etc/tool.conf": "a=1\n"},
+          dependencies=["libc.so.6"])
+    w.pkg("broken", files={"/usr/bin/broken": "b"}, dependencies=["ghost"])
+    w.sign()
+    return w
+
+
+def doc(w: World, capsys: Any, *args: str, rc: int = 0) -> Any:
+    got, out, err = w.mix("--json", *args, capsys=capsys)
+    assert got == rc, (args, err)
+    value = json.loads(out)  # exactly one document
+    assert out == json.dumps(value, indent=1, sort_keys=True) + "\n", f"{args}: style"
+    return value
+
+
+def test_every_command_prints_one_document_in_one_style(w: World, capsys: Any) -> None:
+    assert doc(w, capsys, "--simulate", "install", "tool")["plan"][0] == {
+        "action": "install", "name": "libc", "version": "1.0", "old_version": None,
+        "reason": "dependency"}
+    doc(w, capsys, "install", "tool")
+    w.pkg("tool", "1.1", files={"/usr/bin/tool": "tool 1.1", "/etc/tool.conf": "a=1\n"},
+          dependencies=["libc.so.6"])
+    w.sign()
+    assert doc(w, capsys, "list") == [
+        {"name": "libc", "version": "1.0", "reason": "dependency", "held": False},
+        {"name": "tool", "version": "1.0", "reason": "explicit", "held": False}]
+    # the field names of plans: version is the one to come, old_version the installed
+    assert doc(w, capsys, "list", "--upgradable") == [
+        {"name": "tool", "version": "1.1", "old_version": "1.0"}]
+    assert {r["name"] for r in doc(w, capsys, "list", "--available")} == {
+        "libc", "tool", "broken"}
+    found = doc(w, capsys, "search", "tool")
+    assert found == [{"name": "tool", "version": "1.1", "repo": found[0]["repo"],
+                      "description": "the tool package", "installed_version": "1.0"}]
+    info = doc(w, capsys, "info", "tool")
+    assert info["held"] is False and info["installed_version"] == "1.0"
+    files = doc(w, capsys, "files", "tool")
+    assert {f["path"]: f["config"] for f in files if f["type"] == "file"} == {
+        "/etc/tool.conf": True, "/usr/bin/tool": False}
+    assert doc(w, capsys, "owner", "/usr/bin/tool") == [{"path": "/usr/bin/tool",
+                                                         "package": "tool"}]
+    assert doc(w, capsys, "verify") == {"problems": [], "modified_config": []}
+    assert doc(w, capsys, "provides", "libc.so.6")[0]["name"] == "libc"
+    assert [h["command"].split()[-1] for h in doc(w, capsys, "history")] == ["tool"]
+    assert doc(w, capsys, "upgrade")["plan"][0]["action"] == "upgrade"
+    assert doc(w, capsys, "install", "tool") == {"plan": []}
+
+
+def test_errors_are_json_on_stdout_too(w: World, capsys: Any) -> None:
+    assert doc(w, capsys, "info", "ghost", rc=9) == {
+        "error": {"message": "no package named 'ghost' is installed or available",
+                  "hint": "check the name with 'mix search'"}, "exit": 9}
+    err = doc(w, capsys, "install", "broken", rc=3)
+    assert err["exit"] == 3 and "ghost" in err["error"]["message"]
+    _rc, _out, stderr = w.mix("--json", "info", "ghost", capsys=capsys)
+    assert "mix: error: no package named 'ghost'" in stderr  # and for people, as always
+
+
+def test_verify_problems_are_objects_in_the_one_document(w: World, capsys: Any) -> None:
+    doc(w, capsys, "install", "tool")
+    (w.root / "usr/bin/tool").write_text("changed")
+    (w.root / "etc/tool.conf").write_text("a=2\n")
+    assert doc(w, capsys, "verify", rc=11) == {
+        "problems": [{"package": "tool", "path": "/usr/bin/tool",
+                      "problem": "content differs (sha256)"}],
+        "modified_config": [{"package": "tool", "path": "/etc/tool.conf",
+                             "problem": "modified configuration"}]}
