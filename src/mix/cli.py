@@ -183,14 +183,14 @@ def _media_commands(add: Callable[[str, str], argparse.ArgumentParser],
                  "booted from)")
     sl = ssub.add_parser("list", parents=[common], help="images, versions, sizes, sha256")
     sa = ssub.add_parser("add", parents=[common], help="copy a MixOS image onto the SDISK")
-    sa.add_argument("image", metavar="FILE.iso")
+    sa.add_argument("image", metavar="FILE.iso", help="the MixOS image (an ISO built by make iso)")
     sa.add_argument("--name", help="its file name on the SDISK (default: FILE's)")
     sa.add_argument("--default", action="store_true", help="boot it by default")
     sr = ssub.add_parser("remove", parents=[common], help="remove an image (not the running one "
                          "or the last)")
-    sr.add_argument("name", metavar="NAME")
+    sr.add_argument("name", metavar="NAME", help="the image's file name on the SDISK")
     sd = ssub.add_parser("default", parents=[common], help="boot NAME by default")
-    sd.add_argument("name", metavar="NAME")
+    sd.add_argument("name", metavar="NAME", help="the image's file name on the SDISK")
     for sp in (sl, sa, sr, sd):
         sp.add_argument("--disk", metavar="FILE|DEV", help=disk_help)
     p = add("vram", "run from RAM: this boot's state, and the choice for the next boots")

@@ -250,6 +250,10 @@ def data_partition_span(disk: str) -> tuple[int, int]:
     except OSError as e:
         raise SdiskError(f"{disk}: {e.strerror}") from None
     try:
+        if os.pread(fd, 4, 0) == b"QFI\xfb":
+            raise SdiskError(f"{disk} is a qcow2 image; --disk reads raw disks: attach it "
+                             "with 'qemu-nbd --connect=/dev/nbd0 FILE' and give --disk "
+                             "/dev/nbd0, or 'qemu-img convert -O raw' it")
         _, parts = bootloader.read_gpt(fd, disk)
         part = next((p for p in parts if p.number == layout.SDISK_DATA), None)
         if part is None:

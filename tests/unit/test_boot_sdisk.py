@@ -225,3 +225,10 @@ def test_mix_sdisk_without_an_sdisk_boot_says_to_name_one() -> None:
         pytest.skip("this system booted from an SDISK")
     proc = mix("sdisk", "list", check=False)
     assert proc.returncode == 1 and "--disk" in proc.stderr
+
+
+def test_a_qcow2_sdisk_is_named_as_such(tmp_path: Path) -> None:
+    img = tmp_path / "x.sdisk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
+    with pytest.raises(sdisk.SdiskError, match="qcow2 image.*qemu-nbd"):
+        sdisk.data_partition_span(str(img))
