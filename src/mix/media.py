@@ -22,8 +22,11 @@ def _mixboot(module: str) -> ModuleType:
     try:
         return importlib.import_module(f"mixboot.{module}")
     except ImportError:
-        raise MixError("this command needs MixOS's boot library, which is not installed",
-                       "install it: mix install mixos-boot") from None
+        # As mix viso: what is missing is a package, so "not found" (exit 9).
+        raise NotFoundError(f"this command needs MixOS's boot library (mixboot.{module}), "
+                            "which the package mixos-boot installs",
+                            "run 'mix install mixos-boot' (or 'mix upgrade mixos-boot')") \
+            from None
 
 
 def _print_json(data: Any) -> None:

@@ -234,7 +234,8 @@ class VM:
             answer = reply()
         if "error" in answer:
             raise VMError(f"QMP {execute} {arguments}: {answer['error']}")
-        return dict(answer.get("return") or {})
+        result = answer.get("return")
+        return dict(result) if isinstance(result, dict) else {}
 
     @staticmethod
     def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> None:
