@@ -151,6 +151,8 @@ def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
         path = f"/{layout.SDISK_IMAGES}/{img.file}"
         setup = (f"loopback loop {path}",)
         for e in cmdline.ENTRIES:
+            if info.install and e.ident == "vram":
+                continue  # an installer reads its medium (repository, install.yaml)
             own = _vram(e.args) if e.ident == "normal" else e.args
             extra = info.extra
             if info.install and e.ident != "rescue":

@@ -114,6 +114,8 @@ def grub_cfg(inputs: IsoInputs) -> str:
         "",
     ]
     for entry_id, title, args in entries:
+        if inputs.install_config is not None and entry_id == "vram":
+            continue  # the installer reads its medium (repository, install.yaml): no VRAM
         extra = inputs.extra_cmdline
         if inputs.install_config is not None and entry_id != "rescue":
             extra = f"{extra} {cmdline.install_arg(INSTALL_CONFIG_PATH)}".strip()
