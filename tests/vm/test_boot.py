@@ -110,7 +110,7 @@ def test_nocloud_seed_set_the_host_name(guest: Guest) -> None:
 
 
 def test_boot_env_records_the_medium(guest: Guest) -> None:
-    env = dict(line.split("=", 1) for line in guest.sh("cat /run/mixos/boot.env").split())
+    env = dict(line.split("=", 1) for line in guest.sh("cat /run/mixos/boot.env").splitlines())
     assert env["MIXOS_ROOT_LABEL"] == "MIXOS"
     assert env["MIXOS_VRAM"] == "off"  # 256 MiB is below VRAM=auto's threshold
 
