@@ -2,7 +2,10 @@
 
 ROOT/etc/mix/repositories lists one repository a line:
 
-    URL [priority=N] [name=NAME]      # file:///srv/repo, https://mirror.example/mixos
+    URL [MIRROR-URL...] [priority=N] [name=NAME]   # file:///srv/repo, https://a/mixos https://b/mixos
+
+Mirrors serve the same signed files; a mirror that fails (unreachable, a file missing,
+a stale or bad index, a corrupt package) is skipped for the next one.
 
 Higher priority wins when several repositories offer a package (default 0). The
 command line (--repo, --keys-dir) overrides the files.
@@ -26,11 +29,17 @@ class Repository:
     name: str
     url: str
     priority: int = 0
+    mirrors: tuple[str, ...] = ()
 
-    def file_url(self, filename: str) -> str:
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The URL, then its mirrors: the order in which they are tried."""
+        return (self.url, *self.mirrors)
+
+    def file_url(self, filename: str, base: str | None = None) -> str:
         from urllib.parse import quote
 
-        return self.url.rstrip("/") + "/" + quote(filename, safe="")
+        return (base or self.url).rstrip("/") + "/" + quote(filename, safe="")
 
 
 @dataclass(frozen=True)
@@ -100,9 +109,13 @@ def parse_repositories(text: str, where: str) -> list[Repository]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        url, *opts = line.split()
+        url, *rest = line.split()
         loc = f"{where}:{lineno}"
         url = check_url(url, loc)
+        mirrors = []
+        while rest and "://" in rest[0]:
+            mirrors.append(check_url(rest.pop(0), loc))
+        opts = rest
         priority, name = 0, repo_name(url)
         for opt in opts:
             key, _, value = opt.partition("=")
@@ -113,7 +126,7 @@ def parse_repositories(text: str, where: str) -> list[Repository]:
             else:
                 raise UsageError(f"{loc}: unknown option {opt!r}",
                                  "options are priority=N and name=NAME")
-        repos.append(Repository(name, url, priority))
+        repos.append(Repository(name, url, priority, tuple(mirrors)))
     names = [r.name for r in repos]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: two repositories share a name")

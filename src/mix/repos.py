@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
-from mix.fetch import Fetcher, NotServedError
+from mix.fetch import Fetcher, FetchError, NotServedError
 from mix.index import FILES_NAME, INDEX_NAME, SIG_NAME, atomic_write, verify_index
 from mix.keys import PublicKey, load_keyring
 
@@ -174,7 +175,7 @@ def newest_seen(cfg: Config, url: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _record_seen(cfg: Config, url: str, created: int) -> None:
+def _record_seen(cfg: Config, urls: tuple[str, ...], created: int) -> None:
     path = _seen_path(cfg)
     try:
         seen = json.loads(path.read_bytes())
@@ -182,19 +183,40 @@ def _record_seen(cfg: Config, url: str, created: int) -> None:
             seen = {}
     except (OSError, ValueError):
         seen = {}
-    key = url_key(url)
-    if isinstance(seen.get(key), int) and seen[key] >= created:
-        return
-    seen[key] = created
-    atomic_write(path, (json.dumps(seen, indent=1, sort_keys=True) + "\n").encode())
+    changed = False
+    for key in {url_key(u) for u in urls}:
+        if not (isinstance(seen.get(key), int) and seen[key] >= created):
+            seen[key] = created
+            changed = True
+    if changed:
+        atomic_write(path, (json.dumps(seen, indent=1, sort_keys=True) + "\n").encode())
 
 
 def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher
            ) -> int | None:
     """Fetch, verify and store one repository's index; return its package count (None if
     it is unchanged). Rollback protection compares with the newest index accepted from
-    this URL under any name, not only with the copy stored under this one."""
-    base = repo.repo.url
+    this repository under any name or URL (its mirrors included), not only with the copy
+    stored under this name. A mirror that fails is skipped for the next one."""
+    failures: list[tuple[str, MixError]] = []
+    for base in repo.repo.urls:
+        try:
+            return _update_from(cfg, repo, ring, fetcher, base)
+        except (FetchError, TrustError) as e:
+            if len(repo.repo.urls) == 1:
+                raise
+            failures.append((base, e))
+            print(f"mix: warning: {base}: {e.message}; trying the next mirror"
+                  if base != repo.repo.urls[-1] else f"mix: warning: {base}: {e.message}",
+                  file=sys.stderr, flush=True)
+    trust: list[MixError] = [e for _b, e in failures if isinstance(e, TrustError)]
+    first = (trust or [e for _b, e in failures])[0]
+    raise type(first)(f"every mirror of {repo.repo.url} failed:\n  " + "\n  ".join(
+        f"{b}: {e.message}" for b, e in failures), first.hint)
+
+
+def _update_from(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher,
+                 base: str) -> int | None:
     data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
     try:
         sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
@@ -205,12 +227,13 @@ def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: F
                          "`mix repo index`") from None
     if _unchanged(repo, data, sig):
         return None
-    held = [t for t in (repo.created(), newest_seen(cfg, base)) if t is not None]
+    held = [t for t in (repo.created(), *(newest_seen(cfg, u) for u in repo.repo.urls))
+            if t is not None]
     doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None,
                        keys_dir=cfg.keys_dir)
     repo.dir.mkdir(parents=True, exist_ok=True)
     repo.cache_path.unlink(missing_ok=True)
     atomic_write(repo.dir / SIG_NAME, sig)
     atomic_write(repo.index_path, data)
-    _record_seen(cfg, base, doc["created"])
+    _record_seen(cfg, repo.repo.urls, doc["created"])
     return len(doc["packages"])
