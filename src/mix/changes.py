@@ -152,9 +152,20 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
         # the partial download beside its target takes the space until it is renamed
         check_space({str(s.cfg.cache_dir): (sum(sizes), 2 * len(sizes))},
                     "downloading the packages")
-    for ch in changes:
-        if ch.new is not None:
-            ch.path = s.package_file(ch.new)
+    from mix.progress import Progress
+
+    bar = Progress("downloading", sum(1 for size in sizes if size), sum(sizes),
+                   enabled=s.fetcher.progress)
+    s.fetcher.overall = bar
+    try:
+        for ch in changes:
+            if ch.new is not None:
+                if s.download_size(ch.new):
+                    bar.next_item(ch.name)
+                ch.path = s.package_file(ch.new)
+    finally:
+        bar.close()
+        s.fetcher.overall = None
     if getattr(args, "download_only", False):
         fetched = sum(1 for size in sizes if size)
         say(f"downloaded {fetched} package{'s' if fetched != 1 else ''} "
