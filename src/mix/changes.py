@@ -77,10 +77,28 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
     say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; " + ", ".join(sizes))
 
 
+# Global options left out of the history: where and how mix ran (paths of the host that
+# built an image, for one), not what was asked.
+_UNRECORDED = {"-y", "--yes", "--json", "--no-scripts", "--simulate"}
+_UNRECORDED_WITH_VALUE = {"--root", "--repo", "--keys-dir", "--timeout"}
+
+
 def command_line(args: argparse.Namespace) -> str:
+    """The command as given, for the history: the command and its own arguments."""
     import shlex
 
-    return "mix " + shlex.join(getattr(args, "argv", None) or [args.command])
+    words, skip = [], False
+    for word in getattr(args, "argv", None) or [args.command]:
+        if skip:
+            skip = False
+        elif word in _UNRECORDED_WITH_VALUE:
+            skip = True
+        elif word in _UNRECORDED or word.startswith("--wait") or \
+                word.split("=", 1)[0] in _UNRECORDED_WITH_VALUE:
+            continue
+        else:
+            words.append(word)
+    return "mix " + shlex.join(words)
 
 
 def confirm(args: argparse.Namespace) -> None:
@@ -174,6 +192,9 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
                f" ({len(sizes) - fetched} already there or read in place from file://)"))
         return 0
 
+    labels = {r.name: r.label or r.name for r in s.cfg.repos}
+    for ch in changes:
+        ch.repo = labels.get(ch.repo, ch.repo)
     tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts,
                      command=command_line(args))
     try:

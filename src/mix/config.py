@@ -30,6 +30,7 @@ class Repository:
     url: str
     priority: int = 0
     mirrors: tuple[str, ...] = ()
+    label: str = ""  # what the database records as the package's repository (default: name)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -93,6 +94,15 @@ def repo_name(url: str) -> str:
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
+def repo_label(url: str) -> str:
+    """How the database names a repository given with --repo: a file:// one by its
+    directory's name (the rest of the path is the build host's business, and would make
+    two builds of one image differ), any other by its URL."""
+    if url.startswith("file://"):
+        return "file:" + url.rstrip("/").rsplit("/", 1)[-1]
+    return url.rstrip("/")
+
+
 def check_url(url: str, where: str) -> str:
     if not url.startswith(SCHEMES):
         raise UsageError(f"{where}: repository URL {url!r} must start with file://, http:// "
@@ -140,7 +150,8 @@ def load(root: str | Path = "/", repo_urls: list[str] | None = None,
     if not root.is_dir():
         raise UsageError(f"--root {root}: not a directory", "create it first (mkdir -p)")
     if repo_urls:
-        repos = [Repository(repo_name(u), check_url(u, "--repo"), 0) for u in repo_urls]
+        repos = [Repository(repo_name(u), check_url(u, "--repo"), 0, label=repo_label(u))
+                 for u in repo_urls]
     else:
         path = root / "etc/mix/repositories"
         try:
