@@ -239,11 +239,17 @@ def _load_commands(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    called_from_cli = argv is None
     argv = sys.argv[1:] if argv is None else argv
     # --wait takes its value only as --wait=SECONDS: a bare --wait waits without a limit
     # (argparse would otherwise take the next word, the command or a package, as SECONDS).
     args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
     args.argv = list(argv)  # the command as given, for the history
+    args.from_cli = called_from_cli
+    if called_from_cli and os.environ.get("MIX_SELF_UPGRADED"):
+        from mix import __version__
+
+        print(f"mix: continuing with the new mix {__version__}", file=sys.stderr, flush=True)
     if "mix.session" in sys.modules:  # (main called again in one process: tests)
         setattr(sys.modules["mix.session"], "json_emitted", False)  # noqa: B010
     if not args.command:

@@ -111,11 +111,20 @@ def _failpoint() -> None:
     spec = os.environ.get("MIX_FAILPOINT_KILL")
     if spec is None:
         return
-    _failpoint.count = getattr(_failpoint, "count", 0) + 1  # type: ignore[attr-defined]
+    _failpoint.count = failpoints_passed() + 1  # type: ignore[attr-defined]
     if _failpoint.count == int(spec):  # type: ignore[attr-defined]
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failpoints_passed() -> int:
+    """Checkpoints passed so far, counting those of the mix this one replaced (an upgrade
+    of mix itself starts mix again, MIX_FAILPOINT_DONE carrying the count over)."""
+    done = getattr(_failpoint, "count", None)
+    if done is None:
+        done = int(os.environ.get("MIX_FAILPOINT_DONE", "0") or 0)
+    return int(done)
 
 
 @functools.cache
