@@ -322,7 +322,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
-        refuse_held(s, [n for n in (parse_spec_name(x) for x in specs) if n])
+        refuse_held(s, [name for name, spec in ((parse_spec_name(x), x) for x in specs)
+                        if name and not _installed_meets(s, name, spec)])
         plan = solver.solve(Request(install=specs, held=sorted(s.db.holds())))
         return execute(s, plan, [a for a in args.packages])
 
@@ -558,6 +559,20 @@ def parse_spec_name(spec: str) -> str:
 
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9+._-]*)", spec)
     return m.group(1) if m else ""
+
+
+def _installed_meets(s: Session, name: str, spec: str) -> bool:
+    """Whether the installed package name already is what spec asks for (so that
+    installing it changes nothing, held or not)."""
+    from mix.version import InvalidDependency, parse_dependency
+
+    inst = s.db.package(name)
+    if inst is None:
+        return False
+    try:
+        return parse_dependency(spec).matches(name, inst["version"])
+    except InvalidDependency:
+        return False
 
 
 def refuse_held(s: Session, names: list[str]) -> None:

@@ -39,8 +39,12 @@ def test_hold_keeps_a_package_out_of_upgrades(w: World, capsys: Any) -> None:
     assert rc == 3 and "tool is held" in err and "mix unhold tool" in err
     rc, _, err = w.mix("remove", "--cascade", "tool", capsys=capsys)
     assert rc == 3 and "tool is held" in err
+    rc, _, err = w.mix("install", "tool=1.1", capsys=capsys)
+    assert rc == 3 and "tool is held" in err
     rc, out, _ = w.mix("list", "--held", capsys=capsys)
     assert out == "tool 1.0 [dependency] [held]\n"
+    rc, out, _ = w.mix("install", "tool", capsys=capsys)  # changes no file: not refused
+    assert rc == 0 and "already installed" in out  # (and the mark: now explicit)
     rc, _, err = w.mix("unhold", "libc", capsys=capsys)
     assert rc == 9 and "libc is not held" in err
     assert w.mix("unhold", "tool", capsys=capsys)[0] == 0
