@@ -89,12 +89,24 @@ class StoredRepo:
         except OSError:
             packed = b""
         if hashlib.sha256(packed).hexdigest() != ref["sha256"]:
-            packed = fetcher.fetch_bytes(f"{self.repo.url}/{FILES_NAME}", max_size=ref["size"])
-            got = hashlib.sha256(packed).hexdigest()
-            if got != ref["sha256"]:
-                raise TrustError(f"{self.repo.url}/{FILES_NAME}: sha256 {got} does not match "
-                                 f"the signed index ({ref['sha256']})",
-                                 "run 'mix update'; if it persists the mirror is corrupt")
+            failures: list[MixError] = []
+            for base in self.repo.urls:  # the URL, then its mirrors
+                try:
+                    packed = fetcher.fetch_bytes(f"{base}/{FILES_NAME}", max_size=ref["size"])
+                except FetchError as e:
+                    failures.append(e)
+                    continue
+                got = hashlib.sha256(packed).hexdigest()
+                if got == ref["sha256"]:
+                    break
+                failures.append(TrustError(
+                    f"{base}/{FILES_NAME}: sha256 {got} does not match the signed index "
+                    f"({ref['sha256']})", "run 'mix update'; if it persists the mirror is "
+                    "corrupt"))
+            else:
+                trust = [e for e in failures if isinstance(e, TrustError)]
+                first = (trust or failures)[0]
+                raise type(first)("; ".join(e.message for e in failures), first.hint)
             atomic_write(path, packed)
         try:
             lists = json.loads(gzip.decompress(packed))["files"]

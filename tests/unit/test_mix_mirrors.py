@@ -124,3 +124,18 @@ def test_a_query_with_repo_does_not_wait_for_a_stalled_server(w: World, capsys: 
         rc, _, err = run(w, capsys, *cli, "install", "curl")  # a change does not
         assert rc == 6
         Stalling.stall = False
+
+
+def test_file_lists_come_from_the_next_mirror_too(w: World, tmp_path: Path,
+                                                  capsys: Any) -> None:
+    from mix.index import scan_repo, write_index
+
+    files: dict[str, list[str]] = {}
+    write_index(w.repo, scan_repo(w.repo, files), w.key, files=files)
+    partial = tmp_path / "partial"  # a mirror with the index but not the file lists
+    shutil.copytree(w.repo, partial)
+    (partial / "files.json.gz").unlink()
+    configure(w, f"file://{partial} file://{w.repo} name=main")
+    assert run(w, capsys, "update")[0] == 0
+    rc, out, err = run(w, capsys, "provides", "/usr/bin/curl")
+    assert rc == 0 and out == "/usr/bin/curl: curl 8.0-r1 (main)\n", err
