@@ -227,3 +227,15 @@ def test_queries_during_a_real_install_all_answer(w: World, capsys: Any) -> None
     assert [q.stdout for q in queries[:2]] == ["sh 1.0\n", "sh 1.0\n"]
     assert install.wait(timeout=60) == 0, install.stderr
     assert w.installed() == {"sh": "1.0", "slow": "1.0"}
+
+
+def test_on_the_real_root_a_dotdot_at_the_top_stays_there() -> None:
+    """Nothing leads out of /: a relative link climbing above it is / again (as for the
+    kernel), so mix's state behind such a link is not refused when the root is /."""
+    from mix.rootpath import RootResolver
+
+    r = RootResolver(Path("/"), planned={"/var": ("symlink", "../../srv/var")})
+    assert r.resolve_dir("/var/lib/mix", "test") == "/srv/var/lib/mix"
+    with pytest.raises(Exception, match="leads outside the root"):
+        RootResolver(Path("/tmp"), planned={"/var": ("symlink", "../../srv/var")}
+                     ).resolve_dir("/var/lib/mix", "test")
