@@ -186,6 +186,8 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
         s.fetcher.overall = None
     if getattr(args, "download_only", False):
         fetched = sum(1 for size in sizes if size)
+        if args.json:
+            return 0  # the plan was the document
         say(f"downloaded {fetched} package{'s' if fetched != 1 else ''} "
             f"({human_size(sum(sizes))}) into {s.cfg.cache_dir}; nothing else was changed"
             + ("" if fetched == len(sizes) else
@@ -258,14 +260,23 @@ def cmd_update(args: argparse.Namespace) -> int:
         ring = repos_mod.keyring(s.cfg)
         failures = []
         stored = repos_mod.stored(s.cfg)
+        rows: list[dict[str, Any]] = []
         for r in stored:
+            row: dict[str, Any] = {"name": r.repo.name, "url": r.repo.url, "packages": None,
+                                   "unchanged": False, "error": None}
+            rows.append(row)
             try:
                 n = repos_mod.update(s.cfg, r, ring, s.fetcher)
-                say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
+                row.update(packages=n, unchanged=n is None)
+                if not args.json:
+                    say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
             except MixError as e:
                 failures.append(e)
+                row["error"] = e.message
                 kept = " (kept the previous index)" if r.exists() else ""
                 print(f"mix: error: {r.repo.url}: {e.message}{kept}", file=sys.stderr)
+        if args.json:
+            emit_json({"repositories": rows})
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)
@@ -544,11 +555,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for p in doomed:
             freed += p.lstat().st_size
             if args.simulate:
-                say(f"would remove {p}")
+                if not args.json:
+                    say(f"would remove {p}")
             else:
                 p.unlink(missing_ok=True)
         verb = "would free" if args.simulate else "freed"
-        say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
+        if args.json:
+            emit_json({"removed": [str(p) for p in doomed], "bytes": freed,
+                       "simulate": bool(args.simulate)})
+        else:
+            say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
     return 0
 
 
@@ -598,8 +614,11 @@ def cmd_hold(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_hold(c, name, True)
-    say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
-        "install and remove refuse them)")
+    if args.json:
+        emit_json({"held": args.packages})
+    else:
+        say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
+            "install and remove refuse them)")
     return 0
 
 
@@ -613,7 +632,10 @@ def cmd_unhold(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_hold(c, name, False)
-    say(f"released: {', '.join(args.packages)}")
+    if args.json:
+        emit_json({"released": args.packages})
+    else:
+        say(f"released: {', '.join(args.packages)}")
     return 0
 
 
@@ -626,7 +648,10 @@ def cmd_mark(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_reason(c, name, args.reason)
-    say(f"marked {args.reason}: {', '.join(args.packages)}")
+    if args.json:
+        emit_json({"marked": args.packages, "reason": args.reason})
+    else:
+        say(f"marked {args.reason}: {', '.join(args.packages)}")
     return 0
 
 
