@@ -420,8 +420,8 @@ def runs_on(s: Session) -> set[str]:
 
 def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
     """When an upgrade changes mix itself or what it runs on (python3, glibc, libsqlite3,
-    ...) along with other packages, those go first in a transaction of their own (as apk
-    does), and mix starts again, new, for the rest. None: nothing to do first."""
+    ...) along with other packages, those go first in a transaction of their own, and mix
+    starts again, new, for the rest. None: nothing to do first."""
     from mix.solver import Request
 
     args = s.args
@@ -537,8 +537,8 @@ def cache_contents(s: Session, keep_installed: bool) -> list[Path]:
 
 
 def prune_cache(s: Session) -> None:
-    """After a transaction the cache keeps only installed packages' files (as apk does):
-    what an upgrade or removal superseded goes."""
+    """After a transaction the cache keeps only installed packages' files: what an
+    upgrade or removal superseded goes."""
     try:
         for p in cache_contents(s, keep_installed=True):
             if not p.name.startswith("."):  # a partial download stays for resuming
