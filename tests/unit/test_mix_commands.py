@@ -1,4 +1,4 @@
-"""The commands apk/pacman/apt users reach for: hold/unhold, mark, history, --version,
+"""The commands users of a package manager reach for: hold/unhold, mark, history, --version,
 install --download-only."""
 
 from __future__ import annotations
