@@ -19,7 +19,14 @@ from typing import Any
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
 from mix.fetch import Fetcher, FetchError, NotServedError
-from mix.index import FILES_NAME, INDEX_NAME, SIG_NAME, atomic_write, verify_index
+from mix.index import (
+    FILES_NAME,
+    INDEX_NAME,
+    SIG_NAME,
+    atomic_write,
+    atomic_write_all,
+    verify_index,
+)
 from mix.keys import PublicKey, load_keyring
 
 _CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
@@ -244,8 +251,8 @@ def _update_from(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetc
     doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None,
                        keys_dir=cfg.keys_dir)
     repo.dir.mkdir(parents=True, exist_ok=True)
+    # both written before either replaces the stored pair (a full disk changes neither)
+    atomic_write_all([(repo.dir / SIG_NAME, sig), (repo.index_path, data)])
     repo.cache_path.unlink(missing_ok=True)
-    atomic_write(repo.dir / SIG_NAME, sig)
-    atomic_write(repo.index_path, data)
     _record_seen(cfg, repo.repo.urls, doc["created"])
     return len(doc["packages"])
