@@ -9,14 +9,18 @@ export MIXOS_CACHE
 export SOURCE_DATE_EPOCH ?= 1767225600
 MIXBUILD    := PYTHONPATH=src $(PY) -m mixbuild
 
-.PHONY: all deps kernel mix-cli packages rootfs initramfs iso bootloader viso \
-        iso-autoinstall test test-unit test-qemu test-install test-viso clean
+.PHONY: all deps kernel mix-cli packages rootfs initramfs iso bootloader viso sdisk \
+        iso-autoinstall run test test-unit test-qemu test-install test-viso test-sdisk \
+        test-vram clean
 
 # The sample unattended-install configuration the unattended ISO carries
 # (INSTALL_CONFIG=/path/install.yaml make iso-autoinstall carries another).
 INSTALL_CONFIG ?=
+# The images an SDISK carries (make sdisk IMAGES="a.iso b.iso"; the first is the
+# default); by default this build's ISO and unattended-install ISO.
+IMAGES ?=
 
-all: deps iso viso iso-autoinstall
+all: deps iso viso iso-autoinstall sdisk
 
 deps:
 	$(PYTHON) src/mixbuild/deps.py --venv $(VENV)
@@ -51,20 +55,41 @@ viso: packages
 bootloader: deps
 	$(MIXBUILD) bootloader
 
+# One disk carrying several images and a menu to pick one (docs/boot.md, SDISK).
+sdisk: $(if $(IMAGES),bootloader,iso iso-autoinstall bootloader)
+	$(MIXBUILD) sdisk $(if $(IMAGES),--images $(IMAGES))
+
+# Boot an image in QEMU, its serial console on this terminal, and a root shell over
+# SSH: `mix viso boot` hands SSH_KEY to the guest in a NoCloud seed and forwards a
+# free local port (it prints the ssh line). IMAGE: the ISO (default), the VISO or
+# an SDISK, left as built (writes go to a temporary file). KVM only where the
+# tests' probe proves it works, else TCG. RUN_ARGS: more `mix viso boot` options
+# (--uefi, --memory 512, --vram, --print).
+VERSION     := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
+IMAGE       ?= artifacts/mixos-$(VERSION).iso
+SSH_KEY     ?= $(wildcard $(HOME)/.ssh/id_ed25519.pub)
+RUN_ARGS    ?=
+
+run:
+	@test -f "$(IMAGE)" || { echo "make run: $(IMAGE) does not exist; run 'make all' (or 'make iso', 'make viso') first" >&2; exit 1; }
+	@test -x $(PY) || { echo "make run: $(PY) does not exist; run 'make deps' first" >&2; exit 1; }
+	PYTHONPATH=src $(PY) -m mix viso boot "$(IMAGE)" --snapshot \
+	    $(if $(SSH_KEY),--ssh-key "$(SSH_KEY)") $(RUN_ARGS)
+
 # The images are built first, so that the unit tests that read them (kernel
 # .config, root filesystem chroot checks, ELF hardening) run instead of skipping.
 # The VM tests run on two workers (pytest-xdist), a test file each at a time: one
 # VM per core under TCG.
 VM_TESTS    := PYTHONPATH=src $(PY) -m pytest -q -n 2 --dist loadfile
 
-test: deps iso viso
+test: deps iso viso iso-autoinstall sdisk
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
 	$(VM_TESTS) tests/vm
 
 test-unit: deps
 	PYTHONPATH=src $(PY) -m pytest -q tests/unit
 
-test-qemu: iso viso
+test-qemu: iso viso iso-autoinstall sdisk
 	$(VM_TESTS) tests/vm
 
 # The installed-system VM tests alone: unattended install, disk boot, upgrades.
@@ -73,6 +98,14 @@ test-install: iso
 
 test-viso: viso
 	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_viso.py
+
+# The SDISK: each image through the menu, under SeaBIOS and OVMF; mix sdisk.
+test-sdisk: sdisk
+	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_sdisk.py
+
+# VRAM from the ISO, the SDISK and the VISO: the boot disk removed while running.
+test-vram: iso viso sdisk
+	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_vram.py
 
 clean:
 	rm -rf artifacts build

@@ -1,9 +1,10 @@
 """Boot time of MixOS under QEMU, stage by stage, from the serial console.
 
 Boots the ISO (firmware + GRUB, on q35) and the kernel directly (-kernel/-initrd,
-ISO attached for the root image, on QEMU's microvm machine), and with --viso the
+ISO attached for the root image, on QEMU's microvm machine), with --viso the
 VISO from its disk (through a throw-away qcow2 overlay, as the seed's
--drive line says), several times each, alternating, and prints for
+-drive line says), with --sdisk the SDISK (its default image, the ISO), and with
+--vram a direct boot with VRAM=on, several times each, alternating, and prints for
 each milestone the minimum and median seconds since QEMU started. The minimum
 is the number to compare: on a shared host, other work only ever adds time.
 
@@ -12,6 +13,7 @@ is the number to compare: on a shared host, other work only ever adds time.
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine microvm --direct-machine q35
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --against ../old/artifacts  # A/B
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --viso --uefi --no-direct  # ISO vs VISO
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --sdisk --uefi --vram      # SDISK, VRAM
 
 Milestones (the first console line that marks each):
     grub      GRUB runs its menu file         (its "... boot menu (VRAM ..." line, on a disk
@@ -20,6 +22,7 @@ Milestones (the first console line that marks each):
     kernel    the kernel's console is up      ("Linux version"; absent: the menu's
                                               entries boot with "quiet")
     initramfs /init runs                      ("mixos-initramfs:")
+    vram      VRAM starts copying             ("VRAM: copying"; init - vram is the copy)
     init      switch_root to BusyBox init     ("root image mounted", on a disk "root file
                                               system ... mounted")
     login     the serial getty prompts        ("login:")
@@ -41,9 +44,10 @@ from mixbuild.vm.guest import VM, VMError
 from mixbuild.vm.qemu import DIRECT_MACHINE, MACHINES, Drive, Machine, probe_accel
 
 MILESTONES = [
-    ("grub", r"boot menu \((VRAM|previous)"),
+    ("grub", r"boot menu \((VRAM|previous|every image)"),
     ("kernel", r"Linux version"),
     ("initramfs", r"mixos-initramfs:"),
+    ("vram", r"VRAM: copying"),
     ("init", r"root (image|file system \S+) mounted"),
     ("login", r"login: ?"),
 ]
@@ -53,7 +57,8 @@ def fresh_overlay(machine: Machine) -> None:
     """Every VISO boot starts from the image as built (its first boot, as an instance's)."""
     for drive in machine.drives:
         base = Path(str(drive.path).removesuffix(".overlay.qcow2"))
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+        fmt = "raw" if base.suffix == ".sdisk" else "qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",
                         str(base.absolute()), str(drive.path)], check=True)
 
 
@@ -91,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viso", nargs="?", type=Path, metavar="VISO",
                         const=ARTIFACTS / f"mixos-{iso_stage.project_version()}.viso",
                         help="also boot the VISO (default artifacts/mixos-<version>.viso)")
+    parser.add_argument("--sdisk", nargs="?", type=Path, metavar="SDISK",
+                        const=ARTIFACTS / f"mixos-{iso_stage.project_version()}.sdisk",
+                        help="also boot the SDISK's default image (default "
+                             "artifacts/mixos-<version>.sdisk)")
+    parser.add_argument("--vram", action="store_true",
+                        help="also boot the kernel directly with VRAM=on")
     parser.add_argument("--uefi", action="store_true",
-                        help="also boot the ISO (and the VISO) with OVMF")
+                        help="also boot the ISO (and the VISO, the SDISK) with OVMF")
     parser.add_argument("--no-direct", action="store_true", help="no direct kernel boots")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -120,18 +131,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.uefi:
             modes["iso-uefi" + suffix] = Machine(accel=accel, memory_mb=args.memory, iso=iso,
                                                  uefi=True)
-        if args.viso is not None and not suffix:
-            disk = Path(tmpdir.name) / f"{args.viso.name}.overlay.qcow2"
-            disk.parent.mkdir(exist_ok=True)
-            (Path(tmpdir.name) / args.viso.name).symlink_to(args.viso.absolute())
+        for kind, image in (("viso", args.viso), ("sdisk", args.sdisk)):
+            if image is None or suffix:
+                continue
+            disk = Path(tmpdir.name) / f"{image.name}.overlay.qcow2"
+            (Path(tmpdir.name) / image.name).symlink_to(image.absolute())
             for uefi in (False, True) if args.uefi else (False,):
-                modes["viso-uefi" if uefi else "viso"] = Machine(
+                modes[f"{kind}-uefi" if uefi else kind] = Machine(
                     accel=accel, memory_mb=args.memory, drives=(Drive(disk),), uefi=uefi)
         for direct in [] if args.no_direct else direct_machines:
             name = "direct" if len(direct_machines) == 1 else f"direct-{direct}"
             modes[name + suffix] = Machine(
                 accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
                 initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
+            if args.vram:
+                modes[name + "-vram" + suffix] = Machine(
+                    accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
+                    initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("vram")))
     results: dict[str, list[dict[str, float | None]]] = {m: [] for m in modes}
     with tmpdir as tmp:
         for i in range(args.runs):
@@ -146,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "runs": args.runs,
               "iso_mb": round(args.iso.stat().st_size / 2**20, 1),
               **({"viso_mb": round(args.viso.stat().st_size / 2**20, 1)} if args.viso else {}),
+              **({"sdisk_mb": round(args.sdisk.stat().st_size / 2**20, 1)} if args.sdisk else {}),
               **{mode: summarize(r) for mode, r in results.items()}}
     print(f"accel={accel} machine={args.machine} direct-machine={','.join(direct_machines)} "
           f"runs={args.runs} ISO {report['iso_mb']} MiB")

@@ -167,7 +167,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="days the index stays valid, at least 1 (default 30)")
     ri.add_argument("--files", action="store_true",
                     help="also write files.json.gz, the packages' file lists (for mix provides)")
+    _media_commands(add, common)
+    from mix import viso  # its arguments only: mixboot is imported when it runs
+
+    viso.add_arguments(add("viso", "inspect and boot MixOS images (VISO, ISO, SDISK)"), common)
     return parser
+
+
+def _media_commands(add: Callable[[str, str], argparse.ArgumentParser],
+                    common: argparse.ArgumentParser) -> None:
+    """mix sdisk and mix vram (mix.media)."""
+    p = add("sdisk", "the images of an SDISK: list, add, remove, default")
+    ssub = p.add_subparsers(dest="sdisk_command", metavar="ACTION", required=True)
+    disk_help = ("the SDISK (an image file or a device; default: the one this system "
+                 "booted from)")
+    sl = ssub.add_parser("list", parents=[common], help="images, versions, sizes, sha256")
+    sa = ssub.add_parser("add", parents=[common], help="copy a MixOS image onto the SDISK")
+    sa.add_argument("image", metavar="FILE.iso", help="the MixOS image (an ISO built by make iso)")
+    sa.add_argument("--name", help="its file name on the SDISK (default: FILE's)")
+    sa.add_argument("--default", action="store_true", help="boot it by default")
+    sr = ssub.add_parser("remove", parents=[common], help="remove an image (not the running one "
+                         "or the last)")
+    sr.add_argument("name", metavar="NAME", help="the image's file name on the SDISK")
+    sd = ssub.add_parser("default", parents=[common], help="boot NAME by default")
+    sd.add_argument("name", metavar="NAME", help="the image's file name on the SDISK")
+    for sp in (sl, sa, sr, sd):
+        sp.add_argument("--disk", metavar="FILE|DEV", help=disk_help)
+    p = add("vram", "run from RAM: this boot's state, and the choice for the next boots")
+    vsub = p.add_subparsers(dest="vram_command", metavar="ACTION", required=True)
+    vsub.add_parser("status", parents=[common], help="requested and in effect, why, RAM used")
+    vsub.add_parser("enable", parents=[common], help="VRAM=on from the next boot (disk, SDISK)")
+    vsub.add_parser("disable", parents=[common], help="VRAM=off from the next boot")
 
 
 @command("help")
@@ -242,14 +272,18 @@ def cmd_repo(args: argparse.Namespace) -> int:
 
 
 QUERIES = ("list", "search", "info", "files", "owner", "verify", "provides")
+MEDIA = ("sdisk", "vram")
 
 
 def _load_commands(name: str) -> None:
-    """Commands that act on a root live in mix.changes and mix.queries (registering with
+    """Commands that act on a root live in mix.changes and mix.queries, those for boot
+    media in mix.media (registering with
     @command as they are imported); import only the module the command needs."""
     import importlib
 
-    importlib.import_module("mix.queries" if name in QUERIES else "mix.changes")
+    importlib.import_module("mix.queries" if name in QUERIES else
+                            "mix.media" if name in MEDIA else
+                            "mix.viso" if name == "viso" else "mix.changes")
 
 
 def main(argv: list[str] | None = None) -> int:

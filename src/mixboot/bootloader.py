@@ -41,6 +41,7 @@ import binascii
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,17 +197,24 @@ def write_at(fd: int, offset: int, data: bytes, disk: str) -> None:
 def read_gpt(fd: int, disk: str) -> tuple[bytes, list[GptPartition]]:
     """Sector 0 and the partitions of the primary GPT of the disk open on FD
     (CRCs checked), or BootloaderError saying why it is not a usable GPT disk."""
-    size = os.lseek(fd, 0, os.SEEK_END)
+    return parse_gpt(lambda offset, size: read_at(fd, offset, size, disk),
+                     os.lseek(fd, 0, os.SEEK_END), disk)
+
+
+def parse_gpt(read: Callable[[int, int], bytes], size: int,
+              disk: str) -> tuple[bytes, list[GptPartition]]:
+    """read_gpt for any disk READ(offset, length) reads bytes of: a device, or the
+    virtual disk of an image file (mixboot.diskimage, for `mix viso info`)."""
     if size < 34 * SECTOR:
         raise BootloaderError(f"{disk}: {size} bytes, too small to hold a GPT")
-    mbr = read_at(fd, 0, SECTOR, disk)
+    mbr = read(0, SECTOR)
     types = [mbr[MBR_PART_START + i * MBR_ENTRY_SIZE + MBR_ENTRY_TYPE] for i in range(4)]
     if mbr[BOOT_SIGNATURE_AT:] != BOOT_SIGNATURE or MBR_TYPE_GPT_PROTECTIVE not in types:
         raise BootloaderError(f"{disk}: no GPT (no protective MBR in sector 0); "
                               "partition it as mixboot.layout says first")
-    raw = read_at(fd, GPT_HEADER_LBA * SECTOR, SECTOR, disk)
+    raw = read(GPT_HEADER_LBA * SECTOR, SECTOR)
     if raw[:8] != GPT_SIGNATURE:
-        if size >= 2 * 4096 and read_at(fd, 4096, 8, disk) == GPT_SIGNATURE:
+        if size >= 2 * 4096 and read(4096, 8) == GPT_SIGNATURE:
             raise BootloaderError(f"{disk}: a GPT for 4096-byte sectors; GRUB's BIOS boot "
                                   "code reads 512-byte sectors only")
         raise BootloaderError(f"{disk}: no GPT header at sector 1")
@@ -222,7 +230,7 @@ def read_gpt(fd: int, disk: str) -> tuple[bytes, list[GptPartition]]:
             or n_entries * entry_size > MAX_GPT_ENTRIES_BYTES:
         raise BootloaderError(f"{disk}: GPT entry array of {n_entries} x {entry_size} bytes "
                               "is invalid")
-    table = read_at(fd, entries_lba * SECTOR, n_entries * entry_size, disk)
+    table = read(entries_lba * SECTOR, n_entries * entry_size)
     if binascii.crc32(table) != entries_crc:
         raise BootloaderError(f"{disk}: the GPT partition entries are corrupt (bad CRC32)")
     parts = []

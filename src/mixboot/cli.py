@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixboot import kernels
+from mixboot import kernels, sdisk, vram
 
 
 def _cmdline() -> str:
@@ -41,10 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "update":
             print(f"mixos-boot: {kernels.update(args.root)}")
         elif args.command == "mark-good":
-            print(f"mixos-boot: {kernels.mark_good(args.root, _cmdline())}")
+            env = sdisk.boot_env()
+            if args.root == Path("/") and env.get("MIXOS_VRAM") == vram.ON:
+                # Running in RAM: the kernel is good for the disk's next boots.
+                with vram.disk_root(env) as root:
+                    print(f"mixos-boot: {kernels.mark_good(root, _cmdline())}")
+            else:
+                print(f"mixos-boot: {kernels.mark_good(args.root, _cmdline())}")
         else:
             print(json.dumps(kernels.status(args.root, _cmdline()), indent=2))
-    except (kernels.BootError, OSError, ValueError) as e:
+    except (kernels.BootError, vram.VramError, OSError, ValueError) as e:
         print(f"mixos-boot: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -10,7 +10,8 @@ builds its kernel arguments here, in one order:
   /usr/lib/mixos/kernel-cmdline on an installed system, shipped by mixos-boot);
 - root: how the initramfs finds the root file system: the live medium by its
   file system label (mixos.root_label=), an installed system by its root file
-  system's UUID (mixos.root=UUID=...);
+  system's UUID (mixos.root=UUID=...), an image on an SDISK by its path on the
+  SDISK's data partition (mixos.image=/images/NAME.iso);
 - extra: what the image's builder or install.yaml adds (kernel_args:);
 - the entry's own: one of ENTRIES (normal, VRAM, rescue).
 """
@@ -73,6 +74,18 @@ def live_root(label: str) -> str:
 def disk_root(fs_uuid: str) -> str:
     """Root argument of an installed system: its root file system's UUID."""
     return f"mixos.root=UUID={fs_uuid}"
+
+
+def install_arg(path: str) -> str:
+    """The argument that starts the unattended installer with the install.yaml at
+    PATH (on the medium, or a URL); never on a rescue entry."""
+    return f"mixos.install={path}"
+
+
+def sdisk_root(image_path: str) -> str:
+    """Root argument of an image on an SDISK: the initramfs finds the SDISK's data
+    partition by its label (layout.SDISK_LABEL) and loop-mounts PATH from it."""
+    return f"mixos.image={image_path}"
 
 
 def kernel_args(entry_args: str = "", *, hardening: str, root: str, extra: str = "") -> str:

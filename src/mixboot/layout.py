@@ -10,6 +10,15 @@ loaded from, under BIOS and UEFI alike):
     3  root         ext4, the whole system including /boot
     4  swap         optional
     5  data         optional, mounted where install.yaml says (default /srv)
+
+An SDISK (a disk carrying several MixOS images and a menu to pick one) keeps
+partitions 1 and 2 and puts its data partition at number 3, so that the same
+GRUB images (prefix "(,gpt3)/boot/grub") boot it:
+
+    3  SDISK data   ext4 labelled MIXOS-SDISK: /images/*.iso, /boot/grub/
+                    (grub.cfg written by mixboot.sdisk, grubenv). ext4 rather
+                    than FAT: its journal keeps `mix sdisk add` power-cut safe,
+                    and Linux build hosts mount it without FAT support
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ NAMES = {BIOS_BOOT: "bios", ESP: "esp", ROOT: "root", SWAP: "swap", DATA: "data"
 PART_LABELS = {BIOS_BOOT: "mixos-bios", ESP: "mixos-esp", ROOT: "mixos-root",
                SWAP: "mixos-swap", DATA: "mixos-data"}
 FS_LABELS = {ESP: "MIXOS-ESP", ROOT: "mixos-root", DATA: "mixos-data"}
+
+# The SDISK's data partition: its number (GRUB's prefix names it like the root
+# of an installed disk) and file system label (the initramfs finds it by it).
+SDISK_DATA = ROOT
+SDISK_LABEL = "MIXOS-SDISK"
+SDISK_IMAGES = "images"  # the directory of the images on it
 
 # Sizes (MiB) of the fixed partitions and the smallest root that holds MixOS
 # with room for one kernel upgrade.

@@ -1,22 +1,41 @@
-"""GRUB menus: the installed disk's (the live medium's is built in mixbuild.images.iso,
-from the same entries and command line, mixboot.cmdline).
+"""GRUB menus: the installed disk's and the SDISK's (the live medium's is built in
+mixbuild.images.iso, from the same entries and command line, mixboot.cmdline).
 
 The disk menu boots, by id, the kernel GRUB's environment block names (see
 kernels.py for the trial/fallback protocol); every entry loads /boot/<version>/
 from the root partition GRUB's prefix points at (layout.GRUB_PREFIX). The
 known-good kernel is the first entry, so that a menu whose environment block
 cannot be read still boots it.
+
+The SDISK menu lists each image it carries (its name, version and build date
+from the image's own mixos-image.json) with a normal, a VRAM and a rescue
+entry; GRUB loop-mounts the chosen ISO file and boots its kernel with
+mixos.image=/images/NAME.iso, so the initramfs finds the same file.
+
+Both read two variables from GRUB's environment block (grubenv, next to the
+menu): mixos_vram (the VRAM mode of the normal entries, set by `mix vram
+enable|disable`) and, on an SDISK, mixos_default (the image booted by default,
+set by `mix sdisk default`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mixboot import cmdline
+from mixboot import cmdline, layout
+from mixboot.image import ImageInfo
 
 # As on the live medium: no visible menu unless Esc or Shift is pressed on the
 # keyboard while GRUB starts (a visible timeout costs its length on every boot).
 MENU_HINT = "Esc or Shift on the keyboard: boot menu (previous kernel, rescue shell)"
+SDISK_HINT = "Esc or Shift on the keyboard: boot menu (every image, VRAM, rescue shell)"
+# GRUB environment variables (grubenv) the menus read.
+VRAM_VAR = "mixos_vram"
+DEFAULT_VAR = "mixos_default"
+# The VRAM mode of normal entries when grubenv sets none: an installed system
+# runs from its disk; an SDISK image decides as the live ISO does (auto).
+DISK_VRAM_DEFAULT = "off"
+SDISK_VRAM_DEFAULT = "auto"
 
 
 @dataclass(frozen=True)
@@ -26,19 +45,31 @@ class MenuKernel:
 
 
 def _entry(ident: str, title: str, version: str, args: str) -> list[str]:
+    return _boot_entry(ident, title, f"/boot/{version}/vmlinuz",
+                       f"/boot/{version}/initramfs.img", args)
+
+
+def _boot_entry(ident: str, title: str, kernel: str, initrd: str, args: str,
+                setup: tuple[str, ...] = ()) -> list[str]:
     # Under BIOS the 16-bit boot protocol (linux16), as on the live medium: the
     # kernel reaches /init ~1.5 s sooner under TCG.
     return [
         f'menuentry "{title}" --id "{ident}" {{',
+        *(f"    {line}" for line in setup),
         '    if [ "$grub_platform" = pc ]; then',
-        f"        linux16 /boot/{version}/vmlinuz {args}",
-        f"        initrd16 /boot/{version}/initramfs.img",
+        f"        linux16 {kernel} {args}",
+        f"        initrd16 {initrd}",
         "    else",
-        f"        linux /boot/{version}/vmlinuz {args}",
-        f"        initrd /boot/{version}/initramfs.img",
+        f"        linux {kernel} {args}",
+        f"        initrd {initrd}",
         "    fi",
         "}",
     ]
+
+
+def _vram(entry_args: str) -> str:
+    """A normal entry's arguments with the VRAM mode grubenv chose."""
+    return f"{entry_args} VRAM=${{{VRAM_VAR}}}"
 
 
 def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, hardening: str,
@@ -53,6 +84,7 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         "set timeout=0",
         "set timeout_style=hidden",
         f'echo "{name}: {MENU_HINT}"',
+        f"set {VRAM_VAR}={DISK_VRAM_DEFAULT}",
         "load_env",
         "if [ -n \"${mixos_trial}\" ]; then",
         "    # A new kernel, booted once: cleared before it runs, so that a kernel",
@@ -68,17 +100,68 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
     ]
     root = cmdline.disk_root(root_uuid)
     for k in kernels:
-        args = cmdline.kernel_args(f"{cmdline.entry('normal').args} {cmdline_kernel(k.version)}",
-                                   hardening=hardening, root=root, extra=extra)
+        args = cmdline.kernel_args(
+            f"{_vram(cmdline.entry('normal').args)} {cmdline_kernel(k.version)}",
+            hardening=hardening, root=root, extra=extra)
         title = f"{name}, kernel {k.version}" + (" (previous)" if k.previous else "")
         lines += _entry(entry_id(k.version), title, k.version, args)
     current = next((k for k in kernels if not k.previous), None)
     if current is not None:
-        rescue = cmdline.entry("rescue")
-        args = cmdline.kernel_args(f"{rescue.args} {cmdline_kernel(current.version)}",
-                                   hardening=hardening, root=root, extra=extra)
-        lines += _entry(f"rescue-{current.version}", f"{name}{rescue.title}", current.version,
-                        args)
+        for e in (cmdline.entry("vram"), cmdline.entry("rescue")):
+            args = cmdline.kernel_args(f"{e.args} {cmdline_kernel(current.version)}",
+                                       hardening=hardening, root=root, extra=extra)
+            lines += _entry(f"{e.ident}-{current.version}", f"{name}{e.title}",
+                            current.version, args)
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class MenuImage:
+    """An image on an SDISK: its file name under /images and what it says about itself."""
+
+    file: str
+    info: ImageInfo
+
+
+def image_entry_id(file: str, entry: str = "normal") -> str:
+    """An SDISK entry id: never starting with a digit (see entry_id)."""
+    return f"image-{file}" if entry == "normal" else f"image-{file}-{entry}"
+
+
+def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
+    """The SDISK's grub.cfg: every image with its entries; DEFAULT (a file name)
+    is booted unless grubenv's mixos_default names another."""
+    lines = [
+        "# MixOS SDISK boot menu, written by mixboot/sdisk.py (mix sdisk): do not edit;",
+        "# 'mix sdisk add|remove|default' rewrite it from the images' mixos-image.json.",
+        "serial --unit=0 --speed=115200",
+        "terminal_input console",
+        "terminal_output serial console",
+        "set timeout=0",
+        "set timeout_style=hidden",
+        f'echo "MixOS SDISK ({len(images)} images): {SDISK_HINT}"',
+        f"set {VRAM_VAR}={SDISK_VRAM_DEFAULT}",
+        f'set {DEFAULT_VAR}="{default}"',
+        "load_env",
+        f'set default="image-${{{DEFAULT_VAR}}}"',
+        "",
+    ]
+    for img in images:
+        info = img.info
+        path = f"/{layout.SDISK_IMAGES}/{img.file}"
+        setup = (f"loopback loop {path}",)
+        for e in cmdline.ENTRIES:
+            if info.install and e.ident == "vram":
+                continue  # an installer reads its medium (repository, install.yaml)
+            own = _vram(e.args) if e.ident == "normal" else e.args
+            extra = info.extra
+            if info.install and e.ident != "rescue":
+                extra = f"{extra} {cmdline.install_arg(info.install)}"
+            args = cmdline.kernel_args(own, hardening=info.hardening,
+                                       root=cmdline.sdisk_root(path), extra=extra)
+            lines += _boot_entry(image_entry_id(img.file, e.ident),
+                                 f"{info.title}{e.title} [{img.file}]",
+                                 f"(loop){info.kernel}", f"(loop){info.initrd}", args, setup)
     return "\n".join(lines) + "\n"
 
 

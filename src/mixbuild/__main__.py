@@ -15,6 +15,7 @@ STAGES = {
     "iso": "mixbuild.images.iso",
     "bootloader": "mixbuild.images.bootloader",
     "viso": "mixbuild.images.viso",
+    "sdisk": "mixbuild.images.sdisk",
     "qemu": "mixbuild.vm.qemu",
 }
 

@@ -57,8 +57,8 @@ def step(title: str) -> Iterator[None]:
 
 def run(cmd: Sequence[str | Path], *, cwd: Path | None = None,
         env: dict[str, str] | None = None, capture: bool = False,
-        timeout: float | None = 600) -> subprocess.CompletedProcess[str]:
-    """Run CMD with stdin closed, a C locale and a clean environment; raise
+        timeout: float | None = 600, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run CMD with stdin closed (or fed INPUT), a C locale and a clean environment; raise
     BuildError naming the exact command line (ready to paste) when it fails."""
     argv = [str(c) for c in cmd]
     full_env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C",
@@ -67,7 +67,8 @@ def run(cmd: Sequence[str | Path], *, cwd: Path | None = None,
         full_env["HOME"] = os.environ["HOME"]
     full_env.update(env or {})
     try:
-        proc = subprocess.run(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(argv, cwd=cwd, env=full_env,
+                              stdin=subprocess.DEVNULL if input is None else None, input=input,
                               capture_output=capture, text=True, timeout=timeout, check=False)
     except FileNotFoundError as e:
         raise BuildError(f"{argv[0]}: not found; run 'make deps' to install the build tools") from e

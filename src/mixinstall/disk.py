@@ -76,13 +76,13 @@ def whole_disk(rdev: int) -> int:
 
 def boot_disks() -> set[int]:
     """Device numbers of the disks the running system came from: the live medium,
-    an installed root, and whatever holds / and /run/mixos/medium."""
+    an installed root, an SDISK, and whatever holds / and /run/mixos/medium."""
     found: set[int] = set()
     names: list[str] = []
     if BOOT_ENV.is_file():
         for line in BOOT_ENV.read_text().splitlines():
             key, _, value = line.partition("=")
-            if key in ("MIXOS_MEDIUM", "MIXOS_ROOT") and value.startswith("/dev/"):
+            if key in ("MIXOS_MEDIUM", "MIXOS_ROOT", "MIXOS_SDISK") and value.startswith("/dev/"):
                 names.append(value)
     try:
         for line in Path("/proc/mounts").read_text().splitlines():

@@ -52,8 +52,17 @@ def test_the_iso_as_a_disk_is_the_first_boot_device() -> None:
     argv = command(Machine(iso=Path("/x.iso"), iso_media="disk", disks=(Path("/seed.img"),)))
     assert "-boot" not in argv and "media=cdrom" not in " ".join(argv)
     devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
-    assert devices[0] == "virtio-blk-pci,drive=iso,bootindex=0"
+    assert devices[0] == "virtio-blk-pci,drive=iso,id=iso-disk,bootindex=0"
     assert argv[argv.index("-drive") + 1] == "file=/x.iso,if=none,id=iso,format=raw,readonly=on"
+
+
+def test_a_drive_with_an_id_can_be_unplugged_and_boots_first() -> None:
+    argv = command(Machine(drives=(Drive(Path("/d.viso"), ident="boot"),),
+                           disks=(Path("/seed.img"),), qmp=Path("/tmp/q")))
+    assert argv[argv.index("-drive") + 1].startswith("file=/d.viso,if=none,id=boot-drive,")
+    assert "pcie-root-port,id=boot-port,chassis=1,slot=1" in argv  # q35: hot-pluggable there
+    assert "virtio-blk-pci,drive=boot-drive,id=boot,bus=boot-port,bootindex=0" in argv
+    assert argv[argv.index("-qmp") + 1] == "unix:/tmp/q,server=on,wait=off"
 
 
 def test_uefi_uses_ovmf_and_kvm_uses_the_host_cpu() -> None:

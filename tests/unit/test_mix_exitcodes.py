@@ -136,7 +136,13 @@ def start_waiting(w: World) -> subprocess.Popen[str]:
     """A mix install waiting (--wait) for the lock this test holds."""
     argv = [sys.executable, "-m", "mix", "--root", str(w.root), "--repo", f"file://{w.repo}",
             "--keys-dir", str(w.keys_dir), "-y", "--wait", "install", "app"]
-    proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=str(SRC)),
+    # SIGINT as at a terminal: a test run started in the background (make test &)
+    # hands its children SIGINT ignored, and Python then installs no handler; the
+    # default disposition is restored before mix starts.
+    restore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", restore, *argv],
+                            env=dict(os.environ, PYTHONPATH=str(SRC)),
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()

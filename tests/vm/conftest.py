@@ -54,6 +54,7 @@ from pathlib import Path
 
 import pytest
 
+from mixboot import seed
 from mixbuild.common import ARTIFACTS
 from mixbuild.images import iso as iso_stage
 from mixbuild.vm.guest import VM, VMError
@@ -102,16 +103,52 @@ def viso_image() -> Path:
     return _image("MIXOS_VISO", default, "make viso")
 
 
-def overlay(base: Path, path: Path, grow_mib: int = 0) -> Path:
+def overlay(base: Path, path: Path, grow_mib: int = 0, base_format: str = "qcow2") -> Path:
     """A qcow2 overlay of BASE at PATH (writes go to it; BASE stays as built),
     GROW_MIB bigger than BASE when asked (as `qemu-img resize` would make it)."""
     path.unlink(missing_ok=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b",
                     str(base.absolute()), str(path)], check=True, capture_output=True)
     if grow_mib:
         subprocess.run(["qemu-img", "resize", "-q", str(path), f"+{grow_mib}M"], check=True,
                        capture_output=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def sdisk_image() -> Path:
+    """The SDISK (make sdisk, raw): boot it through an overlay(base_format="raw")."""
+    default = ARTIFACTS / f"mixos-{iso_stage.project_version()}.sdisk"
+    return _image("MIXOS_SDISK", default, "make sdisk")
+
+
+@pytest.fixture
+def sockets_dir() -> Iterator[Path]:
+    """A short directory for QEMU's monitor and QMP sockets (Unix socket names are
+    limited to 108 bytes; pytest's temporary paths can be longer)."""
+    d = Path(tempfile.mkdtemp(prefix="mixos-sock-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def http_repo() -> Iterator[str]:
+    """The build's signed repository (artifacts/repo) served over HTTP on 127.0.0.1;
+    the URL the guest reaches it by (QEMU user networking: the host is 10.0.2.2)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(ARTIFACTS / "repo")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://10.0.2.2:{server.server_port}"
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -132,25 +169,9 @@ def ssh_keypair(vm_workdir: Path) -> KeyPair:
     return KeyPair(private=key, public=key.with_suffix(".pub").read_text().strip())
 
 
-def make_nocloud_seed(path: Path, public_key: str, hostname: str = "mixos-test") -> Path:
-    """A 2 MiB vfat image labelled CIDATA holding NoCloud user-data and meta-data."""
-    src = path.parent / (path.name + ".d")
-    src.mkdir(exist_ok=True)
-    (src / "user-data").write_text(
-        f'#cloud-config\nssh_authorized_keys:\n  - "{public_key}"\n')
-    (src / "meta-data").write_text(f"instance-id: {hostname}\nlocal-hostname: {hostname}\n")
-    path.unlink(missing_ok=True)
-    subprocess.run(["mkfs.vfat", "-n", "CIDATA", "-C", str(path), "2048"], check=True,
-                   capture_output=True)
-    for name in ("user-data", "meta-data"):
-        subprocess.run(["mcopy", "-i", str(path), str(src / name), f"::{name}"], check=True,
-                       capture_output=True)
-    return path
-
-
 @pytest.fixture(scope="session")
 def nocloud_seed(vm_workdir: Path, ssh_keypair: KeyPair) -> Path:
-    return make_nocloud_seed(vm_workdir / "seed.img", ssh_keypair.public)
+    return seed.make_seed(vm_workdir / "seed.img", [ssh_keypair.public], hostname="mixos-test")
 
 
 class Guest:

@@ -1,4 +1,5 @@
-"""`make bootloader`: the prebuilt GRUB images an installed MixOS disk boots from.
+"""`make bootloader`: the prebuilt GRUB images an installed MixOS disk (and an
+SDISK, mixboot.sdisk) boots from.
 
     artifacts/grub/boot.img     the BIOS master boot record code (Debian's, as is)
     artifacts/grub/core.img     GRUB for BIOS (SeaBIOS): goes into GPT partition 1
@@ -41,15 +42,17 @@ OUTPUT_DIR = ARTIFACTS / "grub"
 # dependencies). gzio: the kernel and initramfs may be gzip files.
 MENU_MODULES = ("normal", "configfile", "linux", "search", "search_fs_uuid", "search_label",
                 "echo", "test", "loadenv", "serial", "terminal", "gzio", "sleep",
-                "reboot", "halt", "ls", "cat")
+                "reboot", "halt", "ls", "cat",
+                # An SDISK (mixboot.sdisk): a FAT data partition holding ISO files.
+                "fat", "loopback", "iso9660")
 # What each platform needs to find the root partition, plus its own loaders.
 # BIOS: the firmware's disks (biosdisk) and the 16-bit Linux boot protocol
 # (linux16, ~1.5 s sooner to /init under TCG, see mixbuild.images.iso). No video
 # module: linux16 leaves the screen in text mode, which is what the kernel wants.
 BIOS_MODULES = ("biosdisk", "part_gpt", "ext2", "linux16", *MENU_MODULES)
-# UEFI: the firmware's disks come with the EFI kernel; fat reads the ESP, efi_gop
-# hands the kernel a framebuffer for its screen console.
-EFI_MODULES = ("part_gpt", "ext2", "fat", "efi_gop", *MENU_MODULES)
+# UEFI: the firmware's disks come with the EFI kernel (fat, among MENU_MODULES, reads
+# the ESP); efi_gop hands the kernel a framebuffer for its screen console.
+EFI_MODULES = ("part_gpt", "ext2", "efi_gop", *MENU_MODULES)
 
 
 def grub_version() -> str:

@@ -11,6 +11,8 @@ the screen (hidden unless Esc or Shift is pressed on the keyboard, see MENU_TIME
 Layout inside the ISO (volume label MIXOS; the initramfs finds it by label):
 
     /boot/vmlinuz  /boot/initramfs.img  /boot/grub/grub.cfg  /live/root.squashfs
+    /mixos-image.json  what the image says about itself (mixboot.image): the
+                   SDISK's menu reads it
     /repo/         the signed package repository the image's mix uses offline
                    (artifacts/medium-repo from `make rootfs`; the booted system
                    sees it at /run/mixos/medium/repo)
@@ -32,7 +34,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixboot import cmdline
+from mixboot import cmdline, image
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
 from mixbuild.images import bootcompat
 
@@ -112,9 +114,11 @@ def grub_cfg(inputs: IsoInputs) -> str:
         "",
     ]
     for entry_id, title, args in entries:
+        if inputs.install_config is not None and entry_id == "vram":
+            continue  # the installer reads its medium (repository, install.yaml): no VRAM
         extra = inputs.extra_cmdline
         if inputs.install_config is not None and entry_id != "rescue":
-            extra = f"{extra} mixos.install={INSTALL_CONFIG_PATH}".strip()
+            extra = f"{extra} {cmdline.install_arg(INSTALL_CONFIG_PATH)}".strip()
             title += ", unattended install"
         line = kernel_args(args, label=inputs.label, extra=extra)
         # Under BIOS, the 16-bit boot protocol (linux16): the kernel reaches
@@ -131,6 +135,16 @@ def grub_cfg(inputs: IsoInputs) -> str:
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def image_info(inputs: IsoInputs) -> image.ImageInfo:
+    """What the image says about itself (/mixos-image.json: the SDISK's menu reads it)."""
+    return image.ImageInfo(
+        version=inputs.version,
+        build_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(source_date_epoch())),
+        kernel="/boot/vmlinuz", initrd="/boot/initramfs.img", root_image=SQUASHFS_PATH,
+        hardening=hardening_cmdline(), extra=inputs.extra_cmdline,
+        install=INSTALL_CONFIG_PATH if inputs.install_config is not None else "")
 
 
 def reproducible_dates() -> list[str]:
@@ -169,6 +183,7 @@ def inputs_key(inputs: IsoInputs, cfg: str) -> str:
             h.update(hashlib.file_digest(f, "sha256").digest())
         h.update(str(path.name).encode())
     h.update(cfg.encode())
+    h.update(image_info(inputs).to_json().encode())
     h.update(Path(__file__).read_bytes())  # this builder's own code
     h.update(json.dumps([GRUB_MODULES, source_date_epoch(), inputs.label]).encode())
     h.update(run(["grub-mkrescue", "--version"], capture=True).stdout.encode())
@@ -222,7 +237,7 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         (tree / "boot" / "grub" / "grub.cfg").write_text(cfg)
         if inputs.repo is not None:
             shutil.copytree(inputs.repo, tree / "repo")
-        (tree / "mixos-release").write_text(f"MixOS {inputs.version}\n")
+        (tree / image.INFO_PATH.lstrip("/")).write_text(image_info(inputs).to_json())
         if inputs.install_config is not None:
             shutil.copyfile(inputs.install_config, tree / INSTALL_CONFIG_PATH.lstrip("/"))
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,38 @@ class VM:
             mon.sendall(f"sendkey {key}\n".encode())
             self._read_until(mon, b"(qemu) ", deadline)
 
+    def qmp(self, execute: str, timeout: float = 10, **arguments: object) -> dict[str, object]:
+        """Run one QMP command (Machine.qmp's socket) and return its reply's "return";
+        an error reply raises VMError."""
+        import json
+
+        if self.machine.qmp is None:
+            raise VMError("this VM has no QMP socket (Machine.qmp)")
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.machine.qmp))
+            reader = sock.makefile("rb")
+
+            def reply() -> dict[str, object]:
+                while time.monotonic() < deadline:
+                    msg = json.loads(reader.readline() or b"{}")
+                    if not msg:
+                        raise VMError("QEMU closed its QMP socket")
+                    if "return" in msg or "error" in msg:
+                        return dict(msg)
+                raise VMError(f"no QMP reply to {execute} within {timeout} s")
+
+            json.loads(reader.readline())  # the greeting
+            sock.sendall(b'{"execute": "qmp_capabilities"}\n')
+            reply()
+            sock.sendall(json.dumps({"execute": execute, "arguments": arguments}).encode() + b"\n")
+            answer = reply()
+        if "error" in answer:
+            raise VMError(f"QMP {execute} {arguments}: {answer['error']}")
+        result = answer.get("return")
+        return dict(result) if isinstance(result, dict) else {}
+
     @staticmethod
     def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> None:
         seen = b""
