@@ -77,10 +77,28 @@ def show_plan(changes: list[Change], as_json: bool) -> None:
     say(f"{len(changes)} package{'s' if len(changes) != 1 else ''}; " + ", ".join(sizes))
 
 
+# Global options left out of the history: where and how mix ran (paths of the host that
+# built an image, for one), not what was asked.
+_UNRECORDED = {"-y", "--yes", "--json", "--no-scripts", "--simulate"}
+_UNRECORDED_WITH_VALUE = {"--root", "--repo", "--keys-dir", "--timeout"}
+
+
 def command_line(args: argparse.Namespace) -> str:
+    """The command as given, for the history: the command and its own arguments."""
     import shlex
 
-    return "mix " + shlex.join(getattr(args, "argv", None) or [args.command])
+    words, skip = [], False
+    for word in getattr(args, "argv", None) or [args.command]:
+        if skip:
+            skip = False
+        elif word in _UNRECORDED_WITH_VALUE:
+            skip = True
+        elif word in _UNRECORDED or word.startswith("--wait") or \
+                word.split("=", 1)[0] in _UNRECORDED_WITH_VALUE:
+            continue
+        else:
+            words.append(word)
+    return "mix " + shlex.join(words)
 
 
 def confirm(args: argparse.Namespace) -> None:
@@ -152,17 +170,33 @@ def carry_out(s: Session, changes: list[Change], reason_flips: dict[str, str],
         # the partial download beside its target takes the space until it is renamed
         check_space({str(s.cfg.cache_dir): (sum(sizes), 2 * len(sizes))},
                     "downloading the packages")
-    for ch in changes:
-        if ch.new is not None:
-            ch.path = s.package_file(ch.new)
+    from mix.progress import Progress
+
+    bar = Progress("downloading", sum(1 for size in sizes if size), sum(sizes),
+                   enabled=s.fetcher.progress)
+    s.fetcher.overall = bar
+    try:
+        for ch in changes:
+            if ch.new is not None:
+                if s.download_size(ch.new):
+                    bar.next_item(ch.name)
+                ch.path = s.package_file(ch.new)
+    finally:
+        bar.close()
+        s.fetcher.overall = None
     if getattr(args, "download_only", False):
         fetched = sum(1 for size in sizes if size)
+        if args.json:
+            return 0  # the plan was the document
         say(f"downloaded {fetched} package{'s' if fetched != 1 else ''} "
             f"({human_size(sum(sizes))}) into {s.cfg.cache_dir}; nothing else was changed"
             + ("" if fetched == len(sizes) else
                f" ({len(sizes) - fetched} already there or read in place from file://)"))
         return 0
 
+    labels = {r.name: r.label or r.name for r in s.cfg.repos}
+    for ch in changes:
+        ch.repo = labels.get(ch.repo, ch.repo)
     tx = Transaction(s.cfg.root, s.db, changes, run_scripts=s.cfg.run_scripts,
                      command=command_line(args))
     try:
@@ -226,14 +260,23 @@ def cmd_update(args: argparse.Namespace) -> int:
         ring = repos_mod.keyring(s.cfg)
         failures = []
         stored = repos_mod.stored(s.cfg)
+        rows: list[dict[str, Any]] = []
         for r in stored:
+            row: dict[str, Any] = {"name": r.repo.name, "url": r.repo.url, "packages": None,
+                                   "unchanged": False, "error": None}
+            rows.append(row)
             try:
                 n = repos_mod.update(s.cfg, r, ring, s.fetcher)
-                say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
+                row.update(packages=n, unchanged=n is None)
+                if not args.json:
+                    say(f"{r.repo.url}: " + ("unchanged" if n is None else f"{n} packages"))
             except MixError as e:
                 failures.append(e)
+                row["error"] = e.message
                 kept = " (kept the previous index)" if r.exists() else ""
                 print(f"mix: error: {r.repo.url}: {e.message}{kept}", file=sys.stderr)
+        if args.json:
+            emit_json({"repositories": rows})
         if failures:
             raise type(failures[0])(f"{len(failures)} of {len(s.cfg.repos)} repositories "
                                     "could not be updated", failures[0].hint)
@@ -290,7 +333,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         solver = s.solver(repositories=bool(s.cfg.repos))
         if local:
             solver.add_repo("@local", local, priority=1000)
-        refuse_held(s, [n for n in (parse_spec_name(x) for x in specs) if n])
+        refuse_held(s, [name for name, spec in ((parse_spec_name(x), x) for x in specs)
+                        if name and not _installed_meets(s, name, spec)])
         plan = solver.solve(Request(install=specs, held=sorted(s.db.holds())))
         return execute(s, plan, [a for a in args.packages])
 
@@ -314,6 +358,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from mix.solver import Request
 
+    restart = False
     with Session(args, write=not args.simulate) as s:
         for name in args.packages:
             if s.db.package(name) is None:
@@ -325,7 +370,90 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             else Request(upgrade_all=True, held=held)
         if held and not args.packages and not args.json:
             say(f"held, not upgraded: {', '.join(held)}")
-        return execute(s, solver.solve(req), [])
+        plan = solver.solve(req)
+        first = self_first(s, plan, held)
+        if first is None:
+            return execute(s, plan, [])
+        if not args.json:
+            say("first mix and what it runs on, in a transaction of their own: "
+                + ", ".join(c.name for c in first))
+        carry_out(s, first, {}, [])
+        restart = True
+    if restart:
+        return continue_upgrade(args)
+    return 0
+
+
+def runs_on(s: Session) -> set[str]:
+    """The installed packages the running mix is made of and runs on: the owners of its
+    own files and of the Python interpreter, with everything they depend on. Empty when
+    this mix does not run from the root it changes."""
+    import mix
+    from mix.queries import _dependency_names
+    from mix.search import provided_names
+
+    root = s.cfg.root.resolve()
+    mine = []
+    for f in (Path(mix.__file__).resolve(), Path(sys.executable).resolve()):
+        try:
+            mine.append("/" + str(f.relative_to(root)))
+        except ValueError:
+            continue
+    names = {o["package"] for path in mine for o in s.db.owners(path)}
+    if not names:
+        return set()
+    packages = {p["name"]: p for p in s.db.packages()}
+    providers: dict[str, set[str]] = {}
+    for p in packages.values():
+        for n in (p["name"], *provided_names(p.get("provides") or (), p["name"])):
+            providers.setdefault(n, set()).add(p["name"])
+    todo = list(names)
+    while todo:
+        for dep in packages[todo.pop()].get("dependencies") or ():
+            for n in _dependency_names(dep):
+                for provider in providers.get(n, ()):
+                    if provider not in names:
+                        names.add(provider)
+                        todo.append(provider)
+    return names
+
+
+def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
+    """When an upgrade changes mix itself or what it runs on (python3, glibc, libsqlite3,
+    ...) along with other packages, those go first in a transaction of their own, and mix
+    starts again, new, for the rest. None: nothing to do first."""
+    from mix.solver import Request
+
+    args = s.args
+    if args.simulate or getattr(args, "download_only", False) \
+            or os.environ.get("MIX_SELF_UPGRADED"):
+        return None
+    changes = plan_changes(plan)
+    core = runs_on(s)
+    own = sorted({c.name for c in changes if c.name in core and c.kind != "remove"})
+    if not own or len(own) == len(changes):
+        return None
+    first = plan_changes(s.solver().solve(Request(upgrade=own, held=held)))
+    return first if first and len(first) < len(changes) else None
+
+
+def continue_upgrade(args: argparse.Namespace) -> int:
+    """The rest of the upgrade, by the mix just installed: the same command line,
+    executed anew (the new interpreter, the new modules). Called as a library, mix
+    goes on in this process instead."""
+    from mix.transaction import failpoints_passed
+
+    if not getattr(args, "from_cli", False):
+        os.environ["MIX_SELF_UPGRADED"] = "1"
+        try:
+            return cmd_upgrade(args)
+        finally:
+            del os.environ["MIX_SELF_UPGRADED"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = dict(os.environ, MIX_SELF_UPGRADED="1", MIX_FAILPOINT_DONE=str(failpoints_passed()))
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    return 0  # not reached
 
 
 # --- reinstalling --------------------------------------------------------------------------
@@ -409,8 +537,8 @@ def cache_contents(s: Session, keep_installed: bool) -> list[Path]:
 
 
 def prune_cache(s: Session) -> None:
-    """After a transaction the cache keeps only installed packages' files (as apk does):
-    what an upgrade or removal superseded goes."""
+    """After a transaction the cache keeps only installed packages' files: what an
+    upgrade or removal superseded goes."""
     try:
         for p in cache_contents(s, keep_installed=True):
             if not p.name.startswith("."):  # a partial download stays for resuming
@@ -427,11 +555,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for p in doomed:
             freed += p.lstat().st_size
             if args.simulate:
-                say(f"would remove {p}")
+                if not args.json:
+                    say(f"would remove {p}")
             else:
                 p.unlink(missing_ok=True)
         verb = "would free" if args.simulate else "freed"
-        say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
+        if args.json:
+            emit_json({"removed": [str(p) for p in doomed], "bytes": freed,
+                       "simulate": bool(args.simulate)})
+        else:
+            say(f"{s.cfg.cache_dir}: {len(doomed)} files, {verb} {human_size(freed)}")
     return 0
 
 
@@ -442,6 +575,20 @@ def parse_spec_name(spec: str) -> str:
 
     m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9+._-]*)", spec)
     return m.group(1) if m else ""
+
+
+def _installed_meets(s: Session, name: str, spec: str) -> bool:
+    """Whether the installed package name already is what spec asks for (so that
+    installing it changes nothing, held or not)."""
+    from mix.version import InvalidDependency, parse_dependency
+
+    inst = s.db.package(name)
+    if inst is None:
+        return False
+    try:
+        return parse_dependency(spec).matches(name, inst["version"])
+    except InvalidDependency:
+        return False
 
 
 def refuse_held(s: Session, names: list[str]) -> None:
@@ -467,8 +614,11 @@ def cmd_hold(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_hold(c, name, True)
-    say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
-        "install and remove refuse them)")
+    if args.json:
+        emit_json({"held": args.packages})
+    else:
+        say(f"held: {', '.join(args.packages)} (upgrade leaves them alone; "
+            "install and remove refuse them)")
     return 0
 
 
@@ -482,7 +632,10 @@ def cmd_unhold(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_hold(c, name, False)
-    say(f"released: {', '.join(args.packages)}")
+    if args.json:
+        emit_json({"released": args.packages})
+    else:
+        say(f"released: {', '.join(args.packages)}")
     return 0
 
 
@@ -495,7 +648,10 @@ def cmd_mark(args: argparse.Namespace) -> int:
         with s.db.transaction() as c:
             for name in args.packages:
                 Database.set_reason(c, name, args.reason)
-    say(f"marked {args.reason}: {', '.join(args.packages)}")
+    if args.json:
+        emit_json({"marked": args.packages, "reason": args.reason})
+    else:
+        say(f"marked {args.reason}: {', '.join(args.packages)}")
     return 0
 
 

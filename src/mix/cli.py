@@ -224,9 +224,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     from mix.build import build_package
 
     md = build_package(args.staging, args.output, args.compression)
-    print(f"built {args.output}: {md['name']} {md['version']} ({len(md['files'])} entries, "
-          f"{args.compression})")
+    _report(args, f"built {args.output}: {md['name']} {md['version']} ({len(md['files'])} "
+            f"entries, {args.compression})",
+            {"built": str(args.output), "name": md["name"], "version": md["version"],
+             "entries": len(md["files"]), "compression": args.compression})
     return 0
+
+
+def _report(args: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
+    """A command's result: text for people, or with --json the document."""
+    if getattr(args, "json", False):
+        from mix.session import emit_json
+
+        emit_json(doc)
+    else:
+        print(text)
 
 
 @command("key")
@@ -234,7 +246,8 @@ def cmd_key(args: argparse.Namespace) -> int:
     from mix.keys import generate
 
     key, pub = generate(args.name)
-    print(f"wrote {key} (secret, mode 0600) and {pub}")
+    _report(args, f"wrote {key} (secret, mode 0600) and {pub}",
+            {"key": str(key), "public_key": str(pub)})
     return 0
 
 
@@ -252,7 +265,9 @@ def cmd_repo(args: argparse.Namespace) -> int:
     files: dict[str, list[str]] | None = {} if args.files else None
     entries = scan_repo(Path(args.dir), files)
     path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days, files=files)
-    print(f"wrote {path} ({len(entries)} packages) and {path}.sig")
+    _report(args, f"wrote {path} ({len(entries)} packages) and {path}.sig",
+            {"index": str(path), "signature": f"{path}.sig", "packages": len(entries),
+             "files": str(path.with_name("files.json.gz")) if files is not None else None})
     return 0
 
 
@@ -273,11 +288,17 @@ def _load_commands(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    called_from_cli = argv is None
     argv = sys.argv[1:] if argv is None else argv
     # --wait takes its value only as --wait=SECONDS: a bare --wait waits without a limit
     # (argparse would otherwise take the next word, the command or a package, as SECONDS).
     args = parser.parse_args(["--wait=inf" if a == "--wait" else a for a in argv])
     args.argv = list(argv)  # the command as given, for the history
+    args.from_cli = called_from_cli
+    if called_from_cli and os.environ.get("MIX_SELF_UPGRADED"):
+        from mix import __version__
+
+        print(f"mix: continuing with the new mix {__version__}", file=sys.stderr, flush=True)
     if "mix.session" in sys.modules:  # (main called again in one process: tests)
         setattr(sys.modules["mix.session"], "json_emitted", False)  # noqa: B010
     if not args.command:

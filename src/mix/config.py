@@ -2,7 +2,10 @@
 
 ROOT/etc/mix/repositories lists one repository a line:
 
-    URL [priority=N] [name=NAME]      # file:///srv/repo, https://mirror.example/mixos
+    URL [MIRROR-URL...] [priority=N] [name=NAME]   # file:///srv/repo, https://a/mixos https://b/mixos
+
+Mirrors serve the same signed files; a mirror that fails (unreachable, a file missing,
+a stale or bad index, a corrupt package) is skipped for the next one.
 
 Higher priority wins when several repositories offer a package (default 0). The
 command line (--repo, --keys-dir) overrides the files.
@@ -26,11 +29,18 @@ class Repository:
     name: str
     url: str
     priority: int = 0
+    mirrors: tuple[str, ...] = ()
+    label: str = ""  # what the database records as the package's repository (default: name)
 
-    def file_url(self, filename: str) -> str:
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The URL, then its mirrors: the order in which they are tried."""
+        return (self.url, *self.mirrors)
+
+    def file_url(self, filename: str, base: str | None = None) -> str:
         from urllib.parse import quote
 
-        return self.url.rstrip("/") + "/" + quote(filename, safe="")
+        return (base or self.url).rstrip("/") + "/" + quote(filename, safe="")
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,15 @@ def repo_name(url: str) -> str:
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
+def repo_label(url: str) -> str:
+    """How the database names a repository given with --repo: a file:// one by its
+    directory's name (the rest of the path is the build host's business, and would make
+    two builds of one image differ), any other by its URL."""
+    if url.startswith("file://"):
+        return "file:" + url.rstrip("/").rsplit("/", 1)[-1]
+    return url.rstrip("/")
+
+
 def check_url(url: str, where: str) -> str:
     if not url.startswith(SCHEMES):
         raise UsageError(f"{where}: repository URL {url!r} must start with file://, http:// "
@@ -100,9 +119,13 @@ def parse_repositories(text: str, where: str) -> list[Repository]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        url, *opts = line.split()
+        url, *rest = line.split()
         loc = f"{where}:{lineno}"
         url = check_url(url, loc)
+        mirrors = []
+        while rest and "://" in rest[0]:
+            mirrors.append(check_url(rest.pop(0), loc))
+        opts = rest
         priority, name = 0, repo_name(url)
         for opt in opts:
             key, _, value = opt.partition("=")
@@ -113,7 +136,7 @@ def parse_repositories(text: str, where: str) -> list[Repository]:
             else:
                 raise UsageError(f"{loc}: unknown option {opt!r}",
                                  "options are priority=N and name=NAME")
-        repos.append(Repository(name, url, priority))
+        repos.append(Repository(name, url, priority, tuple(mirrors)))
     names = [r.name for r in repos]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: two repositories share a name")
@@ -127,7 +150,8 @@ def load(root: str | Path = "/", repo_urls: list[str] | None = None,
     if not root.is_dir():
         raise UsageError(f"--root {root}: not a directory", "create it first (mkdir -p)")
     if repo_urls:
-        repos = [Repository(repo_name(u), check_url(u, "--repo"), 0) for u in repo_urls]
+        repos = [Repository(repo_name(u), check_url(u, "--repo"), 0, label=repo_label(u))
+                 for u in repo_urls]
     else:
         path = root / "etc/mix/repositories"
         try:

@@ -90,6 +90,9 @@ class Database:
         try:
             if not readonly:
                 self.conn.execute("PRAGMA synchronous=FULL")
+                # Deleted rows are zeroed, not left in free pages: the journal's temporary
+                # names (host paths when building an image) never stay in the file.
+                self.conn.execute("PRAGMA secure_delete=ON")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and not readonly:
                 self.conn.executescript(SCHEMA + ADDITIONS)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from mix.errors import DiskFullError, FetchError, TrustError, is_disk_full
+from mix.progress import Progress
 
 CHUNK = 1 << 16
 
@@ -40,6 +41,8 @@ class Fetcher:
         # back-off pauses grow to at most one timeout; the whole fetch is bounded by:
         self.deadline_s = timeout * (retries + 1) + sum(self._pause(a) for a in range(1, retries + 1))
         self.progress = sys.stderr.isatty() if progress is None else progress
+        # The overall progress of a batch of downloads, when the caller draws one.
+        self.overall: Progress | None = None
 
     def _pause(self, attempt: int) -> float:
         return min(1.0 * attempt, self.timeout)
@@ -99,6 +102,9 @@ class Fetcher:
         done = start
         total = None if total is None else start + total
         last_draw = 0.0
+        counted = start  # (what the overall line already counts: retries add nothing)
+        if self.overall is not None and start:
+            self.overall.advance(start)
         # read1: return what one socket read brings, so that a trickling server cannot keep
         # a read (and the deadline check) waiting for a full chunk.
         read = getattr(fh, "read1", fh.read)
@@ -113,7 +119,11 @@ class Fetcher:
                 if max_size is not None and done > max_size:
                     raise _TooLarge(f"larger than the expected {max_size} bytes")
                 out.write(chunk)
-                if self.progress and time.monotonic() - last_draw > 0.1:
+                if self.overall is not None:
+                    if done > counted:
+                        self.overall.advance(done - counted)
+                        counted = done
+                elif self.progress and time.monotonic() - last_draw > 0.1:
                     last_draw = time.monotonic()
                     pct = f"{100 * done // total:3d}%" if total else f"{done >> 10} KiB"
                     sys.stderr.write(f"\r  {label} {pct}")

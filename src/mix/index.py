@@ -64,11 +64,35 @@ def _sort_key(entry: dict[str, Any]) -> tuple[str, str, str]:
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace PATH with DATA: a temporary file beside it, fsync, rename."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # (a full disk, for one: leave no half file)
+        raise
+
+
+def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Replace several files, all or none (as far as space goes): every temporary is
+    written and synced first, then they are renamed in order (renames need no space)."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            temps.append((tmp, path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _path in temps:
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,

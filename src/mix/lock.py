@@ -28,36 +28,37 @@ class RootLock:
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self._take()
+        except BaseException:  # refused, or Ctrl-C/SIGTERM while waiting
+            os.close(self.fd)
+            self.fd = -1
+            raise
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        return self
+
+    def _take(self) -> None:
         deadline = time.monotonic() + (self.wait or 0)
         told = False
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return
             except BlockingIOError:
                 holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                if self.wait and time.monotonic() < deadline:
-                    if not told:
-                        limit = "" if math.isinf(self.wait) else f" (at most {self.wait:g} s)"
-                        print(f"mix: waiting for another mix process (pid {holder}) to finish "
-                              f"changing this root{limit}", file=sys.stderr, flush=True)
-                        told = True
-                    time.sleep(min(self.POLL, max(0.0, deadline - time.monotonic())))
-                    continue
-                os.close(self.fd)
-                self.fd = -1
+            if not (self.wait and time.monotonic() < deadline):
                 waited = f" after waiting {self.wait:g} s" if self.wait else ""
                 raise LockedError(f"another mix process (pid {holder}) is changing this root "
                                   f"({self.path}){waited}",
                                   "wait for it to finish, or pass --wait[=SECONDS] to wait "
-                                  "for it") from None
-            except BaseException:
-                os.close(self.fd)
-                self.fd = -1
-                raise
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-        return self
+                                  "for it")
+            if not told:
+                limit = "" if math.isinf(self.wait) else f" (at most {self.wait:g} s)"
+                print(f"mix: waiting for another mix process (pid {holder}) to finish "
+                      f"changing this root{limit}", file=sys.stderr, flush=True)
+                told = True
+            time.sleep(min(self.POLL, max(0.0, deadline - time.monotonic())))
 
     @staticmethod
     def holder(state_dir: Path) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,15 @@ from typing import Any
 
 from mix.config import Config, Repository
 from mix.errors import MixError, TrustError, UsageError
-from mix.fetch import Fetcher, NotServedError
-from mix.index import FILES_NAME, INDEX_NAME, SIG_NAME, atomic_write, verify_index
+from mix.fetch import Fetcher, FetchError, NotServedError
+from mix.index import (
+    FILES_NAME,
+    INDEX_NAME,
+    SIG_NAME,
+    atomic_write,
+    atomic_write_all,
+    verify_index,
+)
 from mix.keys import PublicKey, load_keyring
 
 _CREATED_HEAD = re.compile(rb'\s*{\s*"created":\s*([0-9]+)\s*,')
@@ -88,12 +96,24 @@ class StoredRepo:
         except OSError:
             packed = b""
         if hashlib.sha256(packed).hexdigest() != ref["sha256"]:
-            packed = fetcher.fetch_bytes(f"{self.repo.url}/{FILES_NAME}", max_size=ref["size"])
-            got = hashlib.sha256(packed).hexdigest()
-            if got != ref["sha256"]:
-                raise TrustError(f"{self.repo.url}/{FILES_NAME}: sha256 {got} does not match "
-                                 f"the signed index ({ref['sha256']})",
-                                 "run 'mix update'; if it persists the mirror is corrupt")
+            failures: list[MixError] = []
+            for base in self.repo.urls:  # the URL, then its mirrors
+                try:
+                    packed = fetcher.fetch_bytes(f"{base}/{FILES_NAME}", max_size=ref["size"])
+                except FetchError as e:
+                    failures.append(e)
+                    continue
+                got = hashlib.sha256(packed).hexdigest()
+                if got == ref["sha256"]:
+                    break
+                failures.append(TrustError(
+                    f"{base}/{FILES_NAME}: sha256 {got} does not match the signed index "
+                    f"({ref['sha256']})", "run 'mix update'; if it persists the mirror is "
+                    "corrupt"))
+            else:
+                trust = [e for e in failures if isinstance(e, TrustError)]
+                first = (trust or failures)[0]
+                raise type(first)("; ".join(e.message for e in failures), first.hint)
             atomic_write(path, packed)
         try:
             lists = json.loads(gzip.decompress(packed))["files"]
@@ -174,7 +194,7 @@ def newest_seen(cfg: Config, url: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _record_seen(cfg: Config, url: str, created: int) -> None:
+def _record_seen(cfg: Config, urls: tuple[str, ...], created: int) -> None:
     path = _seen_path(cfg)
     try:
         seen = json.loads(path.read_bytes())
@@ -182,19 +202,40 @@ def _record_seen(cfg: Config, url: str, created: int) -> None:
             seen = {}
     except (OSError, ValueError):
         seen = {}
-    key = url_key(url)
-    if isinstance(seen.get(key), int) and seen[key] >= created:
-        return
-    seen[key] = created
-    atomic_write(path, (json.dumps(seen, indent=1, sort_keys=True) + "\n").encode())
+    changed = False
+    for key in {url_key(u) for u in urls}:
+        if not (isinstance(seen.get(key), int) and seen[key] >= created):
+            seen[key] = created
+            changed = True
+    if changed:
+        atomic_write(path, (json.dumps(seen, indent=1, sort_keys=True) + "\n").encode())
 
 
 def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher
            ) -> int | None:
     """Fetch, verify and store one repository's index; return its package count (None if
     it is unchanged). Rollback protection compares with the newest index accepted from
-    this URL under any name, not only with the copy stored under this one."""
-    base = repo.repo.url
+    this repository under any name or URL (its mirrors included), not only with the copy
+    stored under this name. A mirror that fails is skipped for the next one."""
+    failures: list[tuple[str, MixError]] = []
+    for base in repo.repo.urls:
+        try:
+            return _update_from(cfg, repo, ring, fetcher, base)
+        except (FetchError, TrustError) as e:
+            if len(repo.repo.urls) == 1:
+                raise
+            failures.append((base, e))
+            print(f"mix: warning: {base}: {e.message}; trying the next mirror"
+                  if base != repo.repo.urls[-1] else f"mix: warning: {base}: {e.message}",
+                  file=sys.stderr, flush=True)
+    trust: list[MixError] = [e for _b, e in failures if isinstance(e, TrustError)]
+    first = (trust or [e for _b, e in failures])[0]
+    raise type(first)(f"every mirror of {repo.repo.url} failed:\n  " + "\n  ".join(
+        f"{b}: {e.message}" for b, e in failures), first.hint)
+
+
+def _update_from(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: Fetcher,
+                 base: str) -> int | None:
     data = fetcher.fetch_bytes(f"{base}/{INDEX_NAME}")
     try:
         sig = fetcher.fetch_bytes(f"{base}/{SIG_NAME}", max_size=1 << 16)
@@ -205,12 +246,13 @@ def update(cfg: Config, repo: StoredRepo, ring: dict[str, PublicKey], fetcher: F
                          "`mix repo index`") from None
     if _unchanged(repo, data, sig):
         return None
-    held = [t for t in (repo.created(), newest_seen(cfg, base)) if t is not None]
+    held = [t for t in (repo.created(), *(newest_seen(cfg, u) for u in repo.repo.urls))
+            if t is not None]
     doc = verify_index(data, sig, ring, base, held_created=max(held) if held else None,
                        keys_dir=cfg.keys_dir)
     repo.dir.mkdir(parents=True, exist_ok=True)
+    # both written before either replaces the stored pair (a full disk changes neither)
+    atomic_write_all([(repo.dir / SIG_NAME, sig), (repo.index_path, data)])
     repo.cache_path.unlink(missing_ok=True)
-    atomic_write(repo.dir / SIG_NAME, sig)
-    atomic_write(repo.index_path, data)
-    _record_seen(cfg, base, doc["created"])
+    _record_seen(cfg, repo.repo.urls, doc["created"])
     return len(doc["packages"])

@@ -59,6 +59,8 @@ class RootResolver:
             if part in ("", "."):
                 continue
             if part == "..":
+                if not cur and not self.root:
+                    continue  # the root is /: '..' at the top stays there, as for the kernel
                 if not cur:
                     raise TransactionError(
                         f"{why}: a symlink on the way to {logical} leads outside the root "

@@ -54,6 +54,13 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _created_text(r: repos_mod.StoredRepo) -> str:
+    from mix.index import utc_date
+
+    created = r.created()
+    return utc_date(created) if created is not None else "at an unknown time"
+
+
 class Session:
     """A root opened for a command: config, database, and (for changes) the lock."""
 
@@ -127,7 +134,20 @@ class Session:
                 raise UsageError(f"cannot store repository indexes in {self.cfg.repos_dir}: "
                                  f"{e.strerror}", "run 'mix update' as root") from None
             for r in need:
-                repos_mod.update(self.cfg, r, ring, self.fetcher)
+                if self.write or not r.exists() or r.expired():
+                    repos_mod.update(self.cfg, r, ring, self.fetcher)
+                    continue
+                # A read-only command with --repo holds a valid copy: one attempt (not the
+                # retries a change deserves), then that copy, so that a query does not
+                # wait minutes for a stalled server.
+                from mix.errors import FetchError
+                from mix.fetch import Fetcher
+
+                try:
+                    repos_mod.update(self.cfg, r, ring, Fetcher(self.cfg.timeout, retries=0))
+                except FetchError as e:
+                    warn(f"{e.message}; answering from the index of {r.repo.url} stored "
+                         f"before (created {_created_text(r)})")
         for r in stored:
             if r.expired():
                 warn(f"the stored index of {r.repo.url} has expired; 'mix update' fetches a "
@@ -169,7 +189,7 @@ class Session:
         if entry.get("_local"):
             return 0
         repo = next((r for r in self.cfg.repos if r.name == entry.get("repo")), None)
-        if repo is None or repo.url.startswith("file://"):
+        if repo is None or all(u.startswith("file://") for u in repo.urls):
             return 0
         try:
             if (self.cfg.cache_dir / entry["filename"]).stat().st_size == entry.get("size"):
@@ -186,14 +206,32 @@ class Session:
         if repo is None:
             raise MixError(f"{entry['name']}: its repository {entry.get('repo')!r} is no "
                            "longer configured", "run 'mix update'")
-        url = repo.file_url(entry["filename"])
-        if url.startswith("file://"):
-            from urllib.parse import unquote, urlsplit
-
-            return Path(unquote(urlsplit(url).path))
+        from mix.errors import FetchError, TrustError
         from mix.package import sha256_file
 
         dest = self.cfg.cache_dir / entry["filename"]
-        if dest.exists() and sha256_file(dest) == entry["sha256"]:
-            return dest
-        return self.fetcher.fetch_file(url, dest, entry["sha256"], entry.get("size"))
+        failures: list[tuple[str, MixError]] = []
+        for base in repo.urls:  # the repository's URL, then its mirrors
+            url = repo.file_url(entry["filename"], base)
+            if url.startswith("file://"):
+                from urllib.parse import unquote, urlsplit
+
+                path = Path(unquote(urlsplit(url).path))
+                if path.exists() or len(repo.urls) == 1:
+                    return path  # read in place (and checked against the index then)
+                failures.append((base, FetchError(f"{path} does not exist")))
+                continue
+            if dest.exists() and sha256_file(dest) == entry["sha256"]:
+                return dest
+            try:
+                return self.fetcher.fetch_file(url, dest, entry["sha256"], entry.get("size"))
+            except (FetchError, TrustError) as e:
+                if len(repo.urls) == 1:
+                    raise
+                failures.append((base, e))
+                warn(f"{base}: {e.message}"
+                     + ("; trying the next mirror" if base != repo.urls[-1] else ""))
+        trust: list[MixError] = [e for _b, e in failures if isinstance(e, TrustError)]
+        first = (trust or [e for _b, e in failures])[0]
+        raise type(first)(f"{entry['filename']}: every mirror of {repo.url} failed:\n  "
+                          + "\n  ".join(f"{b}: {e.message}" for b, e in failures), first.hint)

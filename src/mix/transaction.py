@@ -42,6 +42,7 @@ from mix.errors import (
     is_disk_full,
 )
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
+from mix.progress import Progress
 from mix.rootpath import RootResolver
 from mix.scripts import run_script
 from mix.session import human_size
@@ -110,11 +111,20 @@ def _failpoint() -> None:
     spec = os.environ.get("MIX_FAILPOINT_KILL")
     if spec is None:
         return
-    _failpoint.count = getattr(_failpoint, "count", 0) + 1  # type: ignore[attr-defined]
+    _failpoint.count = failpoints_passed() + 1  # type: ignore[attr-defined]
     if _failpoint.count == int(spec):  # type: ignore[attr-defined]
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failpoints_passed() -> int:
+    """Checkpoints passed so far, counting those of the mix this one replaced (an upgrade
+    of mix itself starts mix again, MIX_FAILPOINT_DONE carrying the count over)."""
+    done = getattr(_failpoint, "count", None)
+    if done is None:
+        done = int(os.environ.get("MIX_FAILPOINT_DONE", "0") or 0)
+    return int(done)
 
 
 @functools.cache
@@ -415,16 +425,22 @@ class Transaction:
         # The next package is opened (and starts inflating on its thread) while the
         # current one is written out.
         nxt = open_reader(0) if installs else None
+        self.bar = Progress("extracting", len(installs),
+                            sum(r_size for c in installs for r_size in self._sizes(c)),
+                            enabled=self.progress)
         try:
             for i, c in enumerate(installs):
                 assert nxt is not None
                 current, nxt = nxt, (open_reader(i + 1) if i + 1 < len(installs) else None)
-                self._draw(i + 1, len(installs), f"extracting {c.name}")
+                self.bar.next_item(c.name)
                 self._extract(c, current, by_pkg.get(c.name, {}))
         finally:
             if nxt is not None and nxt[0] is not None:
                 nxt[0].close()
-        self._draw(0, 0, "")
+            self.bar.close()
+
+    def _sizes(self, c: Change) -> list[int]:
+        return [f.size for f in self.meta[c.name].files if f.type == "file"]
 
     def _extract(self, c: Change,
                  opened: tuple[PackageReader | None, Any, PackageError | None],
@@ -457,6 +473,8 @@ class Transaction:
     def _write_temp(self, r: dict[str, Any], entry: FileEntry, stream: Any, mtime: int,
                     where: str, check: bool) -> None:
         temp = r["temp"]
+        if entry.type == "file":
+            self.bar.advance(entry.size)
         if entry.type == "symlink":
             self.writers.submit(_make_symlink, temp, entry.target, mtime)
         elif entry.size <= _Writers.SMALL:
@@ -469,15 +487,6 @@ class Transaction:
             # written before the next read: views into the decompressed stream, no copies
             _write_file(temp, entry, iter(lambda: stream.read_view(1 << 20), b""), mtime,
                         where, check)
-
-    def _draw(self, done: int, total: int, label: str) -> None:
-        if not self.progress:
-            return
-        if total:
-            sys.stderr.write(f"\r\033[K[{done}/{total}] {label}")
-        else:
-            sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
 
     # --- phases 3, 4 ---------------------------------------------------------------------
     def _commit(self, data: dict[str, Any]) -> None:

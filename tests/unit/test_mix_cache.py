@@ -40,10 +40,11 @@ class Ranges(Quiet):
         else:
             self.send_response(200)
         body = data[start:]
+        # logged before the body goes out: a client that has it may look at the log at once
+        Ranges.log.append((self.path, asked, len(body)))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        Ranges.log.append((self.path, asked, len(body)))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The commands apk/pacman/apt users reach for: hold/unhold, mark, history, --version,
+"""The commands users of a package manager reach for: hold/unhold, mark, history, --version,
 install --download-only."""
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ def test_hold_keeps_a_package_out_of_upgrades(w: World, capsys: Any) -> None:
     assert rc == 3 and "tool is held" in err and "mix unhold tool" in err
     rc, _, err = w.mix("remove", "--cascade", "tool", capsys=capsys)
     assert rc == 3 and "tool is held" in err
+    rc, _, err = w.mix("install", "tool=1.1", capsys=capsys)
+    assert rc == 3 and "tool is held" in err
     rc, out, _ = w.mix("list", "--held", capsys=capsys)
     assert out == "tool 1.0 [dependency] [held]\n"
+    rc, out, _ = w.mix("install", "tool", capsys=capsys)  # changes no file: not refused
+    assert rc == 0 and "already installed" in out  # (and the mark: now explicit)
     rc, _, err = w.mix("unhold", "libc", capsys=capsys)
     assert rc == 9 and "libc is not held" in err
     assert w.mix("unhold", "tool", capsys=capsys)[0] == 0
@@ -69,8 +73,7 @@ def test_history_records_each_transaction(w: World, capsys: Any) -> None:
     assert w.mix("remove", "app", capsys=capsys)[0] == 0
     rc, out, _ = w.mix("--json", "history", capsys=capsys)
     first, second = json.loads(out)
-    assert first["command"].startswith("mix --root ") and first["command"].endswith(
-        " -y install app")
+    assert first["command"] == "mix install app"  # no --root, --repo: the host's paths
     assert [(c["action"], c["name"], c["reason"]) for c in first["changes"]] == [
         ("install", "libc", "dependency"), ("install", "tool", "dependency"),
         ("install", "app", "explicit")]
@@ -79,7 +82,7 @@ def test_history_records_each_transaction(w: World, capsys: Any) -> None:
         ("remove", "libc", "orphan")]
     assert second["time"] >= first["time"] > 0 and second["id"] > first["id"]
     rc, out, _ = w.mix("history", capsys=capsys)
-    assert rc == 0 and " -y remove app\n" in out and "        install   app 1.0\n" in out
+    assert rc == 0 and "  mix remove app\n" in out and "        install   app 1.0\n" in out
     assert w.mix("--simulate", "install", "app", capsys=capsys)[0] == 0
     assert len(json.loads(w.mix("--json", "history", capsys=capsys)[1])) == 2
 

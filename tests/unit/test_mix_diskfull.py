@@ -110,3 +110,27 @@ def test_downloads_larger_than_the_cache_filesystem_are_refused_first(
         assert "disk full: downloading the packages needs" in err
         assert list((w.root / "var/cache/mix").rglob("*.mixpkg")) == []
     assert w.installed() == {}
+
+
+def test_update_onto_a_full_disk_keeps_the_stored_index(tmp_path: Path, capsys: Any) -> None:
+    from mix.cli import main
+
+    w = World(tmp_path)
+    w.pkg("a", files={"/usr/bin/a": "a"})
+    w.sign()
+    with tmpfs(w.root / "var/lib/mix/repos", "64k") as repos:
+        cli = ["--root", str(w.root), "--repo", f"file://{w.repo}", "--keys-dir",
+               str(w.keys_dir)]
+        assert main([*cli, "update"]) == 0
+        stored = sorted(p for p in repos.rglob("*") if p.is_file())
+        before = {p: p.read_bytes() for p in stored}
+        # a much bigger index than there is room for
+        for i in range(30):
+            w.pkg(f"p{i}", files={f"/usr/share/p{i}": "x"}, description="d" * 3000)
+        w.sign()
+        capsys.readouterr()
+        rc = main([*cli, "update"])
+        err = capsys.readouterr().err
+        assert rc == 7 and "disk full" in err and "Traceback" not in err
+        assert {p: p.read_bytes() for p in stored} == before
+        assert not [p for p in repos.rglob("*") if ".tmp" in p.name]

@@ -61,6 +61,52 @@ def test_every_command_prints_one_document_in_one_style(w: World, capsys: Any) -
     assert [h["command"].split()[-1] for h in doc(w, capsys, "history")] == ["tool"]
     assert doc(w, capsys, "upgrade")["plan"][0]["action"] == "upgrade"
     assert doc(w, capsys, "install", "tool") == {"plan": []}
+    assert doc(w, capsys, "fix") == {"plan": []}
+    assert doc(w, capsys, "update")["repositories"][0]["unchanged"] is True
+    assert doc(w, capsys, "hold", "tool") == {"held": ["tool"]}
+    assert doc(w, capsys, "unhold", "tool") == {"released": ["tool"]}
+    assert doc(w, capsys, "mark", "--explicit", "libc") == {"marked": ["libc"],
+                                                            "reason": "explicit"}
+    assert doc(w, capsys, "cache", "clean") == {"removed": [], "bytes": 0, "simulate": False}
+    assert [p["name"] for p in doc(w, capsys, "remove", "tool")["plan"]] == ["tool"]
+
+
+def test_the_commands_without_a_root_print_documents_too(tmp_path: Path, capsys: Any) -> None:
+    from mixhelpers import stage
+
+    from mix.cli import main
+
+    def run(*args: str) -> Any:
+        assert main(["--json", *args]) == 0
+        out = capsys.readouterr().out
+        value = json.loads(out)
+        assert out == json.dumps(value, indent=1, sort_keys=True) + "\n"
+        return value
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert run("key", "generate", str(keys / "k")) == {"key": f"{keys}/k.key",
+                                                       "public_key": f"{keys}/k.pub"}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    built = run("build", str(stage(tmp_path, "x", files={"/x": "x"})), "-o",
+                str(repo / "x-1.0.noarch.mixpkg"))
+    assert built["name"] == "x" and built["entries"] == 1
+    assert run("repo", "index", str(repo), "--key", str(keys / "k.key"))["packages"] == 1
+
+
+def test_every_command_is_in_the_json_tests() -> None:
+    """Each package-manager command of `mix help` appears in a --json test above (help
+    itself prints help, not a document; the image and medium commands viso, sdisk and
+    vram have their own tests: test_viso_*.py, test_boot_sdisk.py, test_boot_vram.py)."""
+    from test_mix_help import commands
+
+    text = Path(__file__).read_text()
+    for name in commands():
+        if name.split()[0] in ("help", "viso", "sdisk", "vram") or name in ("key", "repo",
+                                                                             "cache"):
+            continue
+        assert f'"{name.split()[-1]}"' in text, f"mix {name} has no --json test"
 
 
 def test_errors_are_json_on_stdout_too(w: World, capsys: Any) -> None:

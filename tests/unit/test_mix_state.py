@@ -191,3 +191,51 @@ def test_a_writer_waits_for_the_lock_with_wait(w: World, capsys: Any) -> None:
     assert w.installed() == {"a": "1.0", "b": "1.0"}
     with pytest.raises(SystemExit):
         w.mix("--wait=-1", "install", "a")
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")
+def test_queries_during_a_real_install_all_answer(w: World, capsys: Any) -> None:
+    """The report: 3 of 6 `mix list` during an install failed with exit 5."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    bb = Path(BUSYBOX).read_bytes()  # type: ignore[arg-type]
+    w.pkg("sh", files={"/bin/busybox": bb, "/bin/sh": "->busybox"})
+    w.pkg("slow", files={"/usr/bin/slow": "s"}, dependencies=["sh"],
+          scripts={"pre-install": "#!/bin/sh\ntouch /started\n/bin/busybox sleep 3\n"})
+    w.sign()
+    assert w.mix("install", "sh", capsys=capsys)[0] == 0
+    (w.root / "bin/busybox").chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(src))
+    install = subprocess.Popen([sys.executable, "-m", "mix", *w.args("install", "slow")],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 30
+    while not (w.root / "started").exists():
+        assert time.monotonic() < deadline and install.poll() is None
+        time.sleep(0.05)
+    queries = [subprocess.run([sys.executable, "-m", "mix", "--root", str(w.root), *q],
+                              env=env, capture_output=True, text=True, check=False)
+               for q in (["list"], ["list"], ["info", "sh"], ["files", "sh"],
+                         ["owner", "/bin/sh"], ["verify"])]
+    assert install.poll() is None, "the install should still be running"
+    for q in queries:
+        assert q.returncode == 0, (q.args, q.stderr)
+    assert [q.stdout for q in queries[:2]] == ["sh 1.0\n", "sh 1.0\n"]
+    assert install.wait(timeout=60) == 0, install.stderr
+    assert w.installed() == {"sh": "1.0", "slow": "1.0"}
+
+
+def test_on_the_real_root_a_dotdot_at_the_top_stays_there() -> None:
+    """Nothing leads out of /: a relative link climbing above it is / again (as for the
+    kernel), so mix's state behind such a link is not refused when the root is /."""
+    from mix.rootpath import RootResolver
+
+    r = RootResolver(Path("/"), planned={"/var": ("symlink", "../../srv/var")})
+    assert r.resolve_dir("/var/lib/mix", "test") == "/srv/var/lib/mix"
+    with pytest.raises(Exception, match="leads outside the root"):
+        RootResolver(Path("/tmp"), planned={"/var": ("symlink", "../../srv/var")}
+                     ).resolve_dir("/var/lib/mix", "test")
