@@ -20,6 +20,10 @@ FIRST_UID = 1000
 NETWORK_CONF = "etc/mixos/network.conf"
 GROW_FLAG = "etc/mixos/grow-root"
 INSTALL_LOG = "var/log/mixos-install.log"
+# The drop-in that turns unprivileged user namespaces on (docs/security.md); the
+# sysctl of mixos-hardening (10-mixos-kernel.conf) turns them off, and this later
+# file wins.
+USERNS_SYSCTL = "etc/sysctl.d/60-mixos-userns.conf"
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -176,6 +180,17 @@ def repositories(root: Path, config: InstallConfig) -> None:
         if r.key:
             name = r.key_name or f"install-yaml-{n + 1}"
             _write(root / "etc/mix/keys" / f"{name}.pub", r.key.strip() + "\n")
+
+
+def security(root: Path, config: InstallConfig) -> None:
+    """install.yaml's security: switches, as the files the running system reads."""
+    path = root / USERNS_SYSCTL
+    if config.user_namespaces:
+        _write(path, "# Written by mixos-install (install.yaml security.user_namespaces: true):\n"
+                     "# unprivileged users may create user namespaces (rootless containers).\n"
+                     "kernel.unprivileged_userns_clone = 1\n")
+    else:
+        path.unlink(missing_ok=True)
 
 
 def boot_config(root: Path, config: InstallConfig, ids: FsIds, os_version: str) -> None:

@@ -105,6 +105,16 @@ class SecureGuest:
     def log(self) -> str:
         return self.sh("cat /var/log/messages")
 
+    def as_user(self, cmd: str, user: str = "tester", timeout: float = 60) -> str:
+        """CMD's output as USER (logged in with the test key, over its own
+        multiplexed connection); the exit status is the caller's to print."""
+        argv = [a if a != "root@127.0.0.1" else f"{user}@127.0.0.1" for a in self.ssh_argv()]
+        proc = subprocess.run([*argv, cmd], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode == 255:
+            pytest.fail(f"ssh as {user} failed: {proc.stderr[-2000:]}", pytrace=False)
+        return proc.stdout + proc.stderr
+
 
 def need_root() -> None:
     if os.geteuid() != 0:
@@ -176,12 +186,26 @@ def test_kernel_command_line_has_every_hardening_argument(sec: SecureGuest) -> N
     assert not missing, f"/proc/cmdline lacks {missing}\n(is: {' '.join(running)})"
 
 
+def dhcp_interface(sec: SecureGuest) -> str:
+    """The NIC the network service configures by DHCP (udhcpc's pid file names it)."""
+    pids = sec.sh("ls /run/udhcpc").split()
+    assert len(pids) == 1 and pids[0].endswith(".pid"), f"udhcpc pid files: {pids}"
+    return pids[0].removesuffix(".pid")
+
+
 def test_every_sysctl_reads_back(sec: SecureGuest) -> None:
     values = read_sysctl_files()
-    # The per-interface copies of conf.default.* for the NICs that existed at boot.
+    # The per-interface copies of conf.default.* for the NICs that existed at boot
+    # (both: the user-mode NIC and the tap NIC), except where the network service
+    # turns router advertisements on again for the interface it runs DHCP on.
+    nics = [n for n in sec.sh("ls /sys/class/net").split() if n != "lo"]
+    assert len(nics) >= 2, nics
+    dhcp = dhcp_interface(sec)
     for key, value in list(values.items()):
         if ".conf.default." in key:
-            values[key.replace(".default.", ".eth0.")] = value
+            for nic in nics:
+                values[key.replace(".default.", f".{nic}.")] = value
+    values[f"net.ipv6.conf.{dhcp}.accept_ra"] = "1"
     keys = " ".join(sorted(values))
     out = sec.sh(f"for k in {keys}; do f=/proc/sys/$(echo $k | tr . /); "
                  "if [ -e $f ]; then echo \"$k=$(cat $f)\"; else echo \"$k=<absent>\"; fi; done")
@@ -198,6 +222,53 @@ def test_every_sysctl_reads_back(sec: SecureGuest) -> None:
         elif have != want:
             wrong.append(f"{key} = {have} (want {want})")
     assert not wrong, "sysctl values in the running guest:\n  " + "\n  ".join(wrong)
+
+
+def test_router_advertisements_only_on_the_dhcp_interface(sec: SecureGuest) -> None:
+    dhcp = dhcp_interface(sec)
+    out = sec.sh("cd /proc/sys/net/ipv6/conf && for d in *; do echo $d $(cat $d/accept_ra); done")
+    accept = dict(line.split() for line in out.splitlines())
+    want = {nic: ("1" if nic == dhcp else "0") for nic in accept if nic != "lo"}
+    assert {k: accept[k] for k in want} == want, f"accept_ra per interface: {accept}"
+
+
+USERNS_DROP_IN = "/etc/sysctl.d/60-mixos-userns.conf"  # mixinstall.system.USERNS_SYSCTL
+
+
+def test_user_namespaces_need_the_documented_switch(sec: SecureGuest) -> None:
+    """As a user, `unshare -Ur` (root in a new user namespace) fails by default and
+    works once the drop-in docs/security.md names is there and loaded."""
+    add_test_user(sec)
+    sec.sh(f"test ! -e {USERNS_DROP_IN}")
+    unshare = "unshare -Ur sh -c 'id -u' 2>&1; echo rc=$?"
+    denied = sec.as_user(unshare)
+    assert "rc=0" not in denied and "Operation not permitted" in denied, denied
+    sec.sh(f"echo 'kernel.unprivileged_userns_clone = 1' > {USERNS_DROP_IN} && mixos-sysctl")
+    try:
+        allowed = sec.as_user(unshare)
+    finally:
+        sec.sh(f"rm -f {USERNS_DROP_IN} && mixos-sysctl")
+    assert allowed.split() == ["0", "rc=0"], allowed
+    again = sec.as_user(unshare)
+    assert "rc=0" not in again, f"the switch did not turn off again: {again}"
+
+
+def test_core_dumps_are_discarded(sec: SecureGuest) -> None:
+    """A user's crashing program leaves no core file, even with `ulimit -c
+    unlimited`; the control (a file pattern for a moment) shows the same crash would
+    have left one, named with its pid."""
+    add_test_user(sec)
+    crash = ("cd && rm -f core* && ulimit -c unlimited && { sh -c 'kill -SEGV $$'; true; } "
+             "&& sleep 0.5 && ls")
+    assert not [f for f in sec.as_user(crash).split() if f.startswith("core")]
+    sec.sh("echo core > /proc/sys/kernel/core_pattern")
+    try:
+        files = sec.as_user(crash).split()
+    finally:
+        sec.sh("mixos-sysctl >/dev/null && rm -f /home/*/core*")
+    assert [f for f in files if re.fullmatch(r"core\.\d+", f)], (
+        f"control: no core.PID file with a file pattern ({files}): the test proves nothing")
+    assert sec.sh("cat /proc/sys/kernel/core_pattern").strip() == "|/bin/false"
 
 
 def test_lsms_active_and_lockdown_in_confidentiality_mode(sec: SecureGuest) -> None:
@@ -268,15 +339,26 @@ def mount_options(sec: SecureGuest) -> dict[str, set[str]]:
     return opts
 
 
-def test_tmp_and_dev_shm_are_nosuid_nodev_noexec_and_proc_hides_pids(sec: SecureGuest) -> None:
+def test_tmp_var_tmp_and_dev_shm_are_noexec_homes_nosuid_and_proc_hides_pids(
+        sec: SecureGuest) -> None:
     opts = mount_options(sec)
-    for mountpoint in ("/tmp", "/dev/shm"):
+    for mountpoint in ("/tmp", "/var/tmp", "/dev/shm"):
         assert {"nosuid", "nodev", "noexec"} <= opts[mountpoint], (mountpoint, opts[mountpoint])
+    assert {"nosuid", "nodev"} <= opts["/home"] and "noexec" not in opts["/home"], opts["/home"]
     assert opts["/proc"] & {"hidepid=2", "hidepid=invisible"}, opts["/proc"]
-    # noexec is real: a copy of a program in /tmp does not run.
-    run = sec.ssh("cp /usr/bin/busybox /tmp/bb && /tmp/bb true; echo rc=$?; rm -f /tmp/bb",
+    # The live system's /var/tmp is a tmpfs of its own; an installed one keeps its
+    # /var/tmp on the disk (a bind of the directory onto itself).
+    types = {line.split()[1]: line.split()[2] for line in sec.sh("cat /proc/mounts").splitlines()}
+    assert types["/var/tmp"] == ("tmpfs" if sec.medium == "iso" else "ext4"), types["/var/tmp"]
+    # noexec is real: a copy of a program in /tmp or /var/tmp does not run; in a home
+    # it does.
+    for directory in ("/tmp", "/var/tmp"):
+        run = sec.ssh(f"cp /usr/bin/busybox {directory}/bb && {directory}/bb true; echo rc=$?; "
+                      f"rm -f {directory}/bb", check=False)
+        assert "rc=126" in run.stdout, (directory, run.stdout + run.stderr)
+    run = sec.ssh("cp /usr/bin/busybox /home/bb && /home/bb true; echo rc=$?; rm -f /home/bb",
                   check=False)
-    assert "rc=126" in run.stdout, run.stdout + run.stderr
+    assert "rc=0" in run.stdout, run.stdout + run.stderr
 
 
 def test_root_squashfs_is_read_only_beneath_the_overlay(sec: SecureGuest) -> None:
