@@ -73,6 +73,8 @@ SYSCTL_FEATURE = {
     "kernel.core_pattern": "CONFIG_COREDUMP",
     "kernel.core_uses_pid": "CONFIG_COREDUMP",
     "kernel.unprivileged_userns_clone": "CONFIG_USER_NS",
+    # Only with 32-bit emulation (CONFIG_IA32_EMULATION), which MixOS leaves out.
+    "vm.mmap_rnd_compat_bits": "CONFIG_HAVE_ARCH_MMAP_RND_COMPAT_BITS",
 }
 
 # The effective sshd settings (`sshd -T`, lower-case keys) MixOS requires.

@@ -11,6 +11,14 @@ Stdlib only; every probe is bounded in time. Prints one JSON value.
         N simultaneous connects: {"opened": k, "attempts": N}
   ping HOST N [--timeout S]
         N ICMP echo requests sent back to back (raw socket): {"sent": N, "replies": k}
+  sshkex HOST PORT [--timeout S]
+        What an SSH server offers on the wire: its identification line and every
+        name-list of its first SSH_MSG_KEXINIT (RFC 4253 7.1), in order, as sent:
+        {"banner": s, "kex": [...], "host_key": [...], "ciphers_c2s": [...], ...}
+  udplisten ADDR PORT SECONDS MARKER
+        Receive UDP datagrams on ADDR:PORT (a syslog listener) until one holds
+        MARKER or SECONDS pass; prints "ready" once bound, then
+        {"received": [datagrams holding MARKER, as text], "others": count}
 """
 
 from __future__ import annotations
@@ -147,6 +155,72 @@ def ping(host: str, n: int, timeout: float) -> dict:
     return {"sent": n, "replies": len(seen)}
 
 
+KEXINIT_LISTS = ("kex", "host_key", "ciphers_c2s", "ciphers_s2c", "macs_c2s", "macs_s2c",
+                 "compression_c2s", "compression_s2c", "languages_c2s", "languages_s2c")
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def sshkex(host: str, port: int, timeout: float) -> dict:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"SSH-2.0-MixOS_security_probe\r\n")
+        # The server may send lines before its identification (RFC 4253 4.2).
+        buf = b""
+        while True:
+            while b"\n" not in buf:
+                chunk = s.recv(1)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection before identifying")
+                buf += chunk
+            line, buf = buf.split(b"\n", 1)
+            if line.startswith(b"SSH-"):
+                banner = line.rstrip(b"\r").decode("ascii", "replace")
+                break
+        # The first binary packet, unencrypted: length, padding length, payload.
+        head = buf + recv_exact(s, max(0, 5 - len(buf)))
+        length, _padding = struct.unpack("!IB", head[:5])
+        rest = head[5:] + recv_exact(s, length - 1 - len(head[5:]))
+    payload = rest[:length - 1 - _padding]
+    if payload[0] != 20:
+        raise ValueError(f"the first packet is message {payload[0]}, not SSH_MSG_KEXINIT (20)")
+    offset = 1 + 16  # message number, cookie
+    out: dict[str, object] = {"banner": banner}
+    for name in KEXINIT_LISTS:
+        (n,) = struct.unpack("!I", payload[offset:offset + 4])
+        text = payload[offset + 4:offset + 4 + n].decode("ascii")
+        out[name] = text.split(",") if text else []
+        offset += 4 + n
+    return out
+
+
+def udplisten(addr: str, port: int, seconds: float, marker: str) -> dict:
+    with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+        s.bind((addr, port))
+        print("ready", flush=True)
+        received: list[str] = []
+        others = 0
+        deadline = time.monotonic() + seconds
+        while not received and (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data = s.recv(65536).decode("utf-8", "replace")
+            except TimeoutError:
+                break
+            if marker in data:
+                received.append(data)
+            else:
+                others += 1
+    return {"received": received, "others": others}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,8 +242,21 @@ def main() -> None:
     g.add_argument("host")
     g.add_argument("n", type=int)
     g.add_argument("--timeout", type=float, default=3.0)
+    k = sub.add_parser("sshkex")
+    k.add_argument("host")
+    k.add_argument("port", type=int)
+    k.add_argument("--timeout", type=float, default=15.0)
+    u = sub.add_parser("udplisten")
+    u.add_argument("addr")
+    u.add_argument("port", type=int)
+    u.add_argument("seconds", type=float)
+    u.add_argument("marker")
     args = parser.parse_args()
-    if args.cmd == "scan":
+    if args.cmd == "sshkex":
+        out = sshkex(args.host, args.port, args.timeout)
+    elif args.cmd == "udplisten":
+        out = udplisten(args.addr, args.port, args.seconds, args.marker)
+    elif args.cmd == "scan":
         out = scan(args.host, args.first, args.last, args.batch, args.timeout, args.source)
     elif args.cmd == "connect":
         out = connect(args.host, args.port, args.n, args.timeout, args.source)

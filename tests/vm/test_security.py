@@ -315,6 +315,42 @@ def test_old_algorithms_are_refused_on_the_wire(sec: SecureGuest) -> None:
     assert "kex: host key algorithm: ssh-ed25519" in proc.stderr
 
 
+def configured(option: str) -> list[str]:
+    """An algorithm list of the shipped sshd_config, in its order."""
+    for line in (PROJECT / "configs" / "security" / "sshd_config").read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].lower() == option.lower():
+            return words[1].split(",")
+    raise AssertionError(f"configs/security/sshd_config sets no {option}")
+
+
+# What OpenSSH 9.2 appends to the server's key exchange list: not algorithms but
+# markers of extensions (strict key exchange against the Terrapin attack).
+KEX_MARKERS = {"kex-strict-s-v00@openssh.com", "ext-info-s"}
+
+
+def test_server_offers_only_the_configured_algorithms_on_the_wire(sec: SecureGuest) -> None:
+    """The server's KEXINIT as another host on the network receives it, list by list:
+    the post-quantum hybrid first, each host key algorithm once, nothing but what
+    sshd_config says (test_security_sshd.py holds sshd_config to the policy)."""
+    offer = sec.probe("sshkex", GUEST4, "22", timeout=60)
+    print("\nthe SSH server offers:", json.dumps(offer, indent=1))
+    assert offer["banner"].startswith("SSH-2.0-OpenSSH_") and "Debian" not in offer["banner"], (
+        offer["banner"])
+    kex = [k for k in offer["kex"] if k not in KEX_MARKERS]
+    assert kex[0] == "sntrup761x25519-sha512@openssh.com", f"key exchange offered first: {kex}"
+    assert kex == configured("KexAlgorithms"), offer["kex"]
+    # Only the algorithms of keys the server holds are offered: the ed25519 key, no
+    # certificate. Each once.
+    assert offer["host_key"] == ["ssh-ed25519"], f"host key algorithms: {offer['host_key']}"
+    for direction in ("c2s", "s2c"):
+        assert offer[f"ciphers_{direction}"] == configured("Ciphers"), offer
+        assert offer[f"macs_{direction}"] == configured("MACs"), offer
+        assert offer[f"compression_{direction}"] == ["none"], offer
+    for name in ("kex", "host_key", "ciphers_c2s", "macs_c2s"):
+        assert len(set(offer[name])) == len(offer[name]), f"{name} lists a name twice: {offer[name]}"
+
+
 # ---- accounts, files, mounts -------------------------------------------------------
 
 def test_root_locked_no_empty_passwords_and_shadow_private(sec: SecureGuest) -> None:
@@ -356,8 +392,8 @@ def test_tmp_var_tmp_and_dev_shm_are_noexec_homes_nosuid_and_proc_hides_pids(
         run = sec.ssh(f"cp /usr/bin/busybox {directory}/bb && {directory}/bb true; echo rc=$?; "
                       f"rm -f {directory}/bb", check=False)
         assert "rc=126" in run.stdout, (directory, run.stdout + run.stderr)
-    run = sec.ssh("cp /usr/bin/busybox /home/bb && /home/bb true; echo rc=$?; rm -f /home/bb",
-                  check=False)
+    run = sec.ssh("cp /usr/bin/busybox /home/busybox && /home/busybox true; echo rc=$?; "
+                  "rm -f /home/busybox", check=False)
     assert "rc=0" in run.stdout, run.stdout + run.stderr
 
 
@@ -560,6 +596,67 @@ def test_logins_leave_audit_and_auth_records_in_var_log(sec: SecureGuest) -> Non
     assert re.search(r"sshd\[\d+\]: Accepted publickey for root from", log)
     assert re.search(r"sshd\[\d+\]: (Invalid user nosuchuser|Connection closed by invalid user)",
                      log)
+
+
+BANNER = "Authorised use only."  # the first words of /etc/issue and /etc/issue.net
+
+
+def test_login_banner_on_the_console_and_before_ssh_authentication(sec: SecureGuest) -> None:
+    """getty shows /etc/issue before the console's login prompt; sshd sends
+    /etc/issue.net before authentication, so even a refused client sees it."""
+    console = sec.guest.vm.console().replace("\r", "")
+    assert re.search(re.escape(BANNER) + r".*\n(.*\n){0,4}.*login:", console), (
+        "no authorised-use statement before the console's login prompt")
+    # The client prints the server's banner at LogLevel INFO (the harness's is ERROR).
+    argv = ["LogLevel=INFO" if a == "LogLevel=ERROR" else a
+            for a in sec.guest.ssh_argv("-o", "PubkeyAuthentication=no")]
+    proc = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 255 and "Permission denied" in proc.stderr, proc.stderr
+    assert BANNER in proc.stderr, f"no banner before authentication: {proc.stderr[-1000:]}"
+    assert sec.sh("/usr/sbin/sshd -T | grep -i '^banner '").split() == ["banner",
+                                                                        "/etc/issue.net"]
+
+
+REMOTE_SYSLOG_PORT = 5514
+
+
+def test_remote_logging_reaches_a_listener_on_the_network(sec: SecureGuest) -> None:
+    """With remote= in /etc/mixos/syslog.conf, a message logged in the guest reaches
+    a syslog listener on another host (the tap network's outside) and stays in
+    /var/log/messages too; without it, nothing is sent."""
+    marker = f"mixos-remote-log-{os.getpid()}-{time.monotonic_ns()}"
+
+    def listen_while(guest_cmd: str, seconds: float) -> dict:
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", sec.netns, sys.executable, str(PROBE), "udplisten",
+             OUTSIDE4, str(REMOTE_SYSLOG_PORT), str(seconds), marker],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout is not None
+            assert listener.stdout.readline().strip() == "ready", listener.stderr
+            sec.sh(guest_cmd)
+            out, err = listener.communicate(timeout=seconds + 30)
+        finally:
+            listener.kill()
+        assert listener.returncode == 0, err
+        return json.loads(out)
+
+    # Control: the shipped configuration sends nothing.
+    quiet = listen_while(f"logger -t mixos-test {marker}-local", 3)
+    assert quiet["received"] == [], quiet
+    sec.sh("cp /etc/mixos/syslog.conf /run/syslog.conf.orig && "
+           f"echo 'remote={OUTSIDE4}:{REMOTE_SYSLOG_PORT}' >> /etc/mixos/syslog.conf && "
+           "/etc/init.d/S10syslog restart")
+    try:
+        got = listen_while(f"logger -t mixos-test {marker}", 20)
+    finally:
+        sec.sh("cp /run/syslog.conf.orig /etc/mixos/syslog.conf && /etc/init.d/S10syslog restart")
+    assert got["received"], f"the listener on {OUTSIDE4} received nothing holding {marker}"
+    assert re.search(r"^<\d+>.*mixos-test.*" + re.escape(marker), got["received"][0]), got
+    log = sec.log()
+    assert marker in log and f"{marker}-local" in log, "a message missing from /var/log/messages"
+    assert sec.sh("pidof syslogd").strip(), "syslogd did not come back after the test"
 
 
 def test_profiles_denied_nothing_during_the_tests(sec: SecureGuest) -> None:
