@@ -96,6 +96,7 @@ class InstallConfig:
     use_medium_repository: bool = True
     kernel_args: str = ""
     user_namespaces: bool = False  # security.user_namespaces
+    grub_password: str = ""  # security.grub_password: a PBKDF2 hash, "" for none
     grow_root: bool = True
     finish: str = "reboot"
     source: str = ""  # where it was read from, for messages
@@ -252,6 +253,7 @@ def _build(d: dict[str, Any], source: str) -> InstallConfig:
         use_medium_repository=d.get("use_medium_repository", True),
         kernel_args=d.get("kernel_args", ""),
         user_namespaces=d.get("security", {}).get("user_namespaces", False),
+        grub_password=d.get("security", {}).get("grub_password", ""),
         grow_root=d.get("grow_root", True),
         finish=d.get("finish", "reboot"), source=source)
 

@@ -195,7 +195,7 @@ def security(root: Path, config: InstallConfig) -> None:
 
 def boot_config(root: Path, config: InstallConfig, ids: FsIds, os_version: str) -> None:
     BootConfig(root_uuid=ids.root, kernel_args=config.kernel_args,
-               os_version=os_version).save(root)
+               os_version=os_version, grub_password=config.grub_password).save(root)
 
 
 def grow_flag(root: Path, config: InstallConfig, plan: Plan) -> None:

@@ -49,8 +49,16 @@ def test_minimal_file_gets_the_documented_defaults() -> None:
 
 def test_security_user_namespaces_switch() -> None:
     assert parse("version: 1\ndisk: /dev/vda\nsecurity: {user_namespaces: true}\n").user_namespaces
-    assert "security.user_namespace: unknown key; the keys allowed here are: user_namespaces" in \
-        error("version: 1\ndisk: /dev/vda\nsecurity:\n  user_namespace: true\n")
+    assert "security.user_namespace: unknown key; the keys allowed here are: grub_password, " \
+        "user_namespaces" in error("version: 1\ndisk: /dev/vda\nsecurity:\n  user_namespace: true\n")
+
+
+def test_security_grub_password_must_be_a_pbkdf2_hash() -> None:
+    assert "install.yaml:3: security.grub_password: expected the hash grub-mkpasswd-pbkdf2" in \
+        error("version: 1\ndisk: /dev/vda\nsecurity: {grub_password: hunter2}\n")
+    cfg = parse("version: 1\ndisk: /dev/vda\nsecurity:\n  grub_password: "
+                "grub.pbkdf2.sha512.1000.AB12.CD34\n")
+    assert cfg.grub_password == "grub.pbkdf2.sha512.1000.AB12.CD34"
 
 
 def test_security_writes_the_user_namespace_drop_in_only_when_asked(tmp_path: Path) -> None:
