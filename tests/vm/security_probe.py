@@ -15,6 +15,12 @@ Stdlib only; every probe is bounded in time. Prints one JSON value.
         What an SSH server offers on the wire: its identification line and every
         name-list of its first SSH_MSG_KEXINIT (RFC 4253 7.1), in order, as sent:
         {"banner": s, "kex": [...], "host_key": [...], "ciphers_c2s": [...], ...}
+  ntpserve ADDR SECONDS OFFSET
+        An NTP server on ADDR:123 for SECONDS that answers every client request
+        with its own clock plus OFFSET seconds; prints "ready" once bound, then
+        {"requests": n}
+  ntpquery HOST [--timeout S]
+        One NTP client request to HOST:123: {"reply": true|false}
   udplisten ADDR PORT SECONDS MARKER
         Receive UDP datagrams on ADDR:PORT (a syslog listener) until one holds
         MARKER or SECONDS pass; prints "ready" once bound, then
@@ -201,6 +207,49 @@ def sshkex(host: str, port: int, timeout: float) -> dict:
     return out
 
 
+NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, in seconds
+
+
+def ntp_stamp(t: float) -> bytes:
+    seconds = int(t)
+    return struct.pack("!II", seconds + NTP_EPOCH, int((t - seconds) * 2**32) & 0xFFFFFFFF)
+
+
+def ntpserve(addr: str, seconds: float, offset: float) -> dict:
+    requests = 0
+    with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+        s.bind((addr, 123))
+        print("ready", flush=True)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, peer = s.recvfrom(1024)
+            except TimeoutError:
+                break
+            if len(data) < 48 or data[0] & 0x07 != 3:  # client mode only
+                continue
+            requests += 1
+            now = time.time() + offset
+            # LI 0, version 4, mode 4 (server); stratum 2; the client's poll;
+            # precision 2^-20; root delay and dispersion 1/65536 s; reference id.
+            reply = (struct.pack("!BBbbII4s", 0x24, 2, data[2], -20, 1, 1, b"MIXS")
+                     + ntp_stamp(now - 1) + data[40:48] + ntp_stamp(now) + ntp_stamp(now))
+            s.sendto(reply, peer)
+    return {"requests": requests}
+
+
+def ntpquery(host: str, timeout: float) -> dict:
+    with socket.socket(family(host), socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(b"\x23" + b"\0" * 39 + ntp_stamp(time.time()), (host, 123))
+        try:
+            s.recv(1024)
+        except (TimeoutError, ConnectionRefusedError):
+            return {"reply": False}
+    return {"reply": True}
+
+
 def udplisten(addr: str, port: int, seconds: float, marker: str) -> dict:
     with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
         s.bind((addr, port))
@@ -251,8 +300,19 @@ def main() -> None:
     u.add_argument("port", type=int)
     u.add_argument("seconds", type=float)
     u.add_argument("marker")
+    n = sub.add_parser("ntpserve")
+    n.add_argument("addr")
+    n.add_argument("seconds", type=float)
+    n.add_argument("offset", type=float)
+    q = sub.add_parser("ntpquery")
+    q.add_argument("host")
+    q.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args()
-    if args.cmd == "sshkex":
+    if args.cmd == "ntpserve":
+        out = ntpserve(args.addr, args.seconds, args.offset)
+    elif args.cmd == "ntpquery":
+        out = ntpquery(args.host, args.timeout)
+    elif args.cmd == "sshkex":
         out = sshkex(args.host, args.port, args.timeout)
     elif args.cmd == "udplisten":
         out = udplisten(args.addr, args.port, args.seconds, args.marker)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,7 +280,7 @@ def test_lsms_active_and_lockdown_in_confidentiality_mode(sec: SecureGuest) -> N
 
 def test_apparmor_profiles_enforced_and_services_confined(sec: SecureGuest) -> None:
     profiles = sec.sh("cat /sys/kernel/security/apparmor/profiles")
-    assert "sshd (enforce)" in profiles and "udhcpc (enforce)" in profiles, profiles
+    assert all(f"{p} (enforce)" in profiles for p in ("sshd", "udhcpc", "ntpd")), profiles
     # Boot loads the policy precompiled on the build host, not compiled here.
     loaded = sec.sh("mixos-apparmor start")
     assert re.search(r"[1-9]\d* precompiled and 0 compiled", loaded), loaded
@@ -659,11 +659,66 @@ def test_remote_logging_reaches_a_listener_on_the_network(sec: SecureGuest) -> N
     assert sec.sh("pidof syslogd").strip(), "syslogd did not come back after the test"
 
 
+NTP_OFFSET = 300  # seconds the test's NTP server is ahead of the host
+
+
+def guest_clock_offset(sec: SecureGuest) -> float:
+    before = time.time()
+    guest = float(sec.sh("date +%s").strip())
+    return guest - (before + time.time()) / 2
+
+
+def test_ntp_client_keeps_the_clock_confined_and_answers_nobody(sec: SecureGuest) -> None:
+    """BusyBox ntpd runs confined from boot on; pointed at an NTP server on the
+    outside network (ahead by NTP_OFFSET s), it sets the guest's clock through a
+    firewall that has no rule for NTP (its replies pass as ESTABLISHED); the guest
+    answers no NTP query itself."""
+    pids = sec.sh("pidof ntpd; true").split()
+    assert pids, "no ntpd running after boot"
+    contexts = {sec.sh(f"cat /proc/{pid}/attr/current").strip() for pid in pids}
+    assert contexts == {"ntpd (enforce)"}, f"ntpd runs as {contexts}"
+    assert sec.probe("ntpquery", GUEST4)["reply"] is False, "the guest answered an NTP query"
+    rules = sec.sh("iptables -S; ip6tables -S")
+    assert not re.search(r"--[sd]port 123\b|ntp", rules), "the firewall has an NTP rule"
+    assert abs(guest_clock_offset(sec)) < 30, "the guest's clock is off before the test"
+
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", sec.netns, sys.executable, str(PROBE), "ntpserve", OUTSIDE4,
+         "120", str(NTP_OFFSET)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    offset = 0.0
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready", server.stderr
+        sec.sh("cp /etc/mixos/ntp.conf /run/ntp.conf.orig && "
+               f"sed -i 's/^servers=.*/servers=\"{OUTSIDE4}\"/' /etc/mixos/ntp.conf && "
+               "/etc/init.d/S60ntp restart")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            offset = guest_clock_offset(sec)
+            if abs(offset - NTP_OFFSET) < 10:
+                break
+            time.sleep(2)
+        pid = sec.sh("pidof ntpd").split()[0]
+        context = sec.sh(f"cat /proc/{pid}/attr/current").strip()
+        cmd = sec.sh(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    finally:
+        sec.ssh(f"/etc/init.d/S60ntp stop; cp /run/ntp.conf.orig /etc/mixos/ntp.conf; "
+                f"date -s @{int(time.time())} >/dev/null; /etc/init.d/S60ntp start", check=False)
+        server.kill()
+        server.communicate(timeout=30)
+    assert abs(offset - NTP_OFFSET) < 10, (
+        f"the guest's clock is {offset:+.0f} s off the host's, not {NTP_OFFSET:+} s: ntpd did "
+        f"not follow {OUTSIDE4}\n" + "\n".join(l for l in sec.log().splitlines() if "ntpd" in l))
+    assert context == "ntpd (enforce)" and f"-p {OUTSIDE4}" in cmd, (context, cmd)
+    assert "setting time to" in sec.log(), "ntpd's step is not in /var/log/messages"
+    assert abs(guest_clock_offset(sec)) < 30, "the guest's clock was not put back"
+
+
 def test_profiles_denied_nothing_during_the_tests(sec: SecureGuest) -> None:
     """A profile too tight breaks its service in ways other tests may not notice."""
     denials = [line for line in sec.log().splitlines()
                if 'apparmor="DENIED"' in line
-               and ('profile="sshd"' in line or 'profile="udhcpc"' in line)]
+               and any(f'profile="{p}"' in line for p in ("sshd", "udhcpc", "ntpd"))]
     assert not denials, "AppArmor denied:\n" + "\n".join(denials[:10])
 
 
@@ -691,6 +746,126 @@ def test_log_rotation_keeps_var_log_bounded(sec: SecureGuest) -> None:
     assert sum(sizes.values()) <= (max_kb * (keep + 1) + 512) * 1024, sizes
     modes = sec.sh("stat -c '%a %n' /var/log/messages*")
     assert all(line.startswith("600 ") for line in modes.splitlines()), modes
+
+
+# ---- console and boot loader ----------------------------------------------------------
+
+# grub-mkpasswd-pbkdf2 -c 1000 of GRUB_PASSWORD (the unit tests' HASH too).
+GRUB_USER, GRUB_PASSWORD = "root", "mixos-test"
+GRUB_HASH = ("grub.pbkdf2.sha512.1000.CECA39690D18C4502EB2BCF64572BAD1E6FB192702806161A4D29E5FA2"
+             "39A0C3C402285B8358F7FB86FF8AE598A05D8747D7D4D295CB6A59A5133401295C1B73.A433A411E1"
+             "C3BA96D9800A3B26549CA10D20A18D72603013FA938390AA3772F727CF938FB1736A3E452A9ED4E3D8"
+             "4AC4BB7D6106F42D54B5A04CA891447CE23D")
+# QEMU key names of the characters typed at GRUB's prompts.
+QEMU_KEYS = {"-": "minus", "\n": "ret"}
+
+
+def type_keys(vm: VM, text: str) -> None:
+    for ch in text:
+        vm.sendkey(QEMU_KEYS.get(ch, ch))
+
+
+def editing_is_refused(vm: VM) -> None:
+    """Open GRUB's menu, press 'e' on the default entry, answer a wrong user and
+    password: refused, no editor. Leaves the menu shown again."""
+    vm.open_boot_menu()
+    vm.wait_for(r"rescue shell \(initramfs\)", 30)
+    mark = vm.mark()
+    vm.sendkey("e")
+    vm.wait_for(r"Enter username:", 30, since=mark)
+    type_keys(vm, "nobody\n")
+    vm.wait_for(r"Enter password:", 30, since=mark)
+    type_keys(vm, "wrong\n")
+    vm.wait_for(r"(?i)access denied", 30, since=mark)
+    vm.wait_for(r"Press any key to continue", 30, since=mark)
+    assert "setparams" not in vm.console()[mark:], "GRUB opened the editor without a password"
+    mark = vm.mark()
+    vm.sendkey("ret")
+    vm.wait_for(r"rescue shell \(initramfs\)", 30, since=mark)  # the menu again
+
+
+def test_live_iso_built_with_a_grub_password_guards_editing(
+        start_machine: Callable[..., Guest], vm_workdir: Path, sockets_dir: Path,
+        nocloud_seed: Path) -> None:
+    """`mixbuild iso --grub-password-hash`: the live medium's menu refuses editing
+    without the password, and its default entry boots by itself, locked."""
+    iso_path = vm_workdir / "mixos-grub-password.iso"
+    host_run([sys.executable, "-m", "mixbuild", "iso", "--no-repo", "--grub-password-hash",
+              GRUB_HASH, "-o", str(iso_path)], timeout=600,
+             env=dict(os.environ, PYTHONPATH=str(PROJECT / "src")), cwd=PROJECT)
+    monitor = sockets_dir / "hmp"
+
+    def machine(port: int, accel: str) -> Machine:
+        return Machine(accel=accel, iso=iso_path, ssh_port=port, monitor=monitor,
+                       disks=(nocloud_seed,))
+
+    g = start_machine(machine, wait_login=False, wait_ssh=False)
+    editing_is_refused(g.vm)
+    mark = g.vm.mark()
+    g.vm.sendkey("home")
+    g.vm.sendkey("ret")  # the default entry: no password asked
+    g.vm.wait_for(r"login: ?", 180, since=mark)
+    assert "Enter username:" not in g.vm.console()[mark:]
+    g.wait_ssh()
+    assert "mixos.locked" in g.sh("cat /proc/cmdline").split()
+
+
+def test_grub_password_guards_editing_and_rescue(start_machine: Callable[..., Guest],
+                                                 vm_workdir: Path, viso_image: Path,
+                                                 nocloud_seed: Path, sockets_dir: Path) -> None:
+    """An installed system (the VISO) given a GRUB password in /etc/mixos/boot.json:
+    the default entry boots by itself, and the initramfs's console menu offers no
+    shell; editing an entry asks for the superuser, and the rescue entry boots only
+    with the password."""
+    disk = overlay(viso_image, vm_workdir / "security-grub-password.qcow2")
+    monitor = sockets_dir / "hmp"
+
+    def machine(port: int, accel: str) -> Machine:
+        return Machine(accel=accel, drives=(Drive(disk),), ssh_port=port, disks=(nocloud_seed,),
+                       monitor=monitor)
+
+    g = start_machine(machine, name="grub-password-set")
+    g.sh(f"""python3 -c '
+import json; p = "/etc/mixos/boot.json"; d = json.load(open(p))
+d["grub_password"] = "{GRUB_HASH}"; json.dump(d, open(p, "w"))' && mixos-boot update""")
+    cfg = g.sh("stat -c %a /boot/grub/grub.cfg; cat /boot/grub/grub.cfg")
+    assert cfg.startswith("600\n") and f"password_pbkdf2 {GRUB_USER} {GRUB_HASH}" in cfg, cfg[:600]
+    assert g.poweroff() == 0
+
+    # 1. Nobody at the keyboard: the default entry boots (--unrestricted), locked.
+    #    A key on the serial console opens the initramfs's menu: no rescue in it,
+    #    and "3" boots normally.
+    g = start_machine(machine, name="grub-password-default", wait_login=False, wait_ssh=False)
+    g.vm.open_console_menu()
+    g.vm.wait_for(r"choice \[1\]: ", 30)
+    menu = g.vm.console()[g.vm.console().rindex("boot menu (a key was pressed"):]
+    assert "rescue shell" not in menu and "no rescue shell" in menu, menu
+    mark = g.vm.mark()
+    g.vm.type("3\r")
+    g.vm.wait_for(r"normal boot", 30, since=mark)
+    g.wait_login()
+    g.wait_ssh()
+    assert "mixos.locked" in g.sh("cat /proc/cmdline").split()
+    assert "'exit' continues the boot" not in g.vm.console()
+    assert g.poweroff() == 0
+
+    # 2. At the menu: editing the default entry ('e') asks for the superuser; a
+    #    wrong answer is refused. The rescue entry asks too; with the password it
+    #    boots to the initramfs's shell.
+    g = start_machine(machine, name="grub-password-menu", wait_login=False, wait_ssh=False)
+    editing_is_refused(g.vm)
+    g.vm.sendkey("end")  # the rescue entry is the last
+    mark = g.vm.mark()
+    g.vm.sendkey("ret")
+    g.vm.wait_for(r"Enter username:", 30, since=mark)
+    type_keys(g.vm, f"{GRUB_USER}\n")
+    g.vm.wait_for(r"Enter password:", 30, since=mark)
+    type_keys(g.vm, f"{GRUB_PASSWORD}\n")
+    g.vm.wait_for(r"'exit' continues the boot", 120, since=mark)
+    mark = g.vm.mark()
+    g.vm.type("cat /proc/cmdline\r")
+    g.vm.wait_for(r" rescue", 30, since=mark)
+    assert "mixos.locked" not in g.vm.console()[mark:]
 
 
 # ---- image and cost -----------------------------------------------------------------
