@@ -29,6 +29,11 @@ INSTALLED_HARDENING_FILE = "/usr/lib/mixos/kernel-cmdline"
 # On an installed system: which kernel (its directory under /boot) an entry boots,
 # so that userspace can tell which one it runs on (mixboot.kernels).
 KERNEL_ARG = "mixos.kernel"
+# On the entries anyone may boot when the menu has a GRUB password: the
+# initramfs then gives no shell on the console (its key menu offers no rescue,
+# a failed boot stops without one), so the password guards every way to a shell
+# before login. docs/security.md, "Console and boot loader".
+LOCKED_ARG = "mixos.locked"
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,15 @@ def _tmp(target: Path) -> Path:
     return target.with_name(f".{target.name}.new")
 
 
-def write_text(target: Path, text: str) -> None:
-    """TARGET holds TEXT, old or new, never a mix."""
+def write_text(target: Path, text: str, mode: int | None = None) -> None:
+    """TARGET holds TEXT, old or new, never a mix; with MODE, created with those
+    permissions (never readable by others in between)."""
     tmp = _tmp(target)
-    with open(tmp, "w") as f:
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is not None else 0o666)
+    with open(fd, "w") as f:
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -14,7 +14,8 @@ Where things are (paths relative to the system's root):
                                                    mixos_trial  a new kernel to boot once
     etc/mixos/boot.json                          the installed system's boot facts
                                                  (root file system UUID, extra kernel
-                                                 arguments), written by the installer
+                                                 arguments, the GRUB password's hash),
+                                                 written by the installer
 
 The life of a kernel upgrade:
  1. `mix upgrade` installs a new `linux`; its post-upgrade script runs `mixos-boot
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixboot import cmdline, durable, grubenv
-from mixboot.menu import MenuKernel, disk_menu
+from mixboot.menu import MenuKernel, check_password_hash, disk_menu
 
 KERNELS = Path("usr/lib/linux")
 BOOT = Path("boot")
@@ -60,6 +61,8 @@ class BootConfig:
     root_uuid: str
     kernel_args: str = ""
     os_version: str = ""
+    # The GRUB password's PBKDF2 hash (menu.GRUB_PASSWORD_PATTERN), or "": none.
+    grub_password: str = ""
 
     @classmethod
     def load(cls, root: Path) -> BootConfig | None:
@@ -70,7 +73,8 @@ class BootConfig:
             data = json.loads(path.read_text())
             return cls(root_uuid=str(data["root_uuid"]),
                        kernel_args=str(data.get("kernel_args", "")),
-                       os_version=str(data.get("os_version", "")))
+                       os_version=str(data.get("os_version", "")),
+                       grub_password=check_password_hash(str(data.get("grub_password", ""))))
         except (ValueError, KeyError, TypeError) as e:
             raise BootError(f"{path}: not a valid boot configuration ({e})") from None
 
@@ -79,7 +83,10 @@ class BootConfig:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"root_uuid": self.root_uuid, "kernel_args": self.kernel_args,
                 "os_version": self.os_version}
-        durable.write_text(path, json.dumps(data, indent=2) + "\n")
+        if self.grub_password:
+            data["grub_password"] = self.grub_password
+        # Root only: the password hash can be attacked offline.
+        durable.write_text(path, json.dumps(data, indent=2) + "\n", mode=0o600)
 
 
 def version_key(ver: str) -> list[tuple[int, int | str]]:
@@ -147,10 +154,13 @@ def write_menu(root: Path, config: BootConfig, kernels: list[str], installed: st
     ordered = sorted(kernels, key=lambda k: k != good)  # the good one first, else as given
     entries = [MenuKernel(version=k, previous=(k != installed)) for k in ordered]
     text = disk_menu(entries, os_version=config.os_version, root_uuid=config.root_uuid,
-                     hardening=hardening, extra=config.kernel_args)
+                     hardening=hardening, extra=config.kernel_args,
+                     password_hash=config.grub_password)
     path = root / GRUB_DIR / "grub.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    durable.write_text(path, text)
+    # With a password the menu holds its hash: readable by root only (GRUB reads the
+    # disk, not Unix permissions).
+    durable.write_text(path, text, mode=0o600 if config.grub_password else 0o644)
     return path
 
 

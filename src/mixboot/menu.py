@@ -20,6 +20,7 @@ set by `mix sdisk default`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mixboot import cmdline, layout
@@ -36,6 +37,35 @@ DEFAULT_VAR = "mixos_default"
 # runs from its disk; an SDISK image decides as the live ISO does (auto).
 DISK_VRAM_DEFAULT = "off"
 SDISK_VRAM_DEFAULT = "auto"
+# A GRUB password is given as the hash grub-mkpasswd-pbkdf2 prints, never as the
+# password itself. The menu names one superuser; install.schema.json repeats
+# the pattern (a unit test keeps them equal).
+GRUB_PASSWORD_PATTERN = r"^grub\.pbkdf2\.sha512\.[1-9][0-9]*\.[0-9A-F]+\.[0-9A-F]+$"
+GRUB_SUPERUSER = "root"
+
+
+def check_password_hash(password_hash: str) -> str:
+    if password_hash and not re.fullmatch(GRUB_PASSWORD_PATTERN, password_hash):
+        raise ValueError("a GRUB password must be given as the hash grub-mkpasswd-pbkdf2 prints "
+                         f"(grub.pbkdf2.sha512.ROUNDS.SALT.HASH), got {password_hash[:40]!r}")
+    return password_hash
+
+
+def password_lines(password_hash: str) -> list[str]:
+    """With a password hash: only the superuser may edit an entry, open GRUB's
+    command line or boot an entry not marked --unrestricted (the rescue entry)."""
+    if not check_password_hash(password_hash):
+        return []
+    return [f'set superusers="{GRUB_SUPERUSER}"',
+            f"password_pbkdf2 {GRUB_SUPERUSER} {password_hash}"]
+
+
+def entry_access(ident: str, password_hash: str) -> tuple[str, str]:
+    """(menuentry option, kernel argument) of an entry: with a password, every entry
+    but rescue boots for anyone (--unrestricted), with the initramfs's shells off."""
+    if not password_hash or ident == "rescue":
+        return "", ""
+    return " --unrestricted", cmdline.LOCKED_ARG
 
 
 @dataclass(frozen=True)
@@ -44,17 +74,17 @@ class MenuKernel:
     previous: bool = False  # not the installed kernel: the fallback
 
 
-def _entry(ident: str, title: str, version: str, args: str) -> list[str]:
+def _entry(ident: str, title: str, version: str, args: str, access: str = "") -> list[str]:
     return _boot_entry(ident, title, f"/boot/{version}/vmlinuz",
-                       f"/boot/{version}/initramfs.img", args)
+                       f"/boot/{version}/initramfs.img", args, access=access)
 
 
 def _boot_entry(ident: str, title: str, kernel: str, initrd: str, args: str,
-                setup: tuple[str, ...] = ()) -> list[str]:
+                setup: tuple[str, ...] = (), access: str = "") -> list[str]:
     # Under BIOS the 16-bit boot protocol (linux16), as on the live medium: the
     # kernel reaches /init ~1.5 s sooner under TCG.
     return [
-        f'menuentry "{title}" --id "{ident}" {{',
+        f'menuentry "{title}" --id "{ident}"{access} {{',
         *(f"    {line}" for line in setup),
         '    if [ "$grub_platform" = pc ]; then',
         f"        linux16 {kernel} {args}",
@@ -73,7 +103,7 @@ def _vram(entry_args: str) -> str:
 
 
 def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, hardening: str,
-              extra: str = "") -> str:
+              extra: str = "", password_hash: str = "") -> str:
     name = f"MixOS {os_version}".strip()
     lines = [
         f"# {name} boot menu, written by mixos-boot (mixboot/kernels.py): do not edit;",
@@ -84,6 +114,7 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         "set timeout=0",
         "set timeout_style=hidden",
         f'echo "{name}: {MENU_HINT}"',
+        *password_lines(password_hash),
         f"set {VRAM_VAR}={DISK_VRAM_DEFAULT}",
         "load_env",
         "if [ -n \"${mixos_trial}\" ]; then",
@@ -99,19 +130,21 @@ def disk_menu(kernels: list[MenuKernel], *, os_version: str, root_uuid: str, har
         "",
     ]
     root = cmdline.disk_root(root_uuid)
+    access, locked = entry_access("normal", password_hash)
     for k in kernels:
         args = cmdline.kernel_args(
-            f"{_vram(cmdline.entry('normal').args)} {cmdline_kernel(k.version)}",
+            f"{_vram(cmdline.entry('normal').args)} {cmdline_kernel(k.version)} {locked}",
             hardening=hardening, root=root, extra=extra)
         title = f"{name}, kernel {k.version}" + (" (previous)" if k.previous else "")
-        lines += _entry(entry_id(k.version), title, k.version, args)
+        lines += _entry(entry_id(k.version), title, k.version, args, access)
     current = next((k for k in kernels if not k.previous), None)
     if current is not None:
         for e in (cmdline.entry("vram"), cmdline.entry("rescue")):
-            args = cmdline.kernel_args(f"{e.args} {cmdline_kernel(current.version)}",
+            access, locked = entry_access(e.ident, password_hash)
+            args = cmdline.kernel_args(f"{e.args} {cmdline_kernel(current.version)} {locked}",
                                        hardening=hardening, root=root, extra=extra)
             lines += _entry(f"{e.ident}-{current.version}", f"{name}{e.title}",
-                            current.version, args)
+                            current.version, args, access)
     return "\n".join(lines) + "\n"
 
 

@@ -95,6 +95,8 @@ class InstallConfig:
     repositories: tuple[Repository, ...] = ()
     use_medium_repository: bool = True
     kernel_args: str = ""
+    user_namespaces: bool = False  # security.user_namespaces
+    grub_password: str = ""  # security.grub_password: a PBKDF2 hash, "" for none
     grow_root: bool = True
     finish: str = "reboot"
     source: str = ""  # where it was read from, for messages
@@ -249,7 +251,10 @@ def _build(d: dict[str, Any], source: str) -> InstallConfig:
                                       key_name=r.get("key_name", ""))
                            for r in d.get("repositories", ())),
         use_medium_repository=d.get("use_medium_repository", True),
-        kernel_args=d.get("kernel_args", ""), grow_root=d.get("grow_root", True),
+        kernel_args=d.get("kernel_args", ""),
+        user_namespaces=d.get("security", {}).get("user_namespaces", False),
+        grub_password=d.get("security", {}).get("grub_password", ""),
+        grow_root=d.get("grow_root", True),
         finish=d.get("finish", "reboot"), source=source)
 
 

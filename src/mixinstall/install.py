@@ -9,7 +9,7 @@ build host's `make viso` both run this):
                medium's repository and/or install.yaml's; the linux package's
                script links the kernel into /boot and writes GRUB's menu
  5. configure  fstab, host name, time zone, network, users and keys, mix's
-               repositories and keys (system.py)
+               repositories and keys, security switches (system.py)
  6. boot       GRUB for BIOS and UEFI (mixboot.bootloader; the EFI system partition
                is filled with mtools, unmounted), menu and environment
  7. finish     the log to /var/log/mixos-install.log, unmount, sync
@@ -175,6 +175,7 @@ def install(config: InstallConfig, target: Path, progress: Progress, *,
             system.network(target, config)
             system.users(target, config)
             system.repositories(target, config)
+            system.security(target, config)
             system.grow_flag(target, config, res.plan)
         with progress.step("Installing GRUB for BIOS and UEFI"):
             esp = Path(tempfile.mkdtemp(prefix="mixos-esp-"))

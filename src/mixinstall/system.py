@@ -20,6 +20,10 @@ FIRST_UID = 1000
 NETWORK_CONF = "etc/mixos/network.conf"
 GROW_FLAG = "etc/mixos/grow-root"
 INSTALL_LOG = "var/log/mixos-install.log"
+# The drop-in that turns unprivileged user namespaces on (docs/security.md); the
+# sysctl of mixos-hardening (10-mixos-kernel.conf) turns them off, and this later
+# file wins.
+USERNS_SYSCTL = "etc/sysctl.d/60-mixos-userns.conf"
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -178,9 +182,20 @@ def repositories(root: Path, config: InstallConfig) -> None:
             _write(root / "etc/mix/keys" / f"{name}.pub", r.key.strip() + "\n")
 
 
+def security(root: Path, config: InstallConfig) -> None:
+    """install.yaml's security: switches, as the files the running system reads."""
+    path = root / USERNS_SYSCTL
+    if config.user_namespaces:
+        _write(path, "# Written by mixos-install (install.yaml security.user_namespaces: true):\n"
+                     "# unprivileged users may create user namespaces (rootless containers).\n"
+                     "kernel.unprivileged_userns_clone = 1\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
 def boot_config(root: Path, config: InstallConfig, ids: FsIds, os_version: str) -> None:
     BootConfig(root_uuid=ids.root, kernel_args=config.kernel_args,
-               os_version=os_version).save(root)
+               os_version=os_version, grub_password=config.grub_password).save(root)
 
 
 def grow_flag(root: Path, config: InstallConfig, plan: Plan) -> None:

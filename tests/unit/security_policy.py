@@ -47,6 +47,16 @@ REQUIRED_SYSCTL = {
     "net.ipv4.conf.default.rp_filter": "1",
     "net.ipv4.icmp_echo_ignore_broadcasts": "1",
     "net.ipv4.conf.all.log_martians": "1",
+    # Hardening round two (issue 13): docs/security.md, "sysctl".
+    "kernel.unprivileged_userns_clone": "0",
+    "kernel.oops_limit": "100",
+    "kernel.warn_limit": "100",
+    "kernel.core_pattern": "|/bin/false",
+    "kernel.core_uses_pid": "1",
+    "vm.mmap_rnd_bits": "32",
+    "vm.mmap_rnd_compat_bits": "16",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
 }
 
 # A sysctl may be absent only when the kernel leaves its feature out: key -> the
@@ -60,6 +70,11 @@ SYSCTL_FEATURE = {
     "kernel.yama.ptrace_scope": "CONFIG_SECURITY_YAMA",
     "vm.unprivileged_userfaultfd": "CONFIG_USERFAULTFD",
     "kernel.sysrq": "CONFIG_MAGIC_SYSRQ",
+    "kernel.core_pattern": "CONFIG_COREDUMP",
+    "kernel.core_uses_pid": "CONFIG_COREDUMP",
+    "kernel.unprivileged_userns_clone": "CONFIG_USER_NS",
+    # Only with 32-bit emulation (CONFIG_IA32_EMULATION), which MixOS leaves out.
+    "vm.mmap_rnd_compat_bits": "CONFIG_HAVE_ARCH_MMAP_RND_COMPAT_BITS",
 }
 
 # The effective sshd settings (`sshd -T`, lower-case keys) MixOS requires.

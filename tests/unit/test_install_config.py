@@ -44,6 +44,34 @@ def test_minimal_file_gets_the_documented_defaults() -> None:
         (False, "mixos", "UTC", "dhcp", "reboot")
     assert cfg.root_size.rest and cfg.swap_size is None and cfg.data_size is None
     assert cfg.grow_root and cfg.use_medium_repository
+    assert not cfg.user_namespaces
+
+
+def test_security_user_namespaces_switch() -> None:
+    assert parse("version: 1\ndisk: /dev/vda\nsecurity: {user_namespaces: true}\n").user_namespaces
+    assert "security.user_namespace: unknown key; the keys allowed here are: grub_password, " \
+        "user_namespaces" in error("version: 1\ndisk: /dev/vda\nsecurity:\n  user_namespace: true\n")
+
+
+def test_security_grub_password_must_be_a_pbkdf2_hash() -> None:
+    assert "install.yaml:3: security.grub_password: expected the hash grub-mkpasswd-pbkdf2" in \
+        error("version: 1\ndisk: /dev/vda\nsecurity: {grub_password: hunter2}\n")
+    cfg = parse("version: 1\ndisk: /dev/vda\nsecurity:\n  grub_password: "
+                "grub.pbkdf2.sha512.1000.AB12.CD34\n")
+    assert cfg.grub_password == "grub.pbkdf2.sha512.1000.AB12.CD34"
+
+
+def test_security_writes_the_user_namespace_drop_in_only_when_asked(tmp_path: Path) -> None:
+    from mixinstall import system
+    drop_in = tmp_path / system.USERNS_SYSCTL
+    system.security(tmp_path, parse("version: 1\ndisk: /dev/vda\n"
+                                     "security: {user_namespaces: true}\n"))
+    assert "kernel.unprivileged_userns_clone = 1" in drop_in.read_text().splitlines()
+    # The file sorts after mixos-hardening's, so the loader applies it last.
+    shipped = [p.name for p in (PROJECT / "configs/security/sysctl.d").glob("*.conf")]
+    assert max([*shipped, drop_in.name]) == drop_in.name
+    system.security(tmp_path, parse("version: 1\ndisk: /dev/vda\n"))
+    assert not drop_in.exists()
 
 
 def test_sizes_parse_mib_gib_percent_and_rest() -> None:

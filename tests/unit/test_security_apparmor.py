@@ -17,7 +17,8 @@ from mixbuild.packages import apparmor
 
 PROFILES = SECURITY / "apparmor.d"
 # profile file -> (profile name, attachment path or None for change_onexec only)
-EXPECTED = {"usr.sbin.sshd": ("sshd", "/usr/sbin/sshd"), "udhcpc": ("udhcpc", None)}
+EXPECTED = {"usr.sbin.sshd": ("sshd", "/usr/sbin/sshd"), "udhcpc": ("udhcpc", None),
+            "ntpd": ("ntpd", None)}
 
 
 def policy_tree(tmp: Path) -> tuple[Path, Path]:

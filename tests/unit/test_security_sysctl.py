@@ -69,13 +69,16 @@ def fake_proc_sys(root: Path, keys: list[str], ifaces: list[str]) -> None:
                     path.write_text("1\n")
 
 
-def run_loader(sysctl_dir: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+def run_loader(sysctl_dir: Path, *files: Path,
+               udhcpc_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
     sh = shutil.which("busybox")
     if sh is None:
         pytest.skip("busybox is not installed (make deps installs busybox-static)")
     return subprocess.run([sh, "sh", str(LOADER), *map(str, files)], capture_output=True,
-                          text=True, timeout=60, env={"MIXOS_SYSCTL_DIR": str(sysctl_dir),
-                                                      "PATH": "/usr/bin:/bin"}, check=False)
+                          text=True, timeout=60,
+                          env={"MIXOS_SYSCTL_DIR": str(sysctl_dir), "PATH": "/usr/bin:/bin",
+                               "MIXOS_UDHCPC_DIR": str(udhcpc_dir or sysctl_dir / "no-udhcpc")},
+                          check=False)
 
 
 def test_loader_applies_files_and_propagates_defaults_to_interfaces(tmp_path: Path) -> None:
@@ -92,6 +95,23 @@ def test_loader_applies_files_and_propagates_defaults_to_interfaces(tmp_path: Pa
     assert (proc_sys / "net/ipv4/conf/eth0/send_redirects").read_text().strip() == "0"
     assert (proc_sys / "net/ipv6/conf/eth0/accept_redirects").read_text().strip() == "0"
     assert "not in this kernel: kernel.kexec_load_disabled net.core.bpf_jit_harden" in result.stdout
+
+
+def test_loader_leaves_accept_ra_of_the_dhcp_interface_alone(tmp_path: Path) -> None:
+    """Run again after boot, the loader does not undo the network service's choice:
+    the interface udhcpc runs on keeps accepting router advertisements."""
+    proc_sys = tmp_path / "sys"
+    fake_proc_sys(proc_sys, ["net.ipv6.conf.default.accept_ra"], ["eth0", "eth1"])
+    udhcpc = tmp_path / "udhcpc"
+    udhcpc.mkdir()
+    (udhcpc / "eth0.pid").write_text("123\n")
+    conf = tmp_path / "ra.conf"
+    conf.write_text("net.ipv6.conf.default.accept_ra = 0\n")
+    result = run_loader(proc_sys, conf, udhcpc_dir=udhcpc)
+    assert result.returncode == 0, result.stderr
+    conf_dir = proc_sys / "net/ipv6/conf"
+    assert (conf_dir / "eth0/accept_ra").read_text().strip() == "1"
+    assert (conf_dir / "eth1/accept_ra").read_text().strip() == "0"
 
 
 def test_loader_fails_when_the_kernel_does_not_keep_a_value(tmp_path: Path) -> None:

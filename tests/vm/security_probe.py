@@ -11,6 +11,20 @@ Stdlib only; every probe is bounded in time. Prints one JSON value.
         N simultaneous connects: {"opened": k, "attempts": N}
   ping HOST N [--timeout S]
         N ICMP echo requests sent back to back (raw socket): {"sent": N, "replies": k}
+  sshkex HOST PORT [--timeout S]
+        What an SSH server offers on the wire: its identification line and every
+        name-list of its first SSH_MSG_KEXINIT (RFC 4253 7.1), in order, as sent:
+        {"banner": s, "kex": [...], "host_key": [...], "ciphers_c2s": [...], ...}
+  ntpserve ADDR SECONDS OFFSET
+        An NTP server on ADDR:123 for SECONDS that answers every client request
+        with its own clock plus OFFSET seconds; prints "ready" once bound, then
+        {"requests": n}
+  ntpquery HOST [--timeout S]
+        One NTP client request to HOST:123: {"reply": true|false}
+  udplisten ADDR PORT SECONDS MARKER
+        Receive UDP datagrams on ADDR:PORT (a syslog listener) until one holds
+        MARKER or SECONDS pass; prints "ready" once bound, then
+        {"received": [datagrams holding MARKER, as text], "others": count}
 """
 
 from __future__ import annotations
@@ -147,6 +161,115 @@ def ping(host: str, n: int, timeout: float) -> dict:
     return {"sent": n, "replies": len(seen)}
 
 
+KEXINIT_LISTS = ("kex", "host_key", "ciphers_c2s", "ciphers_s2c", "macs_c2s", "macs_s2c",
+                 "compression_c2s", "compression_s2c", "languages_c2s", "languages_s2c")
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def sshkex(host: str, port: int, timeout: float) -> dict:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"SSH-2.0-MixOS_security_probe\r\n")
+        # The server may send lines before its identification (RFC 4253 4.2).
+        buf = b""
+        while True:
+            while b"\n" not in buf:
+                chunk = s.recv(1)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection before identifying")
+                buf += chunk
+            line, buf = buf.split(b"\n", 1)
+            if line.startswith(b"SSH-"):
+                banner = line.rstrip(b"\r").decode("ascii", "replace")
+                break
+        # The first binary packet, unencrypted: length, padding length, payload.
+        head = buf + recv_exact(s, max(0, 5 - len(buf)))
+        length, _padding = struct.unpack("!IB", head[:5])
+        rest = head[5:] + recv_exact(s, length - 1 - len(head[5:]))
+    payload = rest[:length - 1 - _padding]
+    if payload[0] != 20:
+        raise ValueError(f"the first packet is message {payload[0]}, not SSH_MSG_KEXINIT (20)")
+    offset = 1 + 16  # message number, cookie
+    out: dict[str, object] = {"banner": banner}
+    for name in KEXINIT_LISTS:
+        (n,) = struct.unpack("!I", payload[offset:offset + 4])
+        text = payload[offset + 4:offset + 4 + n].decode("ascii")
+        out[name] = text.split(",") if text else []
+        offset += 4 + n
+    return out
+
+
+NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01, in seconds
+
+
+def ntp_stamp(t: float) -> bytes:
+    seconds = int(t)
+    return struct.pack("!II", seconds + NTP_EPOCH, int((t - seconds) * 2**32) & 0xFFFFFFFF)
+
+
+def ntpserve(addr: str, seconds: float, offset: float) -> dict:
+    requests = 0
+    with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+        s.bind((addr, 123))
+        print("ready", flush=True)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, peer = s.recvfrom(1024)
+            except TimeoutError:
+                break
+            if len(data) < 48 or data[0] & 0x07 != 3:  # client mode only
+                continue
+            requests += 1
+            now = time.time() + offset
+            # LI 0, version 4, mode 4 (server); stratum 2; the client's poll;
+            # precision 2^-20; root delay and dispersion 1/65536 s; reference id.
+            reply = (struct.pack("!BBbbII4s", 0x24, 2, data[2], -20, 1, 1, b"MIXS")
+                     + ntp_stamp(now - 1) + data[40:48] + ntp_stamp(now) + ntp_stamp(now))
+            s.sendto(reply, peer)
+    return {"requests": requests}
+
+
+def ntpquery(host: str, timeout: float) -> dict:
+    with socket.socket(family(host), socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(b"\x23" + b"\0" * 39 + ntp_stamp(time.time()), (host, 123))
+        try:
+            s.recv(1024)
+        except (TimeoutError, ConnectionRefusedError):
+            return {"reply": False}
+    return {"reply": True}
+
+
+def udplisten(addr: str, port: int, seconds: float, marker: str) -> dict:
+    with socket.socket(family(addr), socket.SOCK_DGRAM) as s:
+        s.bind((addr, port))
+        print("ready", flush=True)
+        received: list[str] = []
+        others = 0
+        deadline = time.monotonic() + seconds
+        while not received and (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data = s.recv(65536).decode("utf-8", "replace")
+            except TimeoutError:
+                break
+            if marker in data:
+                received.append(data)
+            else:
+                others += 1
+    return {"received": received, "others": others}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,8 +291,32 @@ def main() -> None:
     g.add_argument("host")
     g.add_argument("n", type=int)
     g.add_argument("--timeout", type=float, default=3.0)
+    k = sub.add_parser("sshkex")
+    k.add_argument("host")
+    k.add_argument("port", type=int)
+    k.add_argument("--timeout", type=float, default=15.0)
+    u = sub.add_parser("udplisten")
+    u.add_argument("addr")
+    u.add_argument("port", type=int)
+    u.add_argument("seconds", type=float)
+    u.add_argument("marker")
+    n = sub.add_parser("ntpserve")
+    n.add_argument("addr")
+    n.add_argument("seconds", type=float)
+    n.add_argument("offset", type=float)
+    q = sub.add_parser("ntpquery")
+    q.add_argument("host")
+    q.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args()
-    if args.cmd == "scan":
+    if args.cmd == "ntpserve":
+        out = ntpserve(args.addr, args.seconds, args.offset)
+    elif args.cmd == "ntpquery":
+        out = ntpquery(args.host, args.timeout)
+    elif args.cmd == "sshkex":
+        out = sshkex(args.host, args.port, args.timeout)
+    elif args.cmd == "udplisten":
+        out = udplisten(args.addr, args.port, args.seconds, args.marker)
+    elif args.cmd == "scan":
         out = scan(args.host, args.first, args.last, args.batch, args.timeout, args.source)
     elif args.cmd == "connect":
         out = connect(args.host, args.port, args.n, args.timeout, args.source)

@@ -56,8 +56,12 @@ echo "active LSMs: $(cat /sys/kernel/security/lsm)"
 check lsms sh -c 'l=",$(cat /sys/kernel/security/lsm),"; for m in landlock lockdown yama apparmor; do case $l in *,$m,*) ;; *) echo "no $m in $l"; exit 1;; esac; done; case $l in *,selinux,*) echo "selinux active: $l"; exit 1;; esac'
 check lockdown grep -q '\[confidentiality\]' /sys/kernel/security/lockdown
 check apparmor test -d /sys/kernel/security/apparmor
-check sysctls sh -c 'for k in kernel/kptr_restrict kernel/dmesg_restrict kernel/perf_event_paranoid kernel/unprivileged_bpf_disabled kernel/yama/ptrace_scope kernel/randomize_va_space kernel/sysrq fs/suid_dumpable fs/protected_regular dev/tty/ldisc_autoload vm/unprivileged_userfaultfd vm/mmap_min_addr net/ipv4/tcp_syncookies net/ipv4/conf/all/rp_filter net/ipv6/conf/all/accept_redirects; do test -f /proc/sys/$k || { echo missing $k; exit 1; }; done'
+check sysctls sh -c 'for k in kernel/kptr_restrict kernel/dmesg_restrict kernel/perf_event_paranoid kernel/unprivileged_bpf_disabled kernel/yama/ptrace_scope kernel/randomize_va_space kernel/sysrq fs/suid_dumpable fs/protected_regular dev/tty/ldisc_autoload vm/mmap_min_addr net/ipv4/tcp_syncookies net/ipv4/conf/all/rp_filter net/ipv6/conf/all/accept_redirects; do test -f /proc/sys/$k || { echo missing $k; exit 1; }; done'
 check no-kcore test ! -e /proc/kcore
+check kfence sh -c 'dmesg | grep -q "kfence: initialized"'
+check no-coredump-no-kallsyms sh -c 'test ! -e /proc/sys/kernel/core_pattern && test ! -e /proc/kallsyms && test ! -e /proc/sys/vm/unprivileged_userfaultfd'
+check mmap-rnd-bits-default-32 sh -c 'test "$(cat /proc/sys/vm/mmap_rnd_bits)" = 32'
+check machine-check test -d /sys/devices/system/machinecheck
 check audit test -e /proc/self/loginuid
 check namespaces sh -c 'for n in user pid net mnt uts ipc cgroup time; do test -e /proc/self/ns/$n || { echo missing $n; exit 1; }; done'
 check cgroup2 sh -c 'mkdir -p /cg && mount -t cgroup2 none /cg && grep -q memory /cg/cgroup.controllers && grep -q pids /cg/cgroup.controllers'

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,16 @@ class SecureGuest:
     def log(self) -> str:
         return self.sh("cat /var/log/messages")
 
+    def as_user(self, cmd: str, user: str = "tester", timeout: float = 60) -> str:
+        """CMD's output as USER (logged in with the test key, over its own
+        multiplexed connection); the exit status is the caller's to print."""
+        argv = [a if a != "root@127.0.0.1" else f"{user}@127.0.0.1" for a in self.ssh_argv()]
+        proc = subprocess.run([*argv, cmd], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode == 255:
+            pytest.fail(f"ssh as {user} failed: {proc.stderr[-2000:]}", pytrace=False)
+        return proc.stdout + proc.stderr
+
 
 def need_root() -> None:
     if os.geteuid() != 0:
@@ -176,12 +186,26 @@ def test_kernel_command_line_has_every_hardening_argument(sec: SecureGuest) -> N
     assert not missing, f"/proc/cmdline lacks {missing}\n(is: {' '.join(running)})"
 
 
+def dhcp_interface(sec: SecureGuest) -> str:
+    """The NIC the network service configures by DHCP (udhcpc's pid file names it)."""
+    pids = [f for f in sec.sh("ls /run/udhcpc").split() if f.endswith(".pid")]
+    assert len(pids) == 1, f"udhcpc pid files: {pids}"
+    return pids[0].removesuffix(".pid")
+
+
 def test_every_sysctl_reads_back(sec: SecureGuest) -> None:
     values = read_sysctl_files()
-    # The per-interface copies of conf.default.* for the NICs that existed at boot.
+    # The per-interface copies of conf.default.* for the NICs that existed at boot
+    # (both: the user-mode NIC and the tap NIC), except where the network service
+    # turns router advertisements on again for the interface it runs DHCP on.
+    nics = [n for n in sec.sh("ls /sys/class/net").split() if n != "lo"]
+    assert len(nics) >= 2, nics
+    dhcp = dhcp_interface(sec)
     for key, value in list(values.items()):
         if ".conf.default." in key:
-            values[key.replace(".default.", ".eth0.")] = value
+            for nic in nics:
+                values[key.replace(".default.", f".{nic}.")] = value
+    values[f"net.ipv6.conf.{dhcp}.accept_ra"] = "1"
     keys = " ".join(sorted(values))
     out = sec.sh(f"for k in {keys}; do f=/proc/sys/$(echo $k | tr . /); "
                  "if [ -e $f ]; then echo \"$k=$(cat $f)\"; else echo \"$k=<absent>\"; fi; done")
@@ -200,6 +224,65 @@ def test_every_sysctl_reads_back(sec: SecureGuest) -> None:
     assert not wrong, "sysctl values in the running guest:\n  " + "\n  ".join(wrong)
 
 
+def test_router_advertisements_only_on_the_dhcp_interface(sec: SecureGuest) -> None:
+    dhcp = dhcp_interface(sec)
+    out = sec.sh("cd /proc/sys/net/ipv6/conf && for d in *; do echo $d $(cat $d/accept_ra); done")
+    accept = dict(line.split() for line in out.splitlines())
+    want = {nic: ("1" if nic == dhcp else "0") for nic in accept if nic != "lo"}
+    assert {k: accept[k] for k in want} == want, f"accept_ra per interface: {accept}"
+
+
+USERNS_DROP_IN = "/etc/sysctl.d/60-mixos-userns.conf"  # mixinstall.system.USERNS_SYSCTL
+
+
+def test_user_namespaces_need_the_documented_switch(sec: SecureGuest) -> None:
+    """As a user, `unshare -Ur` (root in a new user namespace) fails by default and
+    works once the drop-in docs/security.md names is there and loaded."""
+    add_test_user(sec)
+    sec.sh(f"test ! -e {USERNS_DROP_IN}")
+    unshare = "unshare -Ur sh -c 'id -u' 2>&1; echo rc=$?"
+    denied = sec.as_user(unshare)
+    assert "rc=0" not in denied and "Operation not permitted" in denied, denied
+    sec.sh(f"echo 'kernel.unprivileged_userns_clone = 1' > {USERNS_DROP_IN} && mixos-sysctl")
+    try:
+        allowed = sec.as_user(unshare)
+    finally:
+        sec.sh(f"rm -f {USERNS_DROP_IN} && mixos-sysctl")
+    assert allowed.split() == ["0", "rc=0"], allowed
+    again = sec.as_user(unshare)
+    assert "rc=0" not in again, f"the switch did not turn off again: {again}"
+
+
+def test_core_dumps_are_discarded(sec: SecureGuest) -> None:
+    """A user's crashing program leaves no core file, even with `ulimit -c
+    unlimited`, and the kernel reports no dump (WCOREDUMP). The kernel is built
+    without core dump support (CONFIG_COREDUMP unset; docs/kernel.md): its sysctls
+    are absent. Built with it, the control shows that the same crash would leave a
+    core.PID file with a file pattern, and the shipped pipe pattern leaves none."""
+    add_test_user(sec)
+    crash = ("cd && rm -f core* && ulimit -c unlimited && python3 -c '"
+             "import os, signal\n"
+             "pid = os.fork()\n"
+             "if pid == 0: os.kill(os.getpid(), signal.SIGSEGV)\n"
+             "_, status = os.waitpid(pid, 0)\n"
+             "print(\"signal\", os.WTERMSIG(status), \"dumped\", os.WCOREDUMP(status))' "
+             "&& sleep 0.5 && ls")
+    out = sec.as_user(crash).split()
+    assert out[:4] == ["signal", "11", "dumped", "False"], out
+    assert not [f for f in out if f.startswith("core")], out
+    if "CONFIG_COREDUMP" not in kernel_config(ARTIFACTS / "kernel" / "config"):
+        sec.sh("test ! -e /proc/sys/kernel/core_pattern && test ! -e /proc/sys/kernel/core_uses_pid")
+        return
+    sec.sh("echo core > /proc/sys/kernel/core_pattern")
+    try:
+        files = sec.as_user(crash).split()
+    finally:
+        sec.sh("mixos-sysctl >/dev/null && rm -f /home/*/core*")
+    assert [f for f in files if re.fullmatch(r"core\.\d+", f)], (
+        f"control: no core.PID file with a file pattern ({files}): the test proves nothing")
+    assert sec.sh("cat /proc/sys/kernel/core_pattern").strip() == "|/bin/false"
+
+
 def test_lsms_active_and_lockdown_in_confidentiality_mode(sec: SecureGuest) -> None:
     lsms = sec.sh("cat /sys/kernel/security/lsm").strip().split(",")
     for lsm in ("lockdown", "yama", "landlock", "apparmor"):
@@ -209,7 +292,7 @@ def test_lsms_active_and_lockdown_in_confidentiality_mode(sec: SecureGuest) -> N
 
 def test_apparmor_profiles_enforced_and_services_confined(sec: SecureGuest) -> None:
     profiles = sec.sh("cat /sys/kernel/security/apparmor/profiles")
-    assert "sshd (enforce)" in profiles and "udhcpc (enforce)" in profiles, profiles
+    assert all(f"{p} (enforce)" in profiles for p in ("sshd", "udhcpc", "ntpd")), profiles
     # Boot loads the policy precompiled on the build host, not compiled here.
     loaded = sec.sh("mixos-apparmor start")
     assert re.search(r"[1-9]\d* precompiled and 0 compiled", loaded), loaded
@@ -244,6 +327,42 @@ def test_old_algorithms_are_refused_on_the_wire(sec: SecureGuest) -> None:
     assert "kex: host key algorithm: ssh-ed25519" in proc.stderr
 
 
+def configured(option: str) -> list[str]:
+    """An algorithm list of the shipped sshd_config, in its order."""
+    for line in (PROJECT / "configs" / "security" / "sshd_config").read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].lower() == option.lower():
+            return words[1].split(",")
+    raise AssertionError(f"configs/security/sshd_config sets no {option}")
+
+
+# What OpenSSH 9.2 appends to the server's key exchange list: not algorithms but
+# markers of extensions (strict key exchange against the Terrapin attack).
+KEX_MARKERS = {"kex-strict-s-v00@openssh.com", "ext-info-s"}
+
+
+def test_server_offers_only_the_configured_algorithms_on_the_wire(sec: SecureGuest) -> None:
+    """The server's KEXINIT as another host on the network receives it, list by list:
+    the post-quantum hybrid first, each host key algorithm once, nothing but what
+    sshd_config says (test_security_sshd.py holds sshd_config to the policy)."""
+    offer = sec.probe("sshkex", GUEST4, "22", timeout=60)
+    print("\nthe SSH server offers:", json.dumps(offer, indent=1))
+    assert offer["banner"].startswith("SSH-2.0-OpenSSH_") and "Debian" not in offer["banner"], (
+        offer["banner"])
+    kex = [k for k in offer["kex"] if k not in KEX_MARKERS]
+    assert kex[0] == "sntrup761x25519-sha512@openssh.com", f"key exchange offered first: {kex}"
+    assert kex == configured("KexAlgorithms"), offer["kex"]
+    # Only the algorithms of keys the server holds are offered: the ed25519 key, no
+    # certificate. Each once.
+    assert offer["host_key"] == ["ssh-ed25519"], f"host key algorithms: {offer['host_key']}"
+    for direction in ("c2s", "s2c"):
+        assert offer[f"ciphers_{direction}"] == configured("Ciphers"), offer
+        assert offer[f"macs_{direction}"] == configured("MACs"), offer
+        assert offer[f"compression_{direction}"] == ["none"], offer
+    for name in ("kex", "host_key", "ciphers_c2s", "macs_c2s"):
+        assert len(set(offer[name])) == len(offer[name]), f"{name} lists a name twice: {offer[name]}"
+
+
 # ---- accounts, files, mounts -------------------------------------------------------
 
 def test_root_locked_no_empty_passwords_and_shadow_private(sec: SecureGuest) -> None:
@@ -268,15 +387,26 @@ def mount_options(sec: SecureGuest) -> dict[str, set[str]]:
     return opts
 
 
-def test_tmp_and_dev_shm_are_nosuid_nodev_noexec_and_proc_hides_pids(sec: SecureGuest) -> None:
+def test_tmp_var_tmp_and_dev_shm_are_noexec_homes_nosuid_and_proc_hides_pids(
+        sec: SecureGuest) -> None:
     opts = mount_options(sec)
-    for mountpoint in ("/tmp", "/dev/shm"):
+    for mountpoint in ("/tmp", "/var/tmp", "/dev/shm"):
         assert {"nosuid", "nodev", "noexec"} <= opts[mountpoint], (mountpoint, opts[mountpoint])
+    assert {"nosuid", "nodev"} <= opts["/home"] and "noexec" not in opts["/home"], opts["/home"]
     assert opts["/proc"] & {"hidepid=2", "hidepid=invisible"}, opts["/proc"]
-    # noexec is real: a copy of a program in /tmp does not run.
-    run = sec.ssh("cp /usr/bin/busybox /tmp/bb && /tmp/bb true; echo rc=$?; rm -f /tmp/bb",
-                  check=False)
-    assert "rc=126" in run.stdout, run.stdout + run.stderr
+    # The live system's /var/tmp is a tmpfs of its own; an installed one keeps its
+    # /var/tmp on the disk (a bind of the directory onto itself).
+    types = {line.split()[1]: line.split()[2] for line in sec.sh("cat /proc/mounts").splitlines()}
+    assert types["/var/tmp"] == ("tmpfs" if sec.medium == "iso" else "ext4"), types["/var/tmp"]
+    # noexec is real: a copy of a program in /tmp or /var/tmp does not run; in a home
+    # it does.
+    for directory in ("/tmp", "/var/tmp"):
+        run = sec.ssh(f"cp /usr/bin/busybox {directory}/bb && {directory}/bb true; echo rc=$?; "
+                      f"rm -f {directory}/bb", check=False)
+        assert "rc=126" in run.stdout, (directory, run.stdout + run.stderr)
+    run = sec.ssh("cp /usr/bin/busybox /home/busybox && /home/busybox true; echo rc=$?; "
+                  "rm -f /home/busybox", check=False)
+    assert "rc=0" in run.stdout, run.stdout + run.stderr
 
 
 def test_root_squashfs_is_read_only_beneath_the_overlay(sec: SecureGuest) -> None:
@@ -480,11 +610,127 @@ def test_logins_leave_audit_and_auth_records_in_var_log(sec: SecureGuest) -> Non
                      log)
 
 
+BANNER = "Authorised use only."  # the first words of /etc/issue and /etc/issue.net
+
+
+def test_login_banner_on_the_console_and_before_ssh_authentication(sec: SecureGuest) -> None:
+    """getty shows /etc/issue before the console's login prompt; sshd sends
+    /etc/issue.net before authentication, so even a refused client sees it."""
+    console = sec.guest.vm.console().replace("\r", "")
+    assert re.search(re.escape(BANNER) + r".*\n(.*\n){0,4}.*login:", console), (
+        "no authorised-use statement before the console's login prompt")
+    # The client prints the server's banner at LogLevel INFO (the harness's is ERROR).
+    argv = ["LogLevel=INFO" if a == "LogLevel=ERROR" else a
+            for a in sec.guest.ssh_argv("-o", "PubkeyAuthentication=no")]
+    proc = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 255 and "Permission denied" in proc.stderr, proc.stderr
+    assert BANNER in proc.stderr, f"no banner before authentication: {proc.stderr[-1000:]}"
+    assert sec.sh("/usr/sbin/sshd -T | grep -i '^banner '").split() == ["banner",
+                                                                        "/etc/issue.net"]
+
+
+REMOTE_SYSLOG_PORT = 5514
+
+
+def test_remote_logging_reaches_a_listener_on_the_network(sec: SecureGuest) -> None:
+    """With remote= in /etc/mixos/syslog.conf, a message logged in the guest reaches
+    a syslog listener on another host (the tap network's outside) and stays in
+    /var/log/messages too; without it, nothing is sent."""
+    marker = f"mixos-remote-log-{os.getpid()}-{time.monotonic_ns()}"
+
+    def listen_while(guest_cmd: str, seconds: float) -> dict:
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", sec.netns, sys.executable, str(PROBE), "udplisten",
+             OUTSIDE4, str(REMOTE_SYSLOG_PORT), str(seconds), marker],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout is not None
+            assert listener.stdout.readline().strip() == "ready", listener.stderr
+            sec.sh(guest_cmd)
+            out, err = listener.communicate(timeout=seconds + 30)
+        finally:
+            listener.kill()
+        assert listener.returncode == 0, err
+        return json.loads(out)
+
+    # Control: the shipped configuration sends nothing.
+    quiet = listen_while(f"logger -t mixos-test {marker}-local", 3)
+    assert quiet["received"] == [], quiet
+    sec.sh("cp /etc/mixos/syslog.conf /run/syslog.conf.orig && "
+           f"echo 'remote={OUTSIDE4}:{REMOTE_SYSLOG_PORT}' >> /etc/mixos/syslog.conf && "
+           "/etc/init.d/S10syslog restart")
+    try:
+        got = listen_while(f"logger -t mixos-test {marker}", 20)
+    finally:
+        sec.sh("cp /run/syslog.conf.orig /etc/mixos/syslog.conf && /etc/init.d/S10syslog restart")
+    assert got["received"], f"the listener on {OUTSIDE4} received nothing holding {marker}"
+    assert re.search(r"^<\d+>.*mixos-test.*" + re.escape(marker), got["received"][0]), got
+    log = sec.log()
+    assert marker in log and f"{marker}-local" in log, "a message missing from /var/log/messages"
+    assert sec.sh("pidof syslogd").strip(), "syslogd did not come back after the test"
+
+
+NTP_OFFSET = 300  # seconds the test's NTP server is ahead of the host
+
+
+def guest_clock_offset(sec: SecureGuest) -> float:
+    before = time.time()
+    guest = float(sec.sh("date +%s").strip())
+    return guest - (before + time.time()) / 2
+
+
+def test_ntp_client_keeps_the_clock_confined_and_answers_nobody(sec: SecureGuest) -> None:
+    """BusyBox ntpd runs confined from boot on; pointed at an NTP server on the
+    outside network (ahead by NTP_OFFSET s), it sets the guest's clock through a
+    firewall that has no rule for NTP (its replies pass as ESTABLISHED); the guest
+    answers no NTP query itself."""
+    pids = sec.sh("pidof ntpd; true").split()
+    assert pids, "no ntpd running after boot"
+    contexts = {sec.sh(f"cat /proc/{pid}/attr/current").strip() for pid in pids}
+    assert contexts == {"ntpd (enforce)"}, f"ntpd runs as {contexts}"
+    assert sec.probe("ntpquery", GUEST4)["reply"] is False, "the guest answered an NTP query"
+    rules = sec.sh("iptables -S; ip6tables -S")
+    assert not re.search(r"--[sd]port 123\b|ntp", rules), "the firewall has an NTP rule"
+    assert abs(guest_clock_offset(sec)) < 30, "the guest's clock is off before the test"
+
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", sec.netns, sys.executable, str(PROBE), "ntpserve", OUTSIDE4,
+         "120", str(NTP_OFFSET)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    offset = 0.0
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready", server.stderr
+        sec.sh("cp /etc/mixos/ntp.conf /run/ntp.conf.orig && "
+               f"sed -i 's/^servers=.*/servers=\"{OUTSIDE4}\"/' /etc/mixos/ntp.conf && "
+               "/etc/init.d/S60ntp restart")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            offset = guest_clock_offset(sec)
+            if abs(offset - NTP_OFFSET) < 10:
+                break
+            time.sleep(2)
+        pid = sec.sh("pidof ntpd").split()[0]
+        context = sec.sh(f"cat /proc/{pid}/attr/current").strip()
+        cmd = sec.sh(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    finally:
+        sec.ssh(f"/etc/init.d/S60ntp stop; cp /run/ntp.conf.orig /etc/mixos/ntp.conf; "
+                f"date -s @{int(time.time())} >/dev/null; /etc/init.d/S60ntp start", check=False)
+        server.kill()
+        server.communicate(timeout=30)
+    assert abs(offset - NTP_OFFSET) < 10, (
+        f"the guest's clock is {offset:+.0f} s off the host's, not {NTP_OFFSET:+} s: ntpd did "
+        f"not follow {OUTSIDE4}\n" + "\n".join(l for l in sec.log().splitlines() if "ntpd" in l))
+    assert context == "ntpd (enforce)" and f"-p {OUTSIDE4}" in cmd, (context, cmd)
+    assert "setting time to" in sec.log(), "ntpd's step is not in /var/log/messages"
+    assert abs(guest_clock_offset(sec)) < 30, "the guest's clock was not put back"
+
+
 def test_profiles_denied_nothing_during_the_tests(sec: SecureGuest) -> None:
     """A profile too tight breaks its service in ways other tests may not notice."""
     denials = [line for line in sec.log().splitlines()
                if 'apparmor="DENIED"' in line
-               and ('profile="sshd"' in line or 'profile="udhcpc"' in line)]
+               and any(f'profile="{p}"' in line for p in ("sshd", "udhcpc", "ntpd"))]
     assert not denials, "AppArmor denied:\n" + "\n".join(denials[:10])
 
 
@@ -512,6 +758,124 @@ def test_log_rotation_keeps_var_log_bounded(sec: SecureGuest) -> None:
     assert sum(sizes.values()) <= (max_kb * (keep + 1) + 512) * 1024, sizes
     modes = sec.sh("stat -c '%a %n' /var/log/messages*")
     assert all(line.startswith("600 ") for line in modes.splitlines()), modes
+
+
+# ---- console and boot loader ----------------------------------------------------------
+
+# grub-mkpasswd-pbkdf2 -c 1000 of GRUB_PASSWORD (the unit tests' HASH too).
+GRUB_USER, GRUB_PASSWORD = "root", "mixos-test"
+GRUB_HASH = ("grub.pbkdf2.sha512.1000.CECA39690D18C4502EB2BCF64572BAD1E6FB192702806161A4D29E5FA2"
+             "39A0C3C402285B8358F7FB86FF8AE598A05D8747D7D4D295CB6A59A5133401295C1B73.A433A411E1"
+             "C3BA96D9800A3B26549CA10D20A18D72603013FA938390AA3772F727CF938FB1736A3E452A9ED4E3D8"
+             "4AC4BB7D6106F42D54B5A04CA891447CE23D")
+# QEMU key names of the characters typed at GRUB's prompts.
+QEMU_KEYS = {"-": "minus", "\n": "ret"}
+
+
+def type_keys(vm: VM, text: str) -> None:
+    for ch in text:
+        vm.sendkey(QEMU_KEYS.get(ch, ch))
+
+
+def editing_is_refused(vm: VM) -> None:
+    """Open GRUB's menu, press 'e' on the default entry, answer a wrong user and
+    password: refused, no editor. Leaves the menu shown again."""
+    vm.open_boot_menu()
+    vm.wait_for(r"rescue shell \(initramfs\)", 30)
+    mark = vm.mark()
+    vm.sendkey("e")
+    vm.wait_for(r"Enter username:", 30, since=mark)
+    type_keys(vm, "nobody\n")
+    vm.wait_for(r"Enter password:", 30, since=mark)
+    type_keys(vm, "wrong\n")
+    denied = vm.wait_for(r"error: access denied", 30, since=mark)
+    # GRUB draws the menu again (no editor: it would show the entry's "setparams").
+    vm.wait_for(r"rescue shell \(initramfs\)", 30, since=mark + denied.end())
+    assert "setparams" not in vm.console()[mark:], "GRUB opened the editor without a password"
+
+
+def test_live_iso_built_with_a_grub_password_guards_editing(
+        start_machine: Callable[..., Guest], vm_workdir: Path, sockets_dir: Path,
+        nocloud_seed: Path) -> None:
+    """`mixbuild iso --grub-password-hash`: the live medium's menu refuses editing
+    without the password, and its default entry boots by itself, locked."""
+    iso_path = vm_workdir / "mixos-grub-password.iso"
+    host_run([sys.executable, "-m", "mixbuild", "iso", "--no-repo", "--grub-password-hash",
+              GRUB_HASH, "-o", str(iso_path)], timeout=600,
+             env=dict(os.environ, PYTHONPATH=str(PROJECT / "src")), cwd=PROJECT)
+    monitor = sockets_dir / "hmp"
+
+    def machine(port: int, accel: str) -> Machine:
+        return Machine(accel=accel, iso=iso_path, ssh_port=port, monitor=monitor,
+                       disks=(nocloud_seed,))
+
+    g = start_machine(machine, wait_login=False, wait_ssh=False)
+    editing_is_refused(g.vm)
+    mark = g.vm.mark()
+    g.vm.sendkey("home")
+    g.vm.sendkey("ret")  # the default entry: no password asked
+    g.vm.wait_for(r"login: ?", 180, since=mark)
+    assert "Enter username:" not in g.vm.console()[mark:]
+    g.wait_ssh()
+    assert "mixos.locked" in g.sh("cat /proc/cmdline").split()
+
+
+def test_grub_password_guards_editing_and_rescue(start_machine: Callable[..., Guest],
+                                                 vm_workdir: Path, viso_image: Path,
+                                                 nocloud_seed: Path, sockets_dir: Path) -> None:
+    """An installed system (the VISO) given a GRUB password in /etc/mixos/boot.json:
+    the default entry boots by itself, and the initramfs's console menu offers no
+    shell; editing an entry asks for the superuser, and the rescue entry boots only
+    with the password."""
+    disk = overlay(viso_image, vm_workdir / "security-grub-password.qcow2")
+    monitor = sockets_dir / "hmp"
+
+    def machine(port: int, accel: str) -> Machine:
+        return Machine(accel=accel, drives=(Drive(disk),), ssh_port=port, disks=(nocloud_seed,),
+                       monitor=monitor)
+
+    g = start_machine(machine, name="grub-password-set")
+    g.sh(f"""python3 -c '
+import json; p = "/etc/mixos/boot.json"; d = json.load(open(p))
+d["grub_password"] = "{GRUB_HASH}"; json.dump(d, open(p, "w"))' && mixos-boot update""")
+    cfg = g.sh("stat -c %a /boot/grub/grub.cfg; cat /boot/grub/grub.cfg")
+    assert cfg.startswith("600\n") and f"password_pbkdf2 {GRUB_USER} {GRUB_HASH}" in cfg, cfg[:600]
+    assert g.poweroff() == 0
+
+    # 1. Nobody at the keyboard: the default entry boots (--unrestricted), locked.
+    #    A key on the serial console opens the initramfs's menu: no rescue in it,
+    #    and "3" boots normally.
+    g = start_machine(machine, name="grub-password-default", wait_login=False, wait_ssh=False)
+    g.vm.open_console_menu()
+    g.vm.wait_for(r"choice \[1\]: ", 30)
+    menu = g.vm.console()[g.vm.console().rindex("boot menu (a key was pressed"):]
+    assert "3  rescue shell" not in menu and "no rescue shell" in menu, menu
+    mark = g.vm.mark()
+    g.vm.type("3\r")
+    g.vm.wait_for(r"normal boot", 30, since=mark)
+    g.wait_login()
+    g.wait_ssh()
+    assert "mixos.locked" in g.sh("cat /proc/cmdline").split()
+    assert "'exit' continues the boot" not in g.vm.console()
+    assert g.poweroff() == 0
+
+    # 2. At the menu: editing the default entry ('e') asks for the superuser; a
+    #    wrong answer is refused. The rescue entry asks too; with the password it
+    #    boots to the initramfs's shell.
+    g = start_machine(machine, name="grub-password-menu", wait_login=False, wait_ssh=False)
+    editing_is_refused(g.vm)
+    g.vm.sendkey("end")  # the rescue entry is the last
+    mark = g.vm.mark()
+    g.vm.sendkey("ret")
+    g.vm.wait_for(r"Enter username:", 30, since=mark)
+    type_keys(g.vm, f"{GRUB_USER}\n")
+    g.vm.wait_for(r"Enter password:", 30, since=mark)
+    type_keys(g.vm, f"{GRUB_PASSWORD}\n")
+    g.vm.wait_for(r"'exit' continues the boot", 120, since=mark)
+    mark = g.vm.mark()
+    g.vm.type("cat /proc/cmdline\r")
+    g.vm.wait_for(r" rescue", 30, since=mark)
+    assert "mixos.locked" not in g.vm.console()[mark:]
 
 
 # ---- image and cost -----------------------------------------------------------------

@@ -43,6 +43,8 @@ OUTPUT_DIR = ARTIFACTS / "grub"
 MENU_MODULES = ("normal", "configfile", "linux", "search", "search_fs_uuid", "search_label",
                 "echo", "test", "loadenv", "serial", "terminal", "gzio", "sleep",
                 "reboot", "halt", "ls", "cat",
+                # A GRUB password (install.yaml security.grub_password).
+                "password_pbkdf2",
                 # An SDISK (mixboot.sdisk): a FAT data partition holding ISO files.
                 "fat", "loopback", "iso9660")
 # What each platform needs to find the root partition, plus its own loaders.

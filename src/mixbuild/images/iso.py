@@ -34,7 +34,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixboot import cmdline, image
+from mixboot import cmdline, image, menu
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, log, run, source_date_epoch, step
 from mixbuild.images import bootcompat
 
@@ -58,6 +58,12 @@ MENU_HINT = "Esc or Shift on the keyboard: boot menu (VRAM, rescue shell)"
 # to keep the ISO small. grub-mkrescue adds each module's dependencies.
 GRUB_MODULES = ("normal linux linux16 iso9660 part_msdos part_gpt fat serial terminal search "
                 "search_label echo test configfile gzio xzio all_video")
+# Only with a GRUB password (--grub-password-hash).
+PASSWORD_MODULES = "password_pbkdf2"
+
+
+def grub_modules(inputs: IsoInputs) -> str:
+    return f"{GRUB_MODULES} {PASSWORD_MODULES}" if inputs.grub_password else GRUB_MODULES
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ class IsoInputs:
     # An install.yaml to carry as /install.yaml: the ISO then installs MixOS
     # unattended (mixos.install=/install.yaml on every entry but rescue).
     install_config: Path | None = None
+    # A GRUB password (the hash grub-mkpasswd-pbkdf2 prints): editing an entry, the
+    # command line and the rescue entry then need it (mixboot.menu.password_lines).
+    grub_password: str = ""
 
 
 def project_version() -> str:
@@ -110,12 +119,15 @@ def grub_cfg(inputs: IsoInputs) -> str:
         f"set timeout={MENU_TIMEOUT}",
         "set timeout_style=hidden",
         f'echo "MixOS {inputs.version}: {MENU_HINT}"',
+        *menu.password_lines(inputs.grub_password),
         "set default=normal",
         "",
     ]
     for entry_id, title, args in entries:
         if inputs.install_config is not None and entry_id == "vram":
             continue  # the installer reads its medium (repository, install.yaml): no VRAM
+        access, locked = menu.entry_access(entry_id, inputs.grub_password)
+        args = f"{args} {locked}".strip()
         extra = inputs.extra_cmdline
         if inputs.install_config is not None and entry_id != "rescue":
             extra = f"{extra} {cmdline.install_arg(INSTALL_CONFIG_PATH)}".strip()
@@ -124,7 +136,7 @@ def grub_cfg(inputs: IsoInputs) -> str:
         # Under BIOS, the 16-bit boot protocol (linux16): the kernel reaches
         # /init ~1.5 s sooner under TCG than when GRUB enters it in 32-bit mode.
         lines += [
-            f'menuentry "{title}" --id {entry_id} {{',
+            f'menuentry "{title}" --id {entry_id}{access} {{',
             '    if [ "$grub_platform" = pc ]; then',
             f"        linux16 /boot/vmlinuz {line}",
             "        initrd16 /boot/initramfs.img",
@@ -185,7 +197,7 @@ def inputs_key(inputs: IsoInputs, cfg: str) -> str:
     h.update(cfg.encode())
     h.update(image_info(inputs).to_json().encode())
     h.update(Path(__file__).read_bytes())  # this builder's own code
-    h.update(json.dumps([GRUB_MODULES, source_date_epoch(), inputs.label]).encode())
+    h.update(json.dumps([grub_modules(inputs), source_date_epoch(), inputs.label]).encode())
     h.update(run(["grub-mkrescue", "--version"], capture=True).stdout.encode())
     return h.hexdigest()
 
@@ -243,7 +255,7 @@ def build(inputs: IsoInputs, output: Path) -> Path:
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         run(["grub-mkrescue", "-o", partial,
-             f"--install-modules={GRUB_MODULES}", "--fonts=", "--locales=", "--themes=",
+             f"--install-modules={grub_modules(inputs)}", "--fonts=", "--locales=", "--themes=",
              # Uncompressed modules: +0.5 MB, but GRUB starts ~0.2 s sooner under
              # TCG (no xz decoding of every module it loads).
              "--compress=no", "--product-name=MixOS", f"--product-version={inputs.version}",
@@ -293,11 +305,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="make an unattended installer: carry this install.yaml and "
                              "start mixos-install with it at boot (validated now); the "
                              "medium's repository then holds every package, the kernel too")
+    parser.add_argument("--grub-password-hash", default="", metavar="HASH",
+                        help="protect editing, GRUB's command line and the rescue entry "
+                             "with this password hash (what grub-mkpasswd-pbkdf2 prints: "
+                             "grub.pbkdf2.sha512.ROUNDS.SALT.HASH); normal boots stay open")
     parser.add_argument("-o", "--output", type=Path,
                         help="default: artifacts/mixos-<version>.iso "
                              "(-autoinstall.iso with --install-config)")
     args = parser.parse_args(argv)
     version = project_version()
+    try:
+        menu.check_password_hash(args.grub_password_hash)
+    except ValueError as e:
+        print(f"mixbuild iso: --grub-password-hash: {e}", file=sys.stderr)
+        return 2
     if args.install_config is not None:
         try:
             check_install_config(args.install_config)
@@ -313,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = IsoInputs(kernel=args.kernel, initrd=args.initrd, squashfs=args.squashfs,
                        version=version, label=args.label, extra_cmdline=args.cmdline,
                        repo=repo, install_config=args.install_config,
+                       grub_password=args.grub_password_hash,
                        kernel_config=None if args.no_kernel_check else
                        args.kernel_config or args.kernel.with_name("config"))
     output = args.output or ARTIFACTS / (f"mixos-{version}-autoinstall.iso"

@@ -2,7 +2,7 @@
 
 Inputs: the source package (its version), the upstream tinyconfig and kvm_guest fragments
 of that source, the MixOS fragments in configs/kernel/, and RECIPE_VERSION below.
-Output: artifacts/kernel/{bzImage,config,version,cmdline}, copied from a cache entry
+Output: artifacts/kernel/{bzImage,config,version,System.map,cmdline}, copied from a cache entry
 $MIXOS_CACHE/kernel/<key>/ where key is a hash of all inputs, so a rebuild with unchanged
 inputs takes seconds. The source is unpacked once per version under $MIXOS_CACHE/src/, and
 objects live in $MIXOS_CACHE/kernel/obj-<version>/ so that a changed fragment rebuilds
@@ -32,7 +32,7 @@ from pathlib import Path
 from mixbuild.images import kconfig
 
 # Bump when the way the kernel is built changes (not the fragments: they are hashed).
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: System.map among the products
 
 PROJECT = Path(__file__).resolve().parents[3]
 FRAGMENT_DIR = PROJECT / "configs" / "kernel"
@@ -57,7 +57,9 @@ FRAGMENTS = (
     "base", "virtio", "storage", "filesystems", "console",
     "netfilter", "containers", "hardening",
 )
-PRODUCTS = ("bzImage", "config", "version")
+# System.map: the kernel has no symbol table of its own (no KALLSYMS), so oops
+# traces are decoded with this one (docs/kernel.md, "Reading an oops").
+PRODUCTS = ("bzImage", "config", "version", "System.map")
 
 DEFAULT_EPOCH = 1767225600  # 2026-01-01: the build timestamp when SOURCE_DATE_EPOCH is unset
 
@@ -229,13 +231,14 @@ def compile_kernel(tree: Path, obj: Path, jobs: int, env: dict[str, str]) -> tup
     return obj / "arch/x86/boot/bzImage", release
 
 
-def store(entry: Path, bzimage: Path, config: Path, release: str) -> None:
+def store(entry: Path, bzimage: Path, config: Path, release: str, system_map: Path) -> None:
     """Fill the cache entry atomically: write beside it, then rename."""
     tmp = entry.with_name(entry.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(bzimage, tmp / "bzImage")
     shutil.copyfile(config, tmp / "config")
+    shutil.copyfile(system_map, tmp / "System.map")
     (tmp / "version").write_text(release + "\n")
     shutil.rmtree(entry, ignore_errors=True)
     tmp.rename(entry)
@@ -285,7 +288,7 @@ def build(jobs: int, force: bool, config_only: bool, out: Path) -> Path:
                 return config
             with step(f"compiling bzImage with {jobs} jobs"):
                 bzimage, release = compile_kernel(tree, layout.obj(source), jobs, env)
-            store(entry, bzimage, config, release)
+            store(entry, bzimage, config, release, layout.obj(source) / "System.map")
         publish(entry, out)
     size = (out / "bzImage").stat().st_size
     release = (out / "version").read_text().strip()
