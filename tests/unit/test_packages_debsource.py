@@ -185,4 +185,5 @@ def test_busybox_config_is_debians_with_the_documented_changes() -> None:
                        "CONFIG_LINUXRC": ("y", "n"),
                        "CONFIG_FEATURE_PREFER_APPLETS": ("n", "y"),
                        "CONFIG_FEATURE_SH_STANDALONE": ("n", "y"),
-                       "CONFIG_FEATURE_SH_NOFORK": ("n", "y")}
+                       "CONFIG_FEATURE_SH_NOFORK": ("n", "y"),
+                       "CONFIG_NTPD": ("n", "y")}
