@@ -112,3 +112,14 @@ class World:
                 else:
                     out[key] = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
         return out
+
+
+def journal(w: World) -> Any:
+    """The root's transaction journal, as a reader sees it (mix.database)."""
+    from mix.database import Database
+
+    db = Database(w.root / "var/lib/mix/installed.db", readonly=True)
+    try:
+        return db.journal()
+    finally:
+        db.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mixhelpers import World
+from mixhelpers import World, journal
 
 from mix.errors import DiskFullError
 from mix.fetch import Fetcher
@@ -38,16 +38,6 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
         gc.collect()  # file objects kept alive by a traceback would keep the mount busy
         if subprocess.run(["umount", str(where)], check=False).returncode != 0:
             subprocess.run(["umount", "--lazy", str(where)], check=False)
-
-
-def journal(w: World) -> Any:
-    from mix.database import Database
-
-    db = Database(w.root / "var/lib/mix/installed.db", readonly=True)
-    try:
-        return db.journal()
-    finally:
-        db.close()
 
 
 @pytest.mark.skipif(BUSYBOX is None, reason="needs a static busybox")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mixhelpers import World
+from mixhelpers import World, journal
 
 from mix.config import load
 from mix.errors import UsageError
@@ -124,16 +124,6 @@ def a_writer_at_work(w: World) -> Any:
                                             "deletes": [], "rmdirs": [], "transfers": []})
     db.close()
     return lock
-
-
-def journal(w: World) -> Any:
-    from mix.database import Database
-
-    db = Database(w.root / "var/lib/mix/installed.db", readonly=True)
-    try:
-        return db.journal()
-    finally:
-        db.close()
 
 
 def test_readers_answer_during_a_transaction_and_leave_its_journal(w: World,
