@@ -161,9 +161,11 @@ def image_entry_id(file: str, entry: str = "normal") -> str:
     return f"image-{file}" if entry == "normal" else f"image-{file}-{entry}"
 
 
-def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
+def sdisk_menu(images: list[MenuImage], *, default: str, password_hash: str = "") -> str:
     """The SDISK's grub.cfg: every image with its entries; DEFAULT (a file name)
-    is booted unless grubenv's mixos_default names another."""
+    is booted unless grubenv's mixos_default names another. With PASSWORD_HASH,
+    as on the other menus: editing, GRUB's command line and the rescue entries
+    need the superuser; the other entries boot for anyone, locked."""
     lines = [
         "# MixOS SDISK boot menu, written by mixboot/sdisk.py (mix sdisk): do not edit;",
         "# 'mix sdisk add|remove|default' rewrite it from the images' mixos-image.json.",
@@ -177,6 +179,7 @@ def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
         f'set {DEFAULT_VAR}="{default}"',
         "load_env",
         f'set default="image-${{{DEFAULT_VAR}}}"',
+        *password_lines(password_hash),
         "",
     ]
     for img in images:
@@ -187,6 +190,8 @@ def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
             if info.install and e.ident == "vram":
                 continue  # an installer reads its medium (repository, install.yaml)
             own = _vram(e.args) if e.ident == "normal" else e.args
+            access, locked = entry_access(e.ident, password_hash)
+            own = f"{own} {locked}".strip()
             extra = info.extra
             if info.install and e.ident != "rescue":
                 extra = f"{extra} {cmdline.install_arg(info.install)}"
@@ -194,7 +199,8 @@ def sdisk_menu(images: list[MenuImage], *, default: str) -> str:
                                        root=cmdline.sdisk_root(path), extra=extra)
             lines += _boot_entry(image_entry_id(img.file, e.ident),
                                  f"{info.title}{e.title} [{img.file}]",
-                                 f"(loop){info.kernel}", f"(loop){info.initrd}", args, setup)
+                                 f"(loop){info.kernel}", f"(loop){info.initrd}", args, setup,
+                                 access=access)
     return "\n".join(lines) + "\n"
 
 

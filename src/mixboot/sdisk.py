@@ -9,6 +9,8 @@ MIXOS-SDISK holding
     /boot/grub/grub.cfg  the menu, written here from the images' own
                          mixos-image.json (mixboot.menu.sdisk_menu)
     /boot/grub/grubenv   mixos_default (the image booted by default), mixos_vram
+    /boot/grub/password  optional (mode 0600): the GRUB superuser's password hash;
+                         editing and rescue entries then need it (docs/security.md)
 
 An `Sdisk` works on the data partition mounted at a directory; `opened()` mounts
 it: the running system's (booted from the SDISK: /run/mixos/sdisk, remounted
@@ -147,13 +149,35 @@ class Sdisk:
             grubenv.create(path)
         grubenv.update(path, values)
 
+    def password_hash(self) -> str:
+        path = self.grub_dir / "password"
+        return path.read_text().strip() if path.is_file() else ""
+
+    def set_password_hash(self, password_hash: str) -> None:
+        """Keep PASSWORD_HASH (grub-mkpasswd-pbkdf2's; "" removes it), then the menu."""
+        try:
+            menu.check_password_hash(password_hash)
+        except ValueError as e:
+            raise SdiskError(str(e)) from None
+        path = self.grub_dir / "password"
+        self.grub_dir.mkdir(parents=True, exist_ok=True)
+        if password_hash:
+            durable.write_text(path, password_hash + "\n", mode=0o600)
+        else:
+            path.unlink(missing_ok=True)
+        self.write_menu()
+
     def write_menu(self) -> Path:
         images = [menu.MenuImage(img.file, img.info) for img in self.images()
                   if img.info is not None]
         default = self.default() or ""
+        password = self.password_hash()
         self.grub_dir.mkdir(parents=True, exist_ok=True)
         path = self.grub_dir / "grub.cfg"
-        durable.write_text(path, menu.sdisk_menu(images, default=default))
+        # A menu holding the hash is readable by root only, as on an installed disk.
+        durable.write_text(path, menu.sdisk_menu(images, default=default,
+                                                 password_hash=password),
+                           mode=0o600 if password else 0o644)
         return path
 
     def add(self, source: Path, name: str | None = None, *, make_default: bool = False) -> Image:

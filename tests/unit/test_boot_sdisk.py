@@ -234,3 +234,27 @@ def test_a_qcow2_sdisk_is_named_as_such(tmp_path: Path) -> None:
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
     with pytest.raises(sdisk.SdiskError, match="qcow2 image.*qemu-nbd"):
         sdisk.data_partition_span(str(img))
+
+
+def test_a_grub_password_guards_editing_and_rescue_on_the_sdisk(data: sdisk.Sdisk,
+                                                                isos: dict[str, Path]) -> None:
+    data.add(isos["live"])
+    hashed = "grub.pbkdf2.sha512.1000." + "AB" * 32 + "." + "CD" * 64
+    data.set_password_hash(hashed)
+    cfg_path = data.grub_dir / "grub.cfg"
+    cfg = cfg_path.read_text()
+    assert f"password_pbkdf2 root {hashed}" in cfg and 'set superusers="root"' in cfg
+    assert (cfg_path.stat().st_mode & 0o777) == 0o600
+    assert ((data.grub_dir / "password").stat().st_mode & 0o777) == 0o600
+    heads = [ln for ln in cfg.splitlines() if ln.startswith("menuentry")]
+    assert sum("--unrestricted" in ln for ln in heads) == 2  # normal, VRAM: not rescue
+    assert not any("--unrestricted" in ln for ln in heads if "rescue" in ln)
+    assert sum("mixos.locked" in ln for ln in cfg.splitlines()
+               if ln.strip().startswith("linux ")) == 2
+    data.add(isos["old"])  # a change keeps it
+    assert "password_pbkdf2" in cfg_path.read_text()
+    with pytest.raises(sdisk.SdiskError, match="grub-mkpasswd-pbkdf2"):
+        data.set_password_hash("secret")
+    data.set_password_hash("")
+    assert "password_pbkdf2" not in cfg_path.read_text()
+    assert (cfg_path.stat().st_mode & 0o777) == 0o644

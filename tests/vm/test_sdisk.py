@@ -176,3 +176,22 @@ def test_sdisk_installer_image_installs_onto_a_second_disk(
                            check=True).stdout
     raw.unlink()
     assert 'name="mixos-root"' in table
+
+
+def test_sdisk_with_a_grub_password_refuses_editing_and_boots_locked(
+        start_machine: StartMachine, vm_workdir: Path, nocloud_seed: Path,
+        monitor_path: Path) -> None:
+    from test_security import GRUB_HASH, editing_is_refused
+
+    from mixbuild.images import sdisk as stage
+
+    raw = stage.build([ARTIFACTS / LIVE], vm_workdir / "password.sdisk",
+                      password_hash=GRUB_HASH)
+    disk = sdisk_overlay(raw, vm_workdir / "sdisk-password.qcow2")
+    g = start_machine(sdisk_machine(disk, nocloud_seed, monitor_path),
+                      wait_login=False, wait_ssh=False)
+    editing_is_refused(g.vm)  # 'e' asks for the superuser; a wrong password is refused
+    g.vm.sendkey("ret")  # the default entry boots for anyone, locked
+    g.wait_login()
+    g.wait_ssh()
+    assert "mixos.locked" in g.sh("cat /proc/cmdline").split()

@@ -52,7 +52,7 @@ def data_mib_for(images: list[Path]) -> int:
     return max(MIN_DATA_MIB, -(-need // 2**20))
 
 
-def inputs_key(images: list[Path], fmt: str, data_mib: int) -> str:
+def inputs_key(images: list[Path], fmt: str, data_mib: int, password_hash: str = "") -> str:
     h = hashlib.sha256()
     for p in images:
         h.update(p.name.encode())
@@ -62,7 +62,7 @@ def inputs_key(images: list[Path], fmt: str, data_mib: int) -> str:
             + [Path(__file__)]:
         if p.is_file():
             h.update(p.name.encode() + p.read_bytes())
-    h.update(json.dumps([fmt, data_mib]).encode())
+    h.update(json.dumps([fmt, data_mib, password_hash]).encode())
     return h.hexdigest()
 
 
@@ -96,7 +96,7 @@ def wait_for(loop: str, path: Path, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def fill(raw: Path, images: list[Path], tmp: Path) -> None:
+def fill(raw: Path, images: list[Path], tmp: Path, password_hash: str = "") -> None:
     """Partition RAW, make its file systems and boot loader, add IMAGES."""
     from mixboot.sdisk import Sdisk, SdiskError
 
@@ -136,6 +136,9 @@ def fill(raw: Path, images: list[Path], tmp: Path) -> None:
                     raise BuildError(str(e)) from None
                 assert img.info is not None
                 log(f"{img.file}: {img.info.title}, {img.size / 2**20:.1f} MiB")
+            if password_hash:
+                sd.set_password_hash(password_hash)
+                log("GRUB password set: editing and rescue entries need the superuser")
         finally:
             os.sync()
             run(["umount", mnt])
@@ -143,7 +146,7 @@ def fill(raw: Path, images: list[Path], tmp: Path) -> None:
         run(["losetup", "--detach", loop])
 
 
-def build(images: list[Path], output: Path, fmt: str = "raw") -> Path:
+def build(images: list[Path], output: Path, fmt: str = "raw", password_hash: str = "") -> Path:
     if not images:
         raise BuildError("no images to put on the SDISK")
     for image in images:
@@ -162,7 +165,7 @@ def build(images: list[Path], output: Path, fmt: str = "raw") -> Path:
     if os.geteuid() != 0:
         raise BuildError("building an SDISK needs root (a loop device), as 'make viso' does")
     data_mib = data_mib_for(images)
-    key = inputs_key(images, fmt, data_mib)
+    key = inputs_key(images, fmt, data_mib, password_hash)
     stamp = output.with_name(output.name + ".inputs")
     if output.is_file() and stamp.is_file() and stamp.read_text() == key:
         log(f"{output.name} is up to date")
@@ -175,7 +178,7 @@ def build(images: list[Path], output: Path, fmt: str = "raw") -> Path:
         raw = tmp / "sdisk.raw"
         with raw.open("wb") as f:
             f.truncate(disk_mib * 2**20)
-        fill(raw, images, tmp)
+        fill(raw, images, tmp, password_hash)
         partial = output.with_name(output.name + ".partial")
         if fmt == "qcow2":
             run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, partial], timeout=900)
@@ -195,13 +198,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="MixOS ISOs to carry, the first the default (default: this "
                              "build's ISO and unattended-install ISO)")
     parser.add_argument("--format", choices=FORMATS, default="raw")
+    parser.add_argument("--grub-password-hash", default="", metavar="HASH",
+                        help="a GRUB superuser password (grub-mkpasswd-pbkdf2's hash): editing "
+                             "and the rescue entries need it (docs/security.md)")
     parser.add_argument("-o", "--output", type=Path,
                         help="default: artifacts/mixos-<version>.sdisk")
     args = parser.parse_args(argv)
     version = project_version()
     output = args.output or ARTIFACTS / f"mixos-{version}.sdisk"
     try:
-        build(args.images or default_images(version), output, args.format)
+        build(args.images or default_images(version), output, args.format,
+              args.grub_password_hash)
     except BuildError as e:
         print(f"mixbuild sdisk: error: {e}", file=sys.stderr)
         return 1
