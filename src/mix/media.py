@@ -6,31 +6,17 @@ mixboot.vram; this module parses, prints and maps errors to exit codes."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from mix.cli import command
 from mix.errors import MixError, NotFoundError, UsageError
-from mix.session import human_size, say
+from mix.session import emit_json, human_size, require_mixboot, say
 
 
 def _mixboot(module: str) -> ModuleType:
-    import importlib
-
-    try:
-        return importlib.import_module(f"mixboot.{module}")
-    except ImportError:
-        # As mix viso: what is missing is a package, so "not found" (exit 9).
-        raise NotFoundError(f"this command needs MixOS's boot library (mixboot.{module}), "
-                            "which the package mixos-boot installs",
-                            "run 'mix install mixos-boot' (or 'mix upgrade mixos-boot')") \
-            from None
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+    return require_mixboot(module)
 
 
 # --- mix sdisk -------------------------------------------------------------------------
@@ -38,7 +24,7 @@ def _sdisk_list(sd: Any, sdisk: ModuleType, args: argparse.Namespace) -> int:
     running = sdisk.running_image() if args.disk is None else None
     rows = sdisk.listing(sd, running=running)
     if args.json:
-        _print_json({"images": rows, "free": sd.free_bytes()})
+        emit_json({"images": rows, "free": sd.free_bytes()})
         return 0
     say(f"{'NAME':<30} {'VERSION':<10} {'BUILT':<10} {'VARIANT':<9} {'SIZE':>10}  "
         f"{'':<2} SHA256")
@@ -122,7 +108,7 @@ def cmd_vram(args: argparse.Namespace) -> int:
         except vram.VramError as e:
             raise MixError(str(e)) from None
         if args.json:
-            _print_json(st)
+            emit_json(st)
         else:
             _vram_status(st)
         return 0

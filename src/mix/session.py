@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from mix.config import Config, load
 from mix.database import Database
-from mix.errors import MixError, UsageError
+from mix.errors import MixError, NotFoundError, UsageError
 from mix.lock import RootLock
 
 # Modules for downloading, verifying and transactions are imported where they are needed,
@@ -36,6 +36,22 @@ def emit_json(value: object) -> None:
 
 # Whether this command printed its JSON document (then an error adds no second one).
 json_emitted = False
+
+
+def require_mixboot(*modules: str) -> Any:
+    """The mixboot modules the boot-media commands (viso, sdisk, vram) run on; the
+    last one is returned. Missing (mix without mixos-boot, or a mixos-boot older
+    than the command) is a package not found: exit 9, naming it."""
+    import importlib
+
+    try:
+        return [importlib.import_module(f"mixboot.{m}") for m in modules][-1]
+    except ImportError:
+        names = ", ".join(f"mixboot.{m}" for m in modules)
+        raise NotFoundError(f"this command needs MixOS's boot library ({names}), which the "
+                            "package mixos-boot installs",
+                            "run 'mix install mixos-boot' (or 'mix upgrade mixos-boot')") \
+            from None
 
 
 def say(msg: str) -> None:

@@ -69,18 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentPars
 
 
 def _mixboot() -> ModuleType:
-    """mixboot's image reader, or an error naming the package that brings it (also
-    when an older mixos-boot, from before `mix viso`, is installed)."""
-    import importlib
+    """mixboot's image reader (and QEMU command line), or an error naming the
+    package that brings them (also when a mixos-boot older than `mix viso` is
+    installed)."""
+    from mix.session import require_mixboot
 
-    try:
-        importlib.import_module("mixboot.qemu")
-        return importlib.import_module("mixboot.imageinfo")
-    except ImportError:
-        raise NotFoundError("mix viso needs the mixboot library (mixboot.imageinfo, "
-                            "mixboot.qemu), which the package mixos-boot installs",
-                            hint="run 'mix install mixos-boot' (or 'mix upgrade "
-                            "mixos-boot')") from None
+    return require_mixboot("qemu", "imageinfo")
 
 
 def _inspect(path: Path, with_sha256: bool) -> ImageInfo:

@@ -33,14 +33,11 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixboot import bootloader, durable, grubenv, layout, menu
+from mixboot import bootloader, durable, grubenv, layout, menu, mounts
 from mixboot.image import ImageError, ImageInfo, read_iso
 
 BOOT_ENV = Path("/run/mixos/boot.env")
@@ -257,16 +254,6 @@ class Sdisk:
 
 
 # --- finding and mounting the data partition -------------------------------------------
-def _run(argv: list[str]) -> str:
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError:
-        raise SdiskError(f"{argv[0]} is not installed") from None
-    if r.returncode != 0:
-        raise SdiskError(f"{' '.join(argv)} failed: {(r.stderr or r.stdout).strip()}")
-    return r.stdout
-
-
 def data_partition_span(disk: str) -> tuple[int, int]:
     """Byte offset and size of DISK's SDISK data partition (a GPT read, no tools)."""
     try:
@@ -306,14 +293,6 @@ def ext4_label(superblock: bytes) -> str | None:
     return superblock[120:136].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _is_mounted(path: Path) -> bool:
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    return any(line.split()[1] == str(path) for line in mounts if len(line.split()) > 1)
-
-
 def _mount_options(readonly: bool) -> str:
     return ("ro" if readonly else "rw") + ",nosuid,nodev,noexec"
 
@@ -322,22 +301,23 @@ def _mount_options(readonly: bool) -> str:
 def _mounted(source: str, options: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         raise SdiskError("mounting an SDISK's data partition needs root")
-    where = Path(tempfile.mkdtemp(prefix="mixos-sdisk-"))
-    try:
-        _run(["mount", "-t", "ext4", "-o", options, source, str(where)])
-        try:
-            yield where
-        finally:
-            os.sync()
-            _run(["umount", str(where)])
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    with mounts.mounted(source, options, fstype="ext4", prefix="mixos-sdisk-") as where:
+        yield where
 
 
 @contextlib.contextmanager
 def opened(disk: str | None = None, *, readonly: bool = True) -> Iterator[Sdisk]:
     """The SDISK at DISK (a device or an image file), or, without DISK, the one
     this system booted from; mounted read-write unless READONLY."""
+    try:
+        with _opened(disk, readonly) as sd:
+            yield sd
+    except mounts.MountError as e:
+        raise SdiskError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _opened(disk: str | None, readonly: bool) -> Iterator[Sdisk]:
     if disk is not None:
         path = Path(disk)
         if not path.exists():
@@ -356,16 +336,16 @@ def opened(disk: str | None = None, *, readonly: bool = True) -> Iterator[Sdisk]
     if not device:
         raise SdiskError("this system did not boot from an SDISK; name one with "
                          "--disk FILE|DEVICE")
-    if _is_mounted(RUNNING_MOUNT):
+    if str(RUNNING_MOUNT) in mounts.mount_types():
         if readonly:
             yield Sdisk(RUNNING_MOUNT)
             return
-        _run(["mount", "-o", "remount,rw", str(RUNNING_MOUNT)])
+        mounts.run(["mount", "-o", "remount,rw", str(RUNNING_MOUNT)])
         try:
             yield Sdisk(RUNNING_MOUNT)
         finally:
             os.sync()
-            _run(["mount", "-o", "remount,ro", str(RUNNING_MOUNT)])
+            mounts.run(["mount", "-o", "remount,ro", str(RUNNING_MOUNT)])
         return
     # VRAM released it at boot: mount it for this command.
     with _mounted(device, _mount_options(readonly)) as where:

@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mixboot import grubenv, kernels, menu, sdisk
+from mixboot import grubenv, kernels, menu, mounts, sdisk
 
 ON = "on"
 OFF = "off"
@@ -66,22 +63,10 @@ def _used(path: str) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def _mount_types() -> dict[str, str]:
-    types = {}
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            fields = line.split()
-            if len(fields) > 2:
-                types[fields[1]] = fields[2]
-    except OSError:
-        pass
-    return types
-
-
 def ram_bytes(kind: str, in_ram: bool) -> int:
     """Bytes the system's file systems hold in RAM now: the copied root image and
     the overlay's writes (live), or the whole root (an installed system in VRAM)."""
-    types = _mount_types()
+    types = mounts.mount_types()
     if kind == "disk":
         return _used("/") if in_ram and types.get("/") == "tmpfs" else 0
     total = 0
@@ -151,20 +136,11 @@ def disk_root(env: dict[str, str], *, readonly: bool = False,
         raise VramError("no root device recorded in /run/mixos/boot.env")
     if os.geteuid() != 0:
         raise VramError(f"the system runs in RAM; reaching its disk {device} needs root")
-    where = Path(tempfile.mkdtemp(prefix="mixos-root-"))
     try:
-        r = subprocess.run(["mount", "-o", "ro" if readonly else "rw", device, str(where)],
-                           capture_output=True, text=True, timeout=120, check=False)
-        if r.returncode != 0:
-            raise VramError(f"cannot mount the root disk {device}: {r.stderr.strip()} "
-                            "(was the disk detached?)")
-        try:
+        with mounts.mounted(device, "ro" if readonly else "rw", prefix="mixos-root-") as where:
             yield where
-        finally:
-            os.sync()
-            subprocess.run(["umount", str(where)], capture_output=True, timeout=120, check=False)
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    except mounts.MountError as e:
+        raise VramError(f"the root disk {device}: {e} (was the disk detached?)") from None
 
 
 def persist(value: str, env: dict[str, str] | None = None, root: Path = Path("/")) -> str:

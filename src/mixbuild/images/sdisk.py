@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from mixboot import bootloader, layout
@@ -82,23 +81,12 @@ def sfdisk_script(data_mib: int) -> str:
     ]) + "\n"
 
 
-def wait_for(loop: str, path: Path, timeout: float = 10) -> None:
-    """Wait for the partition device PATH of LOOP. Where `losetup --partscan` makes
-    no devices (seen on some hosts), partx adds them (as mixinstall.disk does)."""
-    deadline = time.monotonic() + timeout
-    asked = False
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise BuildError(f"{path} did not appear within {timeout:.0f} s of losetup --partscan")
-        if not asked and time.monotonic() > deadline - timeout + 0.5:
-            asked = True
-            run(["partx", "--update", loop], capture=True)
-        time.sleep(0.05)
-
-
 def fill(raw: Path, images: list[Path], tmp: Path, password_hash: str = "") -> None:
     """Partition RAW, make its file systems and boot loader, add IMAGES."""
     from mixboot.sdisk import Sdisk, SdiskError
+    from mixinstall.disk import wait_for_partitions
+    from mixinstall.install import fill_esp
+    from mixinstall.steps import InstallError, Progress
 
     data_mib = (raw.stat().st_size // 2**20) - layout.ALIGN_MIB - layout.BIOS_BOOT_MIB \
         - layout.ESP_MIB - 1
@@ -108,8 +96,13 @@ def fill(raw: Path, images: list[Path], tmp: Path, password_hash: str = "") -> N
     try:
         esp_dev = Path(layout.partition_device(loop, layout.ESP))
         data_dev = Path(layout.partition_device(loop, layout.SDISK_DATA))
-        wait_for(loop, esp_dev)
-        wait_for(loop, data_dev)
+        # The installer's own steps: partx where losetup --partscan made no devices,
+        # and the ESP filled with mtools (build hosts need no FAT in their kernel).
+        progress = Progress(quiet=True)
+        try:
+            wait_for_partitions(progress, loop, [layout.ESP, layout.SDISK_DATA])
+        except InstallError as e:
+            raise BuildError(str(e)) from None
         run(["mkfs.vfat", "-n", layout.FS_LABELS[layout.ESP], esp_dev], capture=True)
         # -m 0: no blocks reserved for root (nothing but images and the menu live here).
         run(["mkfs.ext4", "-q", "-F", "-m", "0",
@@ -120,9 +113,10 @@ def fill(raw: Path, images: list[Path], tmp: Path, password_hash: str = "") -> N
             bootloader.install(loop, kit=KIT_DIR, esp_mount=esp_tree)
         except bootloader.BootloaderError as e:
             raise BuildError(f"the SDISK's boot loader: {e}") from None
-        for top in sorted(esp_tree.iterdir()):
-            run(["mcopy", "-s", "-o", "-i", esp_dev, top, "::/"], env={"MTOOLS_SKIP_CHECK": "1"},
-                capture=True)
+        try:
+            fill_esp(progress, str(esp_dev), esp_tree)
+        except InstallError as e:
+            raise BuildError(f"the SDISK's EFI system partition: {e}") from None
         mnt = tmp / "data"
         mnt.mkdir()
         run(["mount", "-t", "ext4", "-o", "rw,nosuid,nodev,noexec", data_dev, mnt])
