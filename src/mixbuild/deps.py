@@ -17,6 +17,7 @@ from pathlib import Path
 DEBIAN_PACKAGES = [
     "linux-source-6.1",  # kernel source (6.1 LTS)
     "build-essential", "bc", "bison", "flex", "libelf-dev", "libssl-dev", "cpio",  # kernel build
+    "gcc-12-plugin-dev",  # kernel build: the STACKLEAK GCC plugin is compiled against it
     "dpkg-dev",  # recipes built from Debian source packages: dpkg-source -x
     "xz-utils", "zstd", "busybox-static",  # initramfs
     "squashfs-tools", "grub-pc-bin", "grub-efi-amd64-bin", "grub-common",  # images
