@@ -12,6 +12,7 @@ is the number to compare: on a shared host, other work only ever adds time.
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --machine pc --runs 3
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --direct-machine microvm --direct-machine q35
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --against ../old/artifacts  # A/B
+    PYTHONPATH=src .venv/bin/python bench/boot_times.py --no-iso --against A --against B  # kernels
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --viso --uefi --no-direct  # ISO vs VISO
     PYTHONPATH=src .venv/bin/python bench/boot_times.py --sdisk --uefi --vram      # SDISK, VRAM
 
@@ -105,18 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uefi", action="store_true",
                         help="also boot the ISO (and the VISO, the SDISK) with OVMF")
     parser.add_argument("--no-direct", action="store_true", help="no direct kernel boots")
+    parser.add_argument("--no-iso", action="store_true",
+                        help="no ISO boots (to compare kernels: an ISO carries its own)")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--against", type=Path, metavar="ARTIFACTS",
+    parser.add_argument("--against", type=Path, metavar="ARTIFACTS", action="append",
                         help="another artifacts directory (say, a build of an earlier commit): "
                              "its ISO, kernel and initramfs boot alternately with these, and "
-                             "both are reported")
+                             "both are reported (as @base; repeated, as @DIRECTORY-NAME)")
     args = parser.parse_args(argv)
     direct_machines = args.direct_machine or [DIRECT_MACHINE]
     image_sets = {"": (args.iso, args.kernel, args.initrd)}
-    if args.against is not None:
-        image_sets["@base"] = (args.against / args.iso.name, args.against / "kernel" / "bzImage",
-                               args.against / "initramfs.img")
+    for other in args.against or []:
+        label = "@base" if len(args.against) == 1 else f"@{other.name}"
+        if label in image_sets:
+            print(f"boot_times: two --against directories are named {other.name}", file=sys.stderr)
+            return 2
+        image_sets[label] = (other / args.iso.name, other / "kernel" / "bzImage",
+                             other / "initramfs.img")
     for images in image_sets.values():
         for path in images:
             if not path.is_file():
@@ -126,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     modes: dict[str, Machine] = {}
     tmpdir = tempfile.TemporaryDirectory(prefix="mixos-boot-bench-")
     for suffix, (iso, kernel, initrd) in image_sets.items():
-        modes["iso" + suffix] = Machine(accel=accel, memory_mb=args.memory, machine=args.machine,
-                                        iso=iso)
-        if args.uefi:
+        if not args.no_iso:
+            modes["iso" + suffix] = Machine(accel=accel, memory_mb=args.memory,
+                                            machine=args.machine, iso=iso)
+        if args.uefi and not args.no_iso:
             modes["iso-uefi" + suffix] = Machine(accel=accel, memory_mb=args.memory, iso=iso,
                                                  uefi=True)
         for kind, image in (("viso", args.viso), ("sdisk", args.sdisk)):

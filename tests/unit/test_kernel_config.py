@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mixbuild import deps
 from mixbuild.images import kconfig, kernel
 
 # KSPP recommended settings for x86_64 (Linux 6.1, GCC) that MixOS keeps, plus what
@@ -33,6 +34,10 @@ HARDENING_CHECKLIST: dict[str, str | None] = {
     "CONFIG_ZERO_CALL_USED_REGS": "y",
     "CONFIG_RANDOMIZE_KSTACK_OFFSET_DEFAULT": "y",
     "CONFIG_SCHED_STACK_END_CHECK": "y",
+    # the kernel stack erased on every return to user space, and no switch to stop it
+    "CONFIG_GCC_PLUGIN_STACKLEAK": "y",
+    "CONFIG_STACKLEAK_RUNTIME_DISABLE": None,
+    "CONFIG_STACKLEAK_METRICS": None,
     # CPU side channels
     "CONFIG_CPU_MITIGATIONS": "y",
     "CONFIG_RETPOLINE": "y",
@@ -144,6 +149,32 @@ def test_built_config_meets_hardening_checklist() -> None:
     if "selinux" in lsm and lsm.index("selinux") < lsm.index("apparmor"):
         wrong.append(f"CONFIG_LSM starts SELinux before AppArmor (AppArmor is the default): {lsm}")
     assert not wrong, "kernel hardening checklist failures:\n" + "\n".join(wrong)
+
+
+def test_built_config_draws_no_random_numbers_at_build_time() -> None:
+    """RANDSTRUCT seeds the structure layout from /dev/urandom and the latent
+    entropy plugin its constants: either would end bit-identical kernel builds."""
+    config = kconfig.parse_config(built_config().read_text())
+    wanted: dict[str, tuple[str | None, str]] = {
+        "CONFIG_RANDSTRUCT_NONE": ("y", "reproducible builds"),
+        "CONFIG_RANDSTRUCT_FULL": (None, "reproducible builds"),
+        "CONFIG_RANDSTRUCT_PERFORMANCE": (None, "reproducible builds"),
+        "CONFIG_GCC_PLUGIN_LATENT_ENTROPY": (None, "reproducible builds"),
+    }
+    wrong = kconfig.mismatches(wanted, config)
+    assert not wrong, "\n".join(map(str, wrong))
+
+
+def test_gcc_plugins_need_their_headers_and_make_deps_installs_them(tmp_path: Path) -> None:
+    asked = {"CONFIG_GCC_PLUGINS": ("y", "hardening.config")}
+    with pytest.raises(kernel.KernelError, match=r"hardening.config asks for GCC plugins .*"
+                       r"plugin-version.h does not exist; install gcc-12-plugin-dev"):
+        kernel.require_plugin_headers(asked, tmp_path)
+    kernel.require_plugin_headers({}, tmp_path)  # no plugins asked for: no headers needed
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "plugin-version.h").write_text("")
+    kernel.require_plugin_headers(asked, tmp_path)
+    assert kernel.PLUGIN_PACKAGE in deps.DEBIAN_PACKAGES
 
 
 def test_cmdline_is_one_line_with_the_kspp_arguments() -> None:

@@ -42,6 +42,8 @@ ARTIFACTS = PROJECT / "artifacts" / "kernel"
 SOURCE_PACKAGE = "linux-source-6.1"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 SOURCE_TOPDIR = "linux-source-6.1"
+# GCC's plugin headers, for the STACKLEAK plugin (hardening.config); make deps installs it.
+PLUGIN_PACKAGE = "gcc-12-plugin-dev"
 
 # Upstream fragments (paths inside the source tree) merged first, in this order:
 # what `make tinyconfig` uses, then the KVM guest basics.
@@ -206,8 +208,25 @@ def unpack_source(source: Source, layout: Layout) -> Path:
     return tree
 
 
+def gcc_plugin_dir() -> Path:
+    """Where GCC keeps its plugin headers (Kconfig looks for include/plugin-version.h there)."""
+    return Path(run(["gcc", "-print-file-name=plugin"], quiet=True).strip())
+
+
+def require_plugin_headers(requests: dict[str, tuple[str | None, str]], plugin_dir: Path) -> None:
+    """Kconfig drops CONFIG_GCC_PLUGINS without a word when GCC's plugin headers are
+    missing; say so before configuring, with the package that provides them."""
+    wanted, origin = requests.get("CONFIG_GCC_PLUGINS", (None, ""))
+    header = plugin_dir / "include" / "plugin-version.h"
+    if wanted == "y" and not header.is_file():
+        raise KernelError(f"{origin} asks for GCC plugins (CONFIG_GCC_PLUGINS=y) but {header} "
+                          f"does not exist; install {PLUGIN_PACKAGE} ('make deps')")
+
+
 def configure(tree: Path, obj: Path, fragments: Sequence[Path], env: dict[str, str]) -> Path:
     """Write obj/.config: all-no base + upstream tiny/kvm_guest + MixOS fragments; verify it."""
+    requests = kconfig.merged_requests(kconfig.read_fragments(fragments))
+    require_plugin_headers(requests, gcc_plugin_dir())
     obj.mkdir(parents=True, exist_ok=True)
     upstream = [tree / rel for rel in UPSTREAM_FRAGMENTS]
     # -n: every symbol no fragment mentions starts from "no" (allnoconfig), as tinyconfig does.
@@ -215,7 +234,6 @@ def configure(tree: Path, obj: Path, fragments: Sequence[Path], env: dict[str, s
         cwd=tree, env=env, quiet=True)
     run(["make", f"O={obj}", "olddefconfig"], cwd=tree, env=env, quiet=True)
     config = obj / ".config"
-    requests = kconfig.merged_requests(kconfig.read_fragments(fragments))
     missing = kconfig.mismatches(requests, kconfig.parse_config(config.read_text()))
     if missing:
         lines = "\n  ".join(str(m) for m in missing)
