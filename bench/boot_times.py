@@ -27,12 +27,22 @@ Milestones (the first console line that marks each):
     init      switch_root to BusyBox init     ("root image mounted", on a disk "root file
                                               system ... mounted")
     login     the serial getty prompts        ("login:")
+
+With --icount the direct boots run under QEMU's instruction counting (-icount
+shift=0,sleep=off: the guest clock advances 1 ns per instruction executed, idle
+time is skipped) with mixos.debug, and three more rows give the guest's own
+clock at: /init looking for the boot medium (g-initramfs), rcS done setting the
+system up, just before the login prompt (g-setup), and every service started
+(g-services). Those are instruction counts, not seconds, and do not depend on
+how busy the host is: what to compare two kernels with on a shared host
+(docs/kernel.md). The wall-clock rows stay, slower under -icount.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -52,6 +62,13 @@ MILESTONES = [
     ("init", r"root (image|file system \S+) mounted"),
     ("login", r"login: ?"),
 ]
+# With --icount (mixos.debug): lines carrying the guest's /proc/uptime.
+GUEST_MILESTONES = [
+    ("g-initramfs", r"mixos-initramfs: ([0-9.]+) s: looking"),
+    ("g-setup", r"rcS: ([0-9.]+) s: system set up"),
+    ("g-services", r"rcS: ([0-9.]+) s: services started"),
+]
+ICOUNT = ("-icount", "shift=0,sleep=off")
 
 
 def fresh_overlay(machine: Machine) -> None:
@@ -67,12 +84,20 @@ def boot_once(machine: Machine, log: Path, timeout: float) -> dict[str, float | 
     fresh_overlay(machine)
     with VM(machine, log) as vm:
         vm.wait_for(r"login: ?", timeout)
-        return {name: vm.arrival_of(pattern) for name, pattern in MILESTONES}
+        times = {name: vm.arrival_of(pattern) for name, pattern in MILESTONES}
+        if ICOUNT[0] in machine.extra:
+            vm.wait_for(GUEST_MILESTONES[-1][1], timeout)
+            for name, pattern in GUEST_MILESTONES:
+                found = re.search(pattern, vm.console())
+                times[name] = float(found[1]) if found else None
+        return times
 
 
 def summarize(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float] | None]:
     summary: dict[str, dict[str, float] | None] = {}
-    for name, _ in MILESTONES:
+    for name, _ in MILESTONES + GUEST_MILESTONES:
+        if not any(name in r for r in runs):
+            continue
         values = [r[name] for r in runs if r.get(name) is not None]
         summary[name] = None if not values else {
             "min": round(min(v for v in values if v is not None), 2),
@@ -108,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-direct", action="store_true", help="no direct kernel boots")
     parser.add_argument("--no-iso", action="store_true",
                         help="no ISO boots (to compare kernels: an ISO carries its own)")
+    parser.add_argument("--icount", action="store_true",
+                        help="direct boots count instructions (see above): guest-clock rows "
+                             "that do not depend on the host's load")
+    parser.add_argument("--vga", action="store_true",
+                        help="direct boots on q35/pc get a VGA device (-vga std), as a VM with "
+                             "a screen has (the kernel's screen console then draws on it)")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--against", type=Path, metavar="ARTIFACTS", action="append",
@@ -129,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 print(f"boot_times: {path} not found; run 'make iso'", file=sys.stderr)
                 return 1
-    accel = probe_accel(args.kernel, args.initrd)
+    accel = "tcg" if args.icount else probe_accel(args.kernel, args.initrd)
+    direct_args = iso_stage.kernel_args(iso_stage.entry_args("normal"),
+                                        extra="mixos.debug" if args.icount else "")
+    direct_extra = ICOUNT if args.icount else ()
+    vga = ("-vga", "std") if args.vga else ()
     modes: dict[str, Machine] = {}
     tmpdir = tempfile.TemporaryDirectory(prefix="mixos-boot-bench-")
     for suffix, (iso, kernel, initrd) in image_sets.items():
@@ -151,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             name = "direct" if len(direct_machines) == 1 else f"direct-{direct}"
             modes[name + suffix] = Machine(
                 accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
-                initrd=initrd, iso=iso, append=iso_stage.kernel_args(iso_stage.entry_args("normal")))
+                initrd=initrd, iso=iso, append=direct_args,
+                extra=direct_extra + (vga if direct != "microvm" else ()))
             if args.vram:
                 modes[name + "-vram" + suffix] = Machine(
                     accel=accel, memory_mb=args.memory, machine=direct, kernel=kernel,
@@ -176,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
           f"runs={args.runs} ISO {report['iso_mb']} MiB")
     print(f"{'milestone':<10}" + "".join(f" {mode + ' min':>14} {mode + ' med':>14}"
                                          for mode in modes))
-    for name, _ in MILESTONES:
+    for name, _ in MILESTONES + (GUEST_MILESTONES if args.icount else []):
         cells = []
         for mode in modes:
-            s = report[mode][name]  # type: ignore[index]
+            s = report[mode].get(name)  # type: ignore[union-attr]
             cells += ["-", "-"] if s is None else [f"{s['min']:.2f}", f"{s['median']:.2f}"]
         print(f"{name:<10}" + "".join(f" {c:>14}" for c in cells))
     if args.json:
