@@ -109,8 +109,7 @@ def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) ->
     /etc/mix/repositories names): an index of every package except EXCLUDE, and the
     files of those that are not already installed in ROOT (`mix install nginx`
     works offline; installed ones never need their file again). Returns its size."""
-    from mix.index import write_index
-    from mixbuild.packages.repo import signing_key
+    from mixbuild.packages.repo import sign_build_index
 
     index = json.loads((REPO / "index.json").read_text())
     have = {(p["name"], p["version"]) for p in installed(root)}
@@ -120,14 +119,15 @@ def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) ->
     stamp = out.with_name(out.name + ".key")
     if not (out.is_dir() and stamp.exists() and stamp.read_text() == key):
         stamp.unlink(missing_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        # Everything goes but the old index, whose date the new one must not go below.
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.iterdir():
+            if old.name != "index.json":
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         for e in entries:
             if (e["name"], e["version"]) not in have:
                 shutil.copyfile(REPO / e["filename"], out / e["filename"])
-        # A medium outlives a month: its index stays valid for a year.
-        write_index(out, entries, signing_key(), valid_days=365)
+        sign_build_index(out, entries)
         stamp.write_text(key)
     return sum(p.stat().st_size for p in out.iterdir())
 
