@@ -60,8 +60,9 @@ def seed_cache(cache: Path) -> None:
     if not entry.is_dir():
         raise SystemExit(f"{entry} does not exist: run 'make kernel' first")
     shutil.copytree(entry, cache / "kernel" / entry.name)
-    if (own / "debs").is_dir():
-        shutil.copytree(own / "debs", cache / "debs")
+    (cache / "debs").mkdir(parents=True, exist_ok=True)
+    for deb in (own / "debs").glob("*.deb"):  # the downloads, not what was unpacked
+        shutil.copyfile(deb, cache / "debs" / deb.name)
 
 
 def main() -> int:
