@@ -9,8 +9,9 @@ compressed squashfs.
                            packages not installed in the image (nginx, openssh...)
 
 Everything in the tree comes from a package or is mix's own state under
-/var/lib/mix; the one post-install step (drop_build_repo_cache) removes mix's
-cached copy of the build repository's index. A smoke test runs the image's own
+/var/lib/mix; the two post-install steps remove mix's cached copy of the build
+repository's index (drop_build_repo_cache) and rewrite its database compactly
+(compact_database). A smoke test runs the image's own
 mix in a chroot before the squashfs is written.
 """
 
@@ -102,6 +103,25 @@ def drop_build_repo_cache(root: Path) -> None:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
+
+def compact_database(root: Path) -> None:
+    """Rewrite ROOT's installed.db with `VACUUM INTO`: the same rows in a fresh file.
+    The install's journal leaves free pages whose places depend on the build's paths
+    (two checkouts gave files of one size but different free-page lists), and the
+    copy is 2.5 times smaller (733 -> 299 KiB)."""
+    import sqlite3
+
+    db = root / "var/lib/mix/installed.db"
+    fresh = db.with_name(db.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    con = sqlite3.connect(db)
+    try:
+        con.execute("VACUUM INTO ?", (str(fresh),))
+    finally:
+        con.close()
+    os.chmod(fresh, db.stat().st_mode & 0o7777)
+    os.replace(fresh, db)
 
 
 def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) -> int:
@@ -209,6 +229,7 @@ def build(args: argparse.Namespace) -> None:
     with step(f"Installing {' '.join(args.packages)} into {args.root} with mix"):
         install(args.root, args.packages)
     drop_build_repo_cache(args.root)
+    compact_database(args.root)
     with step("Smoke test: the image's mix runs in a chroot"):
         smoke_test(args.root)
     with step(f"Writing {args.output} ({args.comp})"):
