@@ -386,22 +386,28 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def runs_on(s: Session) -> set[str]:
     """The installed packages the running mix is made of and runs on: the owners of its
-    own files and of the Python interpreter, with everything they depend on. Empty when
-    this mix does not run from the root it changes."""
+    own files, of the Python interpreter and of the shell that runs package scripts,
+    with everything they depend on. Empty when this mix does not run from the root it
+    changes."""
     import mix
     from mix.queries import _dependency_names
+    from mix.scripts import SHELL
     from mix.search import provided_names
 
     root = s.cfg.root.resolve()
-    mine = []
-    for f in (Path(mix.__file__).resolve(), Path(sys.executable).resolve()):
+
+    def inside(f: Path) -> str | None:
         try:
-            mine.append("/" + str(f.relative_to(root)))
+            return "/" + str(f.resolve().relative_to(root))
         except ValueError:
-            continue
+            return None
+
+    mine = [p for f in (Path(mix.__file__), Path(sys.executable)) if (p := inside(f))]
     names = {o["package"] for path in mine for o in s.db.owners(path)}
     if not names:
         return set()
+    shell = inside(root / SHELL.lstrip("/"))
+    names |= {o["package"] for o in s.db.owners(shell)} if shell else set()
     packages = {p["name"]: p for p in s.db.packages()}
     providers: dict[str, set[str]] = {}
     for p in packages.values():
@@ -441,8 +447,9 @@ def continue_upgrade(args: argparse.Namespace) -> int:
     """The rest of the upgrade, by the mix just installed: the same command line,
     executed anew (the new interpreter, the new modules). Called as a library, mix
     goes on in this process instead."""
-    from mix.transaction import failpoints_passed
+    from mix import failpoint
 
+    failpoint.checkpoint("restarting")
     if not getattr(args, "from_cli", False):
         os.environ["MIX_SELF_UPGRADED"] = "1"
         try:
@@ -451,7 +458,9 @@ def continue_upgrade(args: argparse.Namespace) -> int:
             del os.environ["MIX_SELF_UPGRADED"]
     sys.stdout.flush()
     sys.stderr.flush()
-    env = dict(os.environ, MIX_SELF_UPGRADED="1", MIX_FAILPOINT_DONE=str(failpoints_passed()))
+    env = dict(os.environ, MIX_SELF_UPGRADED="1")
+    if failpoint.KILL in env:
+        env[failpoint.DONE] = failpoint.passed().carried()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     return 0  # not reached
 
