@@ -402,7 +402,7 @@ def runs_on(s: Session) -> set[str]:
         except ValueError:
             return None
 
-    mine = [p for f in (Path(mix.__file__), Path(sys.executable)) if (p := inside(f))]
+    mine = [path for f in (Path(mix.__file__), Path(sys.executable)) if (path := inside(f))]
     names = {o["package"] for path in mine for o in s.db.owners(path)}
     if not names:
         return set()
