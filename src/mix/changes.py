@@ -384,50 +384,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def runs_on(s: Session) -> set[str]:
-    """The installed packages the running mix is made of and runs on: the owners of its
-    own files, of the Python interpreter and of the shell that runs package scripts,
-    with everything they depend on. Empty when this mix does not run from the root it
-    changes."""
-    import mix
-    from mix.queries import _dependency_names
-    from mix.scripts import SHELL
-    from mix.search import provided_names
-
-    root = s.cfg.root.resolve()
-
-    def inside(f: Path) -> str | None:
-        try:
-            return "/" + str(f.resolve().relative_to(root))
-        except ValueError:
-            return None
-
-    mine = [path for f in (Path(mix.__file__), Path(sys.executable)) if (path := inside(f))]
-    names = {o["package"] for path in mine for o in s.db.owners(path)}
-    if not names:
-        return set()
-    shell = inside(root / SHELL.lstrip("/"))
-    names |= {o["package"] for o in s.db.owners(shell)} if shell else set()
-    packages = {p["name"]: p for p in s.db.packages()}
-    providers: dict[str, set[str]] = {}
-    for p in packages.values():
-        for n in (p["name"], *provided_names(p.get("provides") or (), p["name"])):
-            providers.setdefault(n, set()).add(p["name"])
-    todo = list(names)
-    while todo:
-        for dep in packages[todo.pop()].get("dependencies") or ():
-            for n in _dependency_names(dep):
-                for provider in providers.get(n, ()):
-                    if provider not in names:
-                        names.add(provider)
-                        todo.append(provider)
-    return names
-
-
 def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
     """When an upgrade changes mix itself or what it runs on (python3, glibc, libsqlite3,
     ...) along with other packages, those go first in a transaction of their own, and mix
     starts again, new, for the rest. None: nothing to do first."""
+    from mix.selfupgrade import runs_on
     from mix.solver import Request
 
     args = s.args
@@ -435,7 +396,7 @@ def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
             or os.environ.get("MIX_SELF_UPGRADED"):
         return None
     changes = plan_changes(plan)
-    core = runs_on(s)
+    core = runs_on(s.cfg.root, s.db)
     own = sorted({c.name for c in changes if c.name in core and c.kind != "remove"})
     if not own or len(own) == len(changes):
         return None
@@ -448,6 +409,7 @@ def continue_upgrade(args: argparse.Namespace) -> int:
     executed anew (the new interpreter, the new modules). Called as a library, mix
     goes on in this process instead."""
     from mix import failpoint
+    from mix.selfupgrade import restart
 
     failpoint.checkpoint("restarting")
     if not getattr(args, "from_cli", False):
@@ -456,13 +418,7 @@ def continue_upgrade(args: argparse.Namespace) -> int:
             return cmd_upgrade(args)
         finally:
             del os.environ["MIX_SELF_UPGRADED"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    env = dict(os.environ, MIX_SELF_UPGRADED="1")
-    if failpoint.KILL in env:
-        env[failpoint.DONE] = failpoint.passed().carried()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-    return 0  # not reached
+    restart({"MIX_SELF_UPGRADED": "1"})
 
 
 # --- reinstalling --------------------------------------------------------------------------

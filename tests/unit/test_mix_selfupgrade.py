@@ -131,6 +131,11 @@ def test_sigkill_at_a_named_checkpoint_then_the_next_upgrade_completes(
     assert ("continuing with the new mix" in r.stderr) == (not first and point != "restarting")
     again = root_mix(w, w.root, "upgrade")  # whichever mix the root now holds
     assert again.returncode == 0, again.stderr
+    # Completing the first transaction put the new mix in place: the old one, which
+    # did it, starts the new one for the rest.
+    restarted = "it replaced mix or what it runs on (libpy, mix): starting the new mix"
+    assert (restarted in again.stderr) == (point in ("committed@1", "applying@1")), \
+        again.stderr
     assert installed(w.root) == {"libpy": "2.0", "mix": "2.0", "other": "2.0"}
     v = root_mix(w, w.root, "verify")
     assert v.returncode == 0, v.stdout + v.stderr
