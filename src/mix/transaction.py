@@ -533,8 +533,8 @@ class Transaction:
                             if c.kind == "remove"}
         with self.db.transaction() as c:
             Database.set_journal(c, "staging", data)
-        checkpoint("staging")
         try:
+            checkpoint("staging")
             self._stage(data)
             # pre-* scripts run once every package is verified and staged, before anything
             # is visible: a failure still changes nothing
