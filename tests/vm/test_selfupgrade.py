@@ -154,7 +154,11 @@ def test_sigkill_at_a_checkpoint_of_the_upgrade_then_the_next_mix_recovers(
     code, out = u.mix("upgrade", env=f"MIX_FAILPOINT_KILL={point}")
     assert code == 128 + 9, f"not killed at {point}: exit {code}\n{out}"
     # The next mix (whichever the disk now holds) completes or undoes the
-    # interrupted transaction, then upgrades what is left.
+    # interrupted transaction, then upgrades what is left; when completing it
+    # replaced what mix runs on, by the new mix.
     code, out = u.mix("upgrade")
     assert code == 0, out
+    restarted = "it replaced mix or what it runs on (" + ", ".join(RUNS_ON) + \
+        "): starting the new mix"
+    assert (restarted in out) == (point in ("committed@1", "applying@1")), out
     u.check_upgraded()
