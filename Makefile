@@ -97,7 +97,7 @@ test-install: iso
 	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_install.py
 
 test-viso: viso
-	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_viso.py
+	PYTHONPATH=src $(PY) -m pytest -q tests/vm/test_viso.py tests/vm/test_selfupgrade.py
 
 # The SDISK: each image through the menu, under SeaBIOS and OVMF; mix sdisk.
 test-sdisk: sdisk

@@ -384,44 +384,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def runs_on(s: Session) -> set[str]:
-    """The installed packages the running mix is made of and runs on: the owners of its
-    own files and of the Python interpreter, with everything they depend on. Empty when
-    this mix does not run from the root it changes."""
-    import mix
-    from mix.queries import _dependency_names
-    from mix.search import provided_names
-
-    root = s.cfg.root.resolve()
-    mine = []
-    for f in (Path(mix.__file__).resolve(), Path(sys.executable).resolve()):
-        try:
-            mine.append("/" + str(f.relative_to(root)))
-        except ValueError:
-            continue
-    names = {o["package"] for path in mine for o in s.db.owners(path)}
-    if not names:
-        return set()
-    packages = {p["name"]: p for p in s.db.packages()}
-    providers: dict[str, set[str]] = {}
-    for p in packages.values():
-        for n in (p["name"], *provided_names(p.get("provides") or (), p["name"])):
-            providers.setdefault(n, set()).add(p["name"])
-    todo = list(names)
-    while todo:
-        for dep in packages[todo.pop()].get("dependencies") or ():
-            for n in _dependency_names(dep):
-                for provider in providers.get(n, ()):
-                    if provider not in names:
-                        names.add(provider)
-                        todo.append(provider)
-    return names
-
-
 def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
     """When an upgrade changes mix itself or what it runs on (python3, glibc, libsqlite3,
     ...) along with other packages, those go first in a transaction of their own, and mix
     starts again, new, for the rest. None: nothing to do first."""
+    from mix.selfupgrade import runs_on
     from mix.solver import Request
 
     args = s.args
@@ -429,7 +396,7 @@ def self_first(s: Session, plan: Any, held: list[str]) -> list[Change] | None:
             or os.environ.get("MIX_SELF_UPGRADED"):
         return None
     changes = plan_changes(plan)
-    core = runs_on(s)
+    core = runs_on(s.cfg.root, s.db)
     own = sorted({c.name for c in changes if c.name in core and c.kind != "remove"})
     if not own or len(own) == len(changes):
         return None
@@ -441,19 +408,17 @@ def continue_upgrade(args: argparse.Namespace) -> int:
     """The rest of the upgrade, by the mix just installed: the same command line,
     executed anew (the new interpreter, the new modules). Called as a library, mix
     goes on in this process instead."""
-    from mix.transaction import failpoints_passed
+    from mix import failpoint
+    from mix.selfupgrade import restart
 
+    failpoint.checkpoint("restarting")
     if not getattr(args, "from_cli", False):
         os.environ["MIX_SELF_UPGRADED"] = "1"
         try:
             return cmd_upgrade(args)
         finally:
             del os.environ["MIX_SELF_UPGRADED"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    env = dict(os.environ, MIX_SELF_UPGRADED="1", MIX_FAILPOINT_DONE=str(failpoints_passed()))
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-    return 0  # not reached
+    restart({"MIX_SELF_UPGRADED": "1"})
 
 
 # --- reinstalling --------------------------------------------------------------------------

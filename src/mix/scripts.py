@@ -18,13 +18,14 @@ from mix.rootpath import RootResolver
 TIME_LIMIT = 300
 MAX_OUTPUT = 16 << 10  # what a script prints on success is shown, up to its last 16 KiB
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHELL = "/bin/sh"  # runs a script without a #! line
 
 
 def interpreter(body: bytes) -> str:
     first = body.split(b"\n", 1)[0]
     if first.startswith(b"#!"):
         return first[2:].strip().split()[0].decode(errors="replace") if first[2:].strip() else ""
-    return "/bin/sh"
+    return SHELL
 
 
 def _write_script(root: Path, name: str, body: bytes) -> Path:
@@ -64,7 +65,7 @@ def run_script(root: Path, package: str, name: str, body: bytes, env_extra: dict
     env = {"PATH": ENV_PATH, "MIX_PACKAGE": package, "MIX_SCRIPT": name, "LANG": "C.UTF-8",
            "MIX_ROOT": "/" if chroot else str(root), **env_extra}
     inside = "/var/lib/mix/tmp/" + script.name if chroot else str(script)
-    cmd = [interp, inside] if body.startswith(b"#!") else ["/bin/sh", inside]
+    cmd = [interp, inside] if body.startswith(b"#!") else [SHELL, inside]
 
     def enter_root() -> None:
         os.chroot(root)

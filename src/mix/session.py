@@ -95,7 +95,8 @@ class Session:
             self.lock.__enter__()
         try:
             self.db = Database(self.cfg.db_path, readonly=not self.write)
-            if self.db.journal() is None:
+            journal = self.db.journal()
+            if journal is None:
                 pass
             elif self.write:
                 from mix.transaction import recover
@@ -103,6 +104,8 @@ class Session:
                 done = recover(self.cfg.root, self.db)
                 if done:
                     warn(done)
+                if journal[0] == "committed":
+                    self._restart_if_replaced(journal[1])
             elif RootLock.holder(self.cfg.state_dir) is None:
                 # A reader shows the last committed state and leaves the journal to the
                 # next writer; while a writer is at work, that is simply how it should be.
@@ -114,6 +117,21 @@ class Session:
                 self.lock.__exit__(None, None, None)
             raise
         return self
+
+    def _restart_if_replaced(self, journal: dict[str, Any]) -> None:
+        """The transaction just completed replaced mix or what it runs on: this process
+        runs the old code and would import new modules; mix starts anew (from the
+        command line; called as a library it goes on)."""
+        if not getattr(self.args, "from_cli", False):
+            return
+        from mix.selfupgrade import replaced_runtime, restart
+
+        replaced = replaced_runtime(self.cfg.root, self.db, journal)
+        if replaced:
+            warn(f"it replaced mix or what it runs on ({', '.join(replaced)}): starting the "
+                 "new mix")
+            self.__exit__()
+            restart()
 
     @property
     def fetcher(self) -> Fetcher:

@@ -16,6 +16,7 @@ Phases (the journal row in the database records which one was reached):
 If mix dies anywhere, the next mix run (recover()) rolls a "staging" journal back
 (deletes the temporaries and created directories) or finishes a "committed" one (the
 renames and deletions are idempotent), so the files on disk match the database.
+mix.failpoint names the checkpoints between the phases, where the crash tests kill mix.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mix.errors import (
     TrustError,
     is_disk_full,
 )
+from mix.failpoint import checkpoint
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
 from mix.progress import Progress
 from mix.rootpath import RootResolver
@@ -103,28 +105,6 @@ def _check_signed_hash(c: Change) -> None:
         got = sha256_file(c.path)
         if got != want:
             raise _hash_mismatch(c, got) from None
-
-
-def _failpoint() -> None:
-    """Test hook: MIX_FAILPOINT_KILL=N makes mix SIGKILL itself at the Nth checkpoint, so the
-    crash-recovery test can stop a real transaction at every step, deterministically."""
-    spec = os.environ.get("MIX_FAILPOINT_KILL")
-    if spec is None:
-        return
-    _failpoint.count = failpoints_passed() + 1  # type: ignore[attr-defined]
-    if _failpoint.count == int(spec):  # type: ignore[attr-defined]
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def failpoints_passed() -> int:
-    """Checkpoints passed so far, counting those of the mix this one replaced (an upgrade
-    of mix itself starts mix again, MIX_FAILPOINT_DONE carrying the count over)."""
-    done = getattr(_failpoint, "count", None)
-    if done is None:
-        done = int(os.environ.get("MIX_FAILPOINT_DONE", "0") or 0)
-    return int(done)
 
 
 @functools.cache
@@ -553,14 +533,14 @@ class Transaction:
                             if c.kind == "remove"}
         with self.db.transaction() as c:
             Database.set_journal(c, "staging", data)
-        _failpoint()
         try:
+            checkpoint("staging")
             self._stage(data)
             # pre-* scripts run once every package is verified and staged, before anything
             # is visible: a failure still changes nothing
             self._pre_scripts()
             sync_root(self.root)
-            _failpoint()
+            checkpoint("staged")
             self._commit(data)
         except BaseException as e:
             rollback(self.root, self.db, data)
@@ -574,7 +554,7 @@ class Transaction:
                                        "nothing was changed; fix the cause and "
                                        "run mix again") from None
             raise
-        _failpoint()
+        checkpoint("committed")
         apply(self.root, self.db, data)
         for ch in self.changes:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
@@ -700,13 +680,13 @@ def _make_dir(path: str, mode: int) -> None:
     os.mkdir(path, mode & 0o777)
     if mode & 0o7000:
         os.chmod(path, mode)
-    _failpoint()
+    checkpoint()
 
 
 def _make_symlink(temp: str, target: str, mtime: int) -> None:
     os.symlink(target, temp)
     os.utime(temp, (mtime, mtime), follow_symlinks=False)
-    _failpoint()
+    checkpoint()
 
 
 def _write_file(temp: str, entry: FileEntry, pieces: Any, mtime: int, where: str,
@@ -731,7 +711,7 @@ def _write_file(temp: str, entry: FileEntry, pieces: Any, mtime: int, where: str
         os.utime(fd, (mtime, mtime))
     finally:
         os.close(fd)
-    _failpoint()
+    checkpoint()
 
 
 def rollback(root: Path, db: Database, data: dict[str, Any]) -> None:
@@ -755,17 +735,22 @@ def rollback(root: Path, db: Database, data: dict[str, Any]) -> None:
 
 def apply(root: Path, db: Database, data: dict[str, Any]) -> None:
     """Phase 4; idempotent, so recovery can run it again after a crash."""
-    for r in data["renames"]:
+    renames = data["renames"]
+    for n, r in enumerate(renames):
+        if n == len(renames) // 2:
+            checkpoint("applying")
         if os.path.lexists(r["temp"]):
             os.replace(r["temp"], r["dest"])
-            _failpoint()
+            checkpoint()
+    if not renames:
+        checkpoint("applying")
     for path in data["deletes"]:
         try:
             if _kind_on_disk(path) != "dir":
                 os.unlink(path)
         except FileNotFoundError:
             pass
-        _failpoint()
+        checkpoint()
     for d in data["rmdirs"]:
         try:
             os.rmdir(d)
@@ -774,6 +759,7 @@ def apply(root: Path, db: Database, data: dict[str, Any]) -> None:
     sync_root(root)
     with db.transaction() as c:
         Database.clear_journal(c)
+    checkpoint("applied")
 
 
 def recover(root: Path, db: Database) -> str | None:

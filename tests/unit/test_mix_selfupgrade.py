@@ -113,3 +113,56 @@ def test_sigkill_at_every_checkpoint_of_a_self_upgrade_recovers(w: World,
         pytest.fail("still killed after 400 checkpoints")
     assert kills > 20, kills
     print(f"self-upgrade: killed at {kills} checkpoints, all recovered")
+
+
+# The named checkpoints of a self-upgrade, in the order it passes them: the first
+# transaction (mix and what it runs on), the restart, the second (the rest).
+NAMED = [f"{name}@1" for name in ("staging", "staged", "committed", "applying", "applied")] \
+    + ["restarting"] + [f"{name}@2" for name in ("staging", "staged", "committed", "applying",
+                                                 "applied")]
+
+
+@pytest.mark.parametrize("point", NAMED)
+def test_sigkill_at_a_named_checkpoint_then_the_next_upgrade_completes(
+        w: World, tmp_path: Path, point: str) -> None:
+    r = root_mix(w, w.root, "upgrade", env={"MIX_FAILPOINT_KILL": point})
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    first = point.endswith("@1")
+    assert ("continuing with the new mix" in r.stderr) == (not first and point != "restarting")
+    again = root_mix(w, w.root, "upgrade")  # whichever mix the root now holds
+    assert again.returncode == 0, again.stderr
+    # Completing the first transaction put the new mix in place: the old one, which
+    # did it, starts the new one for the rest.
+    restarted = "it replaced mix or what it runs on (libpy, mix): starting the new mix"
+    assert (restarted in again.stderr) == (point in ("committed@1", "applying@1")), \
+        again.stderr
+    assert installed(w.root) == {"libpy": "2.0", "mix": "2.0", "other": "2.0"}
+    v = root_mix(w, w.root, "verify")
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_an_unknown_checkpoint_name_is_refused_and_changes_nothing(w: World) -> None:
+    r = root_mix(w, w.root, "upgrade", env={"MIX_FAILPOINT_KILL": "comitted"})
+    assert r.returncode == 2, r.stderr
+    assert "MIX_FAILPOINT_KILL=comitted: not a checkpoint" in r.stderr
+    assert installed(w.root) == {"libpy": "1.0", "mix": "1.0", "other": "1.0"}
+    v = root_mix(w, w.root, "verify")
+    assert v.returncode == 0 and "interrupted" not in v.stderr, v.stderr
+
+
+def test_the_shell_that_runs_package_scripts_goes_first_too(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.pkg("mix", "1.0", files=mix_files("1.0-test"))
+    w.pkg("shell", "1.0", files={"/usr/bin/sh": "shell 1"})
+    w.pkg("other", "1.0", files={"/usr/bin/other": "other 1"})
+    w.sign()
+    assert main(w.args("install", "mix", "shell", "other")) == 0
+    (w.root / "bin").symlink_to("usr/bin")
+    for name in ("mix", "shell", "other"):
+        w.pkg(name, "2.0", files=mix_files("2.0-test") if name == "mix"
+              else {f"/usr/bin/{'sh' if name == 'shell' else name}": f"{name} 2"})
+    w.sign()
+    r = root_mix(w, w.root, "upgrade")
+    assert r.returncode == 0, r.stderr
+    assert "in a transaction of their own: mix, shell" in r.stdout, r.stdout
+    assert installed(w.root) == {"mix": "2.0", "shell": "2.0", "other": "2.0"}

@@ -135,20 +135,10 @@ def sockets_dir() -> Iterator[Path]:
 def http_repo() -> Iterator[str]:
     """The build's signed repository (artifacts/repo) served over HTTP on 127.0.0.1;
     the URL the guest reaches it by (QEMU user networking: the host is 10.0.2.2)."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from release import serve
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(Quiet, directory=str(ARTIFACTS / "repo")))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://10.0.2.2:{server.server_port}"
-    server.shutdown()
+    with serve(ARTIFACTS / "repo") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,21 @@
 """A second release of the build's repository, for upgrade tests: chosen packages
 rebuilt with a new version (the linux package's /usr/lib/linux/<version>/ moved
-with it), optionally with a broken initramfs, and the index signed again with
+with it), optionally with a broken initramfs or with new contents (a note
+appended to every ELF file, mix's __version__), and the index signed again with
 the build's key. Made with mix itself: the package is unpacked into a staging
 directory and rebuilt with `mix build`, the index written with `mix repo index`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mix.decompress import DecompressReader, compression_of
@@ -39,11 +43,44 @@ def unpack(package: Path, staging: Path) -> tuple[dict[str, object], str]:
     return meta, compression
 
 
+def mark_binaries(files: Path, note: bytes) -> int:
+    """Append NOTE to every ELF file under FILES: new contents that still run (the
+    loader maps what the program headers name, and nothing reads past the end)."""
+    marked = 0
+    for path in sorted(files.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("r+b") as f:
+                if f.read(4) == b"\x7fELF":
+                    f.seek(0, os.SEEK_END)
+                    f.write(note)
+                    marked += 1
+    return marked
+
+
+def set_mix_version(files: Path, version: str) -> bool:
+    """Give the mix modules under FILES (if any) __version__ VERSION, their byte code
+    compiled again as the recipe compiles it (unchecked-hash: the source is not read)."""
+    found = list(files.glob("usr/lib/python3*/dist-packages/mix/__init__.py"))
+    for init in found:
+        init.write_text(f'"""mix: the MixOS package manager."""\n\n__version__ = "{version}"\n')
+        for pyc in init.parent.glob("__pycache__/__init__.*.pyc"):
+            py_compile.compile(str(init), str(pyc), dfile="/" + str(init.relative_to(files)),
+                               doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return bool(found)
+
+
 def rebuild(package: Path, out_dir: Path, version: str, *, work: Path,
-            broken_initramfs: bool = False) -> Path:
+            broken_initramfs: bool = False, changed: bool = False) -> Path:
+    """PACKAGE as VERSION; CHANGED: with new contents too (mark_binaries, and the mix
+    package's modules say VERSION), so an upgrade to it really replaces its files."""
     staging = work / f"{package.name}.d"
     meta, compression = unpack(package, staging)
     old = str(meta["version"])
+    if changed:
+        marked = mark_binaries(staging / "files", f"\nmixos test release {version}\n".encode())
+        if not (set_mix_version(staging / "files", version) or marked):
+            raise ValueError(f"{package.name}: nothing to change (no ELF file, no mix module)")
     for key in ("files", "checksum", "installed_size", "build_date", "scripts"):
         meta.pop(key, None)
     meta["version"] = version
@@ -62,9 +99,10 @@ def rebuild(package: Path, out_dir: Path, version: str, *, work: Path,
 
 
 def make_release(repo: Path, out: Path, bumps: dict[str, str], *,
-                 broken_initramfs: bool = False) -> Path:
+                 broken_initramfs: bool = False, changed: bool = False) -> Path:
     """A copy of REPO at OUT where each package named in BUMPS has the new version
-    given (the old one stays, as in a real repository), signed with the build's key."""
+    given (the old one stays, as in a real repository), signed with the build's key;
+    CHANGED: with new contents as well (see rebuild)."""
     out.mkdir(parents=True)
     index = json.loads((repo / "index.json").read_text())
     work = out.parent / f"{out.name}.work"
@@ -75,7 +113,8 @@ def make_release(repo: Path, out: Path, bumps: dict[str, str], *,
             else shutil.copyfile(src, out / src.name)
         if entry["name"] in bumps:
             rebuild(src, out, bumps[entry["name"]], work=work,
-                    broken_initramfs=broken_initramfs and entry["name"] == "linux")
+                    broken_initramfs=broken_initramfs and entry["name"] == "linux",
+                    changed=changed)
     shutil.rmtree(work)
     mix("repo", "index", out, "--key", cache_dir() / "keys" / SIGNING_KEY)
     return out
@@ -94,3 +133,25 @@ def repo_disk(repo: Path, image: Path) -> Path:
                     str(image)], check=True, capture_output=True)
     shutil.rmtree(tree)
     return image
+
+
+@contextlib.contextmanager
+def serve(repo: Path) -> Iterator[str]:
+    """REPO served over HTTP on 127.0.0.1; yields the URL the guest reaches it by
+    (QEMU user networking: the host is 10.0.2.2)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(repo)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://10.0.2.2:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -187,8 +187,13 @@ class VM:
     def sendkey(self, key: str, timeout: float = 10) -> None:
         """Press KEY (QEMU's key names: "esc", "down", "ret", "shift-a", ...) on the
         emulated keyboard, through the monitor socket (Machine.monitor)."""
+        self.hmp(f"sendkey {key}", timeout)
+
+    def hmp(self, command: str, timeout: float = 10) -> str:
+        """Run one command of QEMU's human monitor (Machine.monitor: "sendkey esc",
+        "savevm NAME", "loadvm NAME") and return what it printed."""
         if self.machine.monitor is None:
-            raise VMError("this VM has no monitor socket (Machine.monitor) to press keys with")
+            raise VMError(f"this VM has no monitor socket (Machine.monitor) for {command!r}")
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
             mon.settimeout(timeout)
@@ -202,8 +207,11 @@ class VM:
                             f"QEMU's monitor {self.machine.monitor} did not accept a connection"))
                     time.sleep(0.05)
             self._read_until(mon, b"(qemu) ", deadline)
-            mon.sendall(f"sendkey {key}\n".encode())
-            self._read_until(mon, b"(qemu) ", deadline)
+            mon.sendall(f"{command}\n".encode())
+            out = self._read_until(mon, b"(qemu) ", deadline)
+        # the monitor echoes the command line (with terminal escapes) before its answer
+        answer = out.rsplit(b"(qemu) ", 1)[0].decode(errors="replace").replace("\r", "")
+        return answer.split("\n", 1)[1] if "\n" in answer else ""
 
     def qmp(self, execute: str, timeout: float = 10, **arguments: object) -> dict[str, object]:
         """Run one QMP command (Machine.qmp's socket) and return its reply's "return";
@@ -238,15 +246,18 @@ class VM:
         return dict(result) if isinstance(result, dict) else {}
 
     @staticmethod
-    def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> None:
+    def _read_until(sock: socket.socket, marker: bytes, deadline: float) -> bytes:
+        """Read up to the first MARKER; return what was read."""
         seen = b""
         while marker not in seen:
             if time.monotonic() > deadline:
                 raise VMError(f"QEMU's monitor did not answer (waiting for {marker!r})")
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
             chunk = sock.recv(4096)
             if not chunk:
                 raise VMError("QEMU's monitor closed the connection")
-            seen = seen[-256:] + chunk
+            seen += chunk
+        return seen
 
     def open_boot_menu(self, timeout: float = 60) -> None:
         """Bring up the ISO's hidden GRUB menu: press Esc on the keyboard every
