@@ -43,6 +43,7 @@ from mix.errors import (
 )
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
 from mix.progress import Progress
+from mix import services
 from mix.rootpath import RootResolver
 from mix.scripts import run_script
 from mix.session import human_size
@@ -559,6 +560,7 @@ class Transaction:
             # pre-* scripts run once every package is verified and staged, before anything
             # is visible: a failure still changes nothing
             self._pre_scripts()
+            self._stop_services()
             sync_root(self.root)
             _failpoint()
             self._commit(data)
@@ -580,8 +582,23 @@ class Transaction:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
              "downgrade": self.out.downgraded, "reinstall": self.out.reinstalled,
              "remove": self.out.removed}[ch.kind].append(ch.name)
+        self._new_services()
         self._post_scripts()
         return self.out
+
+    def _stop_services(self) -> None:
+        """A removed package's services stop before its files go (docs/services.md)."""
+        for c in self.changes:
+            if c.kind == "remove":
+                for name in services.names(row["path"] for row in self.db.files(c.name)):
+                    self._said(c.name, "service", services.removing(self.root, name))
+
+    def _new_services(self) -> None:
+        """A first install enables a service only if its package says so."""
+        for c in self.changes:
+            if c.kind == "install":
+                for name in services.names(f.path for f in self.meta[c.name].files):
+                    self._said(c.name, "service", services.installed(self.root, name))
 
     def _pre_scripts(self) -> None:
         if not self.run_scripts:
