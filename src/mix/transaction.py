@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mix import services
 from mix.database import Database
 from mix.errors import (
     DiskFullError,
@@ -43,7 +44,6 @@ from mix.errors import (
 )
 from mix.package import FileEntry, Metadata, PackageReader, parse_spec, sha256_file
 from mix.progress import Progress
-from mix import services
 from mix.rootpath import RootResolver
 from mix.scripts import run_script
 from mix.session import human_size

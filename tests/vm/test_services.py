@@ -95,7 +95,7 @@ def test_boot_order_audit_apparmor_firewall_before_network_and_sshd(
         assert at > firewall6, f"{name} started at {at} s, before the firewall ({firewall6} s)"
     listing = g.sh("mixos-service list")
     for name in ("syslogd", "klogd", "udhcpc", "sshd", "ntpd"):
-        assert re.search(rf"^{name} .* running ", listing, re.M), listing
+        assert re.search(rf"^{name} .* running ", listing, re.MULTILINE), listing
 
 
 def test_sshd_killed_is_back_within_seconds_and_the_restart_is_logged(
@@ -171,7 +171,7 @@ def test_nginx_installed_enabled_and_opened_then_undone(live: tuple[Guest, int])
     installed = g.sh("mix install -y nginx", timeout=300)
     assert "service nginx installed, disabled" in installed, installed
     assert "mixos-service enable --now nginx" in installed, installed
-    assert re.search(r"^nginx +disabled +stopped ", g.sh("mixos-service list"), re.M)
+    assert re.search(r"^nginx +disabled +stopped ", g.sh("mixos-service list"), re.MULTILINE)
     enabled = g.sh("mixos-service enable --now nginx", timeout=60)
     assert "nginx: running (pid" in enabled, enabled
     assert "open it with: mixos-firewall allow 80/tcp" in enabled, enabled
