@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mix import services
 from mix.database import Database
 from mix.errors import (
     DiskFullError,
@@ -539,6 +540,7 @@ class Transaction:
             # pre-* scripts run once every package is verified and staged, before anything
             # is visible: a failure still changes nothing
             self._pre_scripts()
+            self._stop_services()
             sync_root(self.root)
             checkpoint("staged")
             self._commit(data)
@@ -560,8 +562,23 @@ class Transaction:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
              "downgrade": self.out.downgraded, "reinstall": self.out.reinstalled,
              "remove": self.out.removed}[ch.kind].append(ch.name)
+        self._new_services()
         self._post_scripts()
         return self.out
+
+    def _stop_services(self) -> None:
+        """A removed package's services stop before its files go (docs/services.md)."""
+        for c in self.changes:
+            if c.kind == "remove":
+                for name in services.names(row["path"] for row in self.db.files(c.name)):
+                    self._said(c.name, "service", services.removing(self.root, name))
+
+    def _new_services(self) -> None:
+        """A first install enables a service only if its package says so."""
+        for c in self.changes:
+            if c.kind == "install":
+                for name in services.names(f.path for f in self.meta[c.name].files):
+                    self._said(c.name, "service", services.installed(self.root, name))
 
     def _pre_scripts(self) -> None:
         if not self.run_scripts:

@@ -73,6 +73,8 @@ class Machine:
     # kernel=, the machine boots from the first one (an installed system, a VISO).
     drives: tuple[Drive, ...] = ()
     ssh_port: int | None = None  # host 127.0.0.1:ssh_port -> guest port 22 (virtio NIC)
+    # more (host port, guest port) TCP forwards from 127.0.0.1, like ssh_port's
+    forwards: tuple[tuple[int, int], ...] = ()
     network: bool = True  # a virtio NIC on QEMU's user-mode network
     uefi: bool = False  # OVMF instead of SeaBIOS
     qboot: bool = True  # direct kernel boots use qboot instead of SeaBIOS when installed
@@ -188,6 +190,8 @@ def command(m: Machine) -> list[str]:
         netdev = "user,id=net0"
         if m.ssh_port is not None:
             netdev += f",hostfwd=tcp:127.0.0.1:{m.ssh_port}-:22"
+        for host, guest in m.forwards:
+            netdev += f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
         # romfile= skips the network boot ROM: nothing boots from the network
         # and SeaBIOS starts faster without it.
         nic = "virtio-net-device,netdev=net0" if m.mmio else "virtio-net-pci,netdev=net0,romfile="

@@ -186,4 +186,9 @@ def test_busybox_config_is_debians_with_the_documented_changes() -> None:
                        "CONFIG_FEATURE_PREFER_APPLETS": ("n", "y"),
                        "CONFIG_FEATURE_SH_STANDALONE": ("n", "y"),
                        "CONFIG_FEATURE_SH_NOFORK": ("n", "y"),
-                       "CONFIG_NTPD": ("n", "y")}
+                       "CONFIG_NTPD": ("n", "y"),
+                       # runit: supervised services (docs/services.md)
+                       "CONFIG_CHPST": ("n", "y"), "CONFIG_RUNSV": ("n", "y"),
+                       "CONFIG_RUNSVDIR": ("n", "y"), "CONFIG_SV": ("n", "y"),
+                       "CONFIG_SVLOGD": ("n", "y"),
+                       "CONFIG_SV_DEFAULT_SERVICE_DIR": ('""', '"/run/service"')}

@@ -56,12 +56,14 @@ def test_boot_order_against_mixos_init() -> None:
         pytest.skip("packages/mixos-init is not in this checkout")
     theirs = {p.name[3:]: order(p.name) for p in MIXOS_INIT_D.glob("S[0-9][0-9]*")}
     assert ours["hardening"] > theirs.get("mountfs", -1)
-    for service in ("instance", "network", "sshd"):
+    for service in ("instance", "network", "sshd", "services"):
         if service in theirs:
             assert ours["apparmor"] < theirs[service], f"AppArmor loads after {service}"
             assert ours["firewall"] < theirs[service], f"firewall loads after {service}"
             assert theirs[service] >= 20, f"{service} is not among the ordered services"
     if "syslog" in theirs:
         assert ours["logrotate"] > theirs["syslog"]
+    if "supervise" in theirs:  # syslogd starts with the supervisor (docs/services.md)
+        assert ours["logrotate"] > theirs["supervise"]
     clash = set(ours.values()) & set(theirs.values())
     assert not clash, f"same sequence number as a mixos-init script: {clash}"

@@ -659,11 +659,11 @@ def test_remote_logging_reaches_a_listener_on_the_network(sec: SecureGuest) -> N
     assert quiet["received"] == [], quiet
     sec.sh("cp /etc/mixos/syslog.conf /run/syslog.conf.orig && "
            f"echo 'remote={OUTSIDE4}:{REMOTE_SYSLOG_PORT}' >> /etc/mixos/syslog.conf && "
-           "/etc/init.d/S10syslog restart")
+           "mixos-service restart syslogd")
     try:
         got = listen_while(f"logger -t mixos-test {marker}", 20)
     finally:
-        sec.sh("cp /run/syslog.conf.orig /etc/mixos/syslog.conf && /etc/init.d/S10syslog restart")
+        sec.sh("cp /run/syslog.conf.orig /etc/mixos/syslog.conf && mixos-service restart syslogd")
     assert got["received"], f"the listener on {OUTSIDE4} received nothing holding {marker}"
     assert re.search(r"^<\d+>.*mixos-test.*" + re.escape(marker), got["received"][0]), got
     log = sec.log()
@@ -703,7 +703,7 @@ def test_ntp_client_keeps_the_clock_confined_and_answers_nobody(sec: SecureGuest
         assert server.stdout.readline().strip() == "ready", server.stderr
         sec.sh("cp /etc/mixos/ntp.conf /run/ntp.conf.orig && "
                f"sed -i 's/^servers=.*/servers=\"{OUTSIDE4}\"/' /etc/mixos/ntp.conf && "
-               "/etc/init.d/S60ntp restart")
+               "mixos-service restart ntpd")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             offset = guest_clock_offset(sec)
@@ -714,15 +714,16 @@ def test_ntp_client_keeps_the_clock_confined_and_answers_nobody(sec: SecureGuest
         context = sec.sh(f"cat /proc/{pid}/attr/current").strip()
         cmd = sec.sh(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
     finally:
-        sec.ssh(f"/etc/init.d/S60ntp stop; cp /run/ntp.conf.orig /etc/mixos/ntp.conf; "
-                f"date -s @{int(time.time())} >/dev/null; /etc/init.d/S60ntp start", check=False)
+        sec.ssh(f"mixos-service stop ntpd; cp /run/ntp.conf.orig /etc/mixos/ntp.conf; "
+                f"date -s @{int(time.time())} >/dev/null; mixos-service start ntpd", check=False)
         server.kill()
         server.communicate(timeout=30)
     assert abs(offset - NTP_OFFSET) < 10, (
         f"the guest's clock is {offset:+.0f} s off the host's, not {NTP_OFFSET:+} s: ntpd did "
-        f"not follow {OUTSIDE4}\n" + "\n".join(l for l in sec.log().splitlines() if "ntpd" in l))
+        f"not follow {OUTSIDE4}\n" + sec.sh("mixos-service logs ntpd"))
     assert context == "ntpd (enforce)" and f"-p {OUTSIDE4}" in cmd, (context, cmd)
-    assert "setting time to" in sec.log(), "ntpd's step is not in /var/log/messages"
+    assert "setting time to" in sec.sh("mixos-service logs ntpd -n 1000"), \
+        "ntpd's step is not in its log (/var/log/sv/ntpd)"
     assert abs(guest_clock_offset(sec)) < 30, "the guest's clock was not put back"
 
 
