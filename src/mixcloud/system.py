@@ -23,9 +23,9 @@ def choose_hostname(hostname: str, fqdn: str, local_hostname: str) -> tuple[str,
     """(short name, fully qualified name or ""): user-data's fqdn, then its
     hostname, then meta-data's local-hostname; as cloud-init does, the short name
     is the first label of an fqdn."""
-    full = fqdn or (hostname if "." in hostname else "") or \
-        (local_hostname if not hostname and "." in local_hostname else "")
-    short = (hostname or local_hostname or full).split(".")[0]
+    name = fqdn or hostname or local_hostname
+    full = fqdn or (name if "." in name else "")
+    short = (hostname or name).split(".")[0]
     return short, full
 
 

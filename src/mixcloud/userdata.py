@@ -247,7 +247,7 @@ def _content(key: str, d: dict[str, Any]) -> bytes:
     data = raw if isinstance(raw, bytes) else _str(f"{key}.content", raw).encode()
     try:
         if "b64" in enc:
-            data = base64.b64decode(data, validate=False)
+            data = base64.b64decode(b"".join(data.split()), validate=True)
         if "gz" in enc:
             data = gzip.decompress(data)
     except (ValueError, OSError, EOFError) as e:

@@ -102,7 +102,7 @@ def test_issue_user_data_from_cloud_localds(mixos_images: Images, vm_workdir: Pa
     assert g.sh("doas cat /root/runcmd-ok").strip() == "ran"
     # nginx from the medium's repository
     assert "nginx" in g.sh("mix list --installed")
-    assert g.sh("doas nginx -v 2>&1 || true").startswith("nginx version")
+    assert g.sh("doas /usr/sbin/nginx -v 2>&1").startswith("nginx version")
     text = g.sh("doas cat /var/log/cloud-init.log")
     assert "runcmd: done" in text and "packages: done" in text
 
