@@ -222,7 +222,7 @@ def test_viso_runcmd_once_per_instance(viso_image: Path, vm_workdir: Path, ssh_k
     def user_data(marker: str) -> str:
         return (f"#cloud-config\nssh_authorized_keys: ['{ssh_keypair.public}']\n"
                 "runcmd:\n  - echo \"$INSTANCE_ID\" >> /root/runcmd-runs\n"
-                f"write_files:\n  - {{path: /etc/motd, content: '{marker}\\n'}}\n"
+                f"write_files:\n  - {{path: /etc/motd, content: \"{marker}\\n\"}}\n"
                 "bootcmd:\n  - echo boot >> /root/bootcmd-runs\n")
 
     first = cloud_localds(vm_workdir / "viso-i1.iso", user_data("first"), "instance-id: i-1\n")
