@@ -20,8 +20,6 @@ import os
 import re
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +189,11 @@ def find_disk() -> Seed | None:
 
 
 def _fetch(url: str, optional: bool = False) -> bytes | None:
+    # Imported here: urllib.request brings http, email and ssl, 0.4 s of the boot
+    # under emulation (TCG), and only a URL seed needs it.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as r:
             data: bytes = r.read(MAX_SIZE + 1)

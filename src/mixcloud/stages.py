@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixcloud import accounts, commands, datasource, files, network, state, system, userdata
+from mixcloud import accounts, commands, datasource, files, state, system, userdata
 from mixcloud.datasource import Seed
 from mixcloud.state import Run
 from mixcloud.userdata import CloudConfig, UserDataError
@@ -152,6 +152,7 @@ def _hostname(run: Run, seed: Seed, config: CloudConfig, machine: Machine, cmdli
 def _network(run: Run, seed: Seed, machine: Machine, sys_net: Path) -> None:
     if seed.network_config is None:
         return
+    from mixcloud import network  # ipaddress and the parsers: only for a network-config
     with run.step("network"):
         config = network.parse(seed.network_config)
         if config is None:

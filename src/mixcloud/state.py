@@ -7,6 +7,7 @@
   /var/lib/mixos-cloud/instances/ID/user-data  the user-data applied (mode 0600)
   /run/mixos-cloud/status.json               this boot: running, done or failed, and
                                              the steps that failed (mixos-cloud status)
+  /run/mixos-cloud/disabled                  this boot had nothing to read (S25cloud)
   /var/log/cloud-init.log                    every step, with its time and outcome
 """
 
@@ -22,8 +23,10 @@ from pathlib import Path
 
 STATE = "var/lib/mixos-cloud"
 STATUS = "run/mixos-cloud/status.json"
+# Left by /etc/init.d/S25cloud when the boot had no seed and no mixos.* keys.
+DISABLED_MARK = "run/mixos-cloud/disabled"
 LOG = "var/log/cloud-init.log"
-RUNNING, DONE, FAILED = "running", "done", "failed"
+RUNNING, DONE, FAILED, DISABLED = "running", "done", "failed", "disabled"
 
 
 @dataclass
@@ -111,6 +114,10 @@ class Run:
 
 
 def read_status(root: Path) -> dict[str, object] | None:
+    if (root / DISABLED_MARK).exists():
+        return {"status": DISABLED, "failures": [],
+                "reason": "no seed disk, no ds=nocloud;s=URL, no mixos.ssh_key= or "
+                          "mixos.hostname= at boot"}
     try:
         data: dict[str, object] = json.loads((root / STATUS).read_text())
         return data

@@ -444,3 +444,13 @@ def test_status_cli_reports_failures_with_their_step(tmp_path: Path,
     out = capsys.readouterr().out
     assert "status: failed" in out and "step runcmd: runcmd[0] exited 1" in out
     assert os.path.exists(root / state.LOG)
+
+
+def test_status_says_disabled_when_the_boot_had_nothing_to_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mixcloud.cli import main
+    root = fake_root(tmp_path)
+    (root / state.DISABLED_MARK).parent.mkdir(parents=True)
+    (root / state.DISABLED_MARK).touch()
+    assert main(["--root", str(root), "status"]) == 0
+    assert "status: disabled (no seed disk" in capsys.readouterr().out
