@@ -20,7 +20,6 @@ seed's instance id, host name and network, and the kernel command line, still ar
 from __future__ import annotations
 
 import base64
-import binascii
 import subprocess
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ class Cmdline:
             if arg.startswith("mixos.ssh_key="):
                 try:
                     key = base64.b64decode(arg.split("=", 1)[1], validate=True).decode().strip()
-                except (binascii.Error, UnicodeDecodeError):
+                except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
                     key = ""
                 if key and "\n" not in key:
                     keys.append(key)

@@ -454,3 +454,17 @@ def test_status_says_disabled_when_the_boot_had_nothing_to_read(
     (root / state.DISABLED_MARK).touch()
     assert main(["--root", str(root), "status"]) == 0
     assert "status: disabled (no seed disk" in capsys.readouterr().out
+
+
+def test_mixcloud_imports_only_what_the_trimmed_python_runtime_ships() -> None:
+    # The python3 recipe traces mix and the installer, not mixos-cloud: this
+    # keeps mixos-cloud inside the same module list.
+    from mixbuild.common import PROJECT
+    from mixbuild.packages import pyruntime
+    src = PROJECT / "src" / "mixcloud"
+    listed = set(pyruntime.read_module_list(PROJECT / "packages/python3/modules.txt"))
+    listed |= set(pyruntime.BASE_MODULES)
+    missing = [m for m in pyruntime.mix_stdlib_imports(src)
+               if m not in listed and m.split(".")[0] not in listed
+               and m not in ("sys", "time")]  # built into every CPython
+    assert missing == [], f"add {missing} to packages/python3/modules.txt"
