@@ -1,8 +1,8 @@
 """NoCloud seeds: the small disk that hands a MixOS VM its SSH keys and host name.
 
 A cloud-init NoCloud seed is a file system labelled CIDATA (or cidata) holding
-two files; MixOS reads it at boot (packages/mixos-init S25instance) and gives
-the keys to root:
+two files (three with network-config); MixOS reads it at boot (mixos-cloud,
+src/mixcloud; docs/boot.md "Cloud-init") and gives the keys to root:
 
     user-data   #cloud-config
                 ssh_authorized_keys:
@@ -22,13 +22,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 LABEL = "CIDATA"
 SIZE_KIB = 2048
 KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
-TOOLS = {"mkfs.vfat": "dosfstools", "mcopy": "mtools"}
+TOOLS = {"mkfs.vfat": "dosfstools", "mcopy": "mtools", "mmd": "mtools"}
 
 
 class SeedError(ValueError):
@@ -68,21 +68,36 @@ def meta_data(instance_id: str, hostname: str | None = None) -> str:
 def make_seed(path: Path, keys: Sequence[str], hostname: str | None = None) -> Path:
     """Write a NoCloud seed authorizing KEYS for root to PATH (replaced whole:
     written under a temporary name, then renamed)."""
+    instance = hostname or "mixos-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
+    return write_fat(path, {"user-data": user_data(keys).encode(),
+                            "meta-data": meta_data(instance, hostname).encode()})
+
+
+def write_fat(path: Path, files: Mapping[str, bytes], label: str = LABEL) -> Path:
+    """A FAT seed image at PATH labelled LABEL holding FILES (relative path ->
+    content; "openstack/latest/user_data" makes its directories): a NoCloud seed,
+    or with label config-2 an OpenStack config drive. Replaced whole."""
     missing = [f"{tool} (package {pkg})" for tool, pkg in TOOLS.items()
                if shutil.which(tool) is None]
     if missing:
         raise SeedError(f"making a NoCloud seed needs {' and '.join(missing)}; install "
                         f"{' and '.join(sorted(set(TOOLS.values())))}")
-    instance = hostname or "mixos-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mixos-seed-", dir=path.parent) as tmp_s:
         tmp = Path(tmp_s)
-        (tmp / "user-data").write_text(user_data(keys))
-        (tmp / "meta-data").write_text(meta_data(instance, hostname))
         image = tmp / "seed.img"
-        _run(["mkfs.vfat", "-n", LABEL, "-C", str(image), str(SIZE_KIB)])
-        for name in ("user-data", "meta-data"):
-            _run(["mcopy", "-i", str(image), str(tmp / name), f"::{name}"])
+        _run(["mkfs.vfat", "-n", label, "-C", str(image), str(SIZE_KIB)])
+        made: set[str] = set()
+        for n, (name, content) in enumerate(sorted(files.items())):
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in made:
+                    _run(["mmd", "-i", str(image), f"::{d}"])
+                    made.add(d)
+            src = tmp / f"file-{n}"
+            src.write_bytes(content)
+            _run(["mcopy", "-i", str(image), str(src), f"::{name}"])
         os.replace(image, path)
     return path
 

@@ -24,6 +24,7 @@ DEBIAN_PACKAGES = [
     "xorriso", "mtools", "dosfstools", "e2fsprogs", "fdisk",
     "qemu-system-x86", "qemu-utils", "ovmf",  # VM tests
     "openssh-client",  # VM tests log in over SSH
+    "cloud-image-utils",  # cloud-init VM tests: cloud-localds makes NoCloud seeds as users do
     "iptables",  # kernel VM test loads firewall rules with the host's iptables
     "iproute2",  # security tests: network namespaces, veth and tap (ip netns, ip tuntap)
     "pacman-package-manager",  # benchmark peer

@@ -13,7 +13,9 @@ from mixbuild.images import initramfs
 
 BUSYBOX = "busybox"  # the host's (busybox-static is a build dependency)
 INIT_D = PROJECT / "packages" / "mixos-init" / "files" / "etc" / "init.d"
+CLOUD = PROJECT / "packages" / "mixos-cloud" / "files"
 SCRIPTS = [PROJECT / "initramfs" / "init", *sorted(INIT_D.iterdir()),
+           CLOUD / "S25cloud", CLOUD / "S92cloud-final",
            PROJECT / "packages" / "mixos-init" / "files" / "usr" / "share" / "udhcpc"
            / "default.script"]
 
@@ -24,33 +26,6 @@ def test_boot_scripts_parse_with_busybox_sh(script: Path) -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert script.stat().st_mode & 0o111, f"{script} is not executable"
-
-
-def user_data_keys(user_data: str, tmp_path: Path) -> list[str]:
-    (tmp_path / "user-data").write_text(user_data)
-    script = f'. "{INIT_D / "S25instance"}"; user_data_keys "{tmp_path / "user-data"}"'
-    out = subprocess.run([BUSYBOX, "sh", "-c", script], capture_output=True, text=True,
-                         check=True).stdout
-    return out.splitlines()
-
-
-def test_nocloud_user_data_keys_block_list_quoted_and_plain(tmp_path: Path) -> None:
-    keys = user_data_keys(
-        "#cloud-config\n"
-        "hostname: x\n"
-        "ssh_authorized_keys:\n"
-        '  - "ssh-ed25519 AAAAC3Nza one@host"\n'
-        "  # a comment between items\n"
-        "  - ssh-rsa AAAAB3Nza two@host\n"
-        "- 'ssh-ed25519 AAAAthree three'\n"
-        "users: []\n"
-        "  - not-a-key\n", tmp_path)
-    assert keys == ["ssh-ed25519 AAAAC3Nza one@host", "ssh-rsa AAAAB3Nza two@host",
-                    "ssh-ed25519 AAAAthree three"]
-
-
-def test_nocloud_user_data_without_keys_gives_none(tmp_path: Path) -> None:
-    assert user_data_keys("#cloud-config\npackages: [a]\n", tmp_path) == []
 
 
 def test_initramfs_is_reproducible_and_holds_init_busybox_and_console(tmp_path: Path) -> None:
