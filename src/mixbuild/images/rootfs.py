@@ -6,7 +6,9 @@ compressed squashfs.
   artifacts/root.squashfs  mksquashfs, zstd (or --comp xz), all root-owned,
                            every time stamp = SOURCE_DATE_EPOCH
   artifacts/medium-repo/   the signed repository the ISO carries as /repo: the
-                           packages not installed in the image (nginx, openssh...)
+                           packages not installed in the image (nginx, openssh...),
+                           without the collection of compact recipes (medium = false:
+                           curl, git, tcpdump... live in artifacts/repo only)
 
 Everything in the tree comes from a package or is mix's own state under
 /var/lib/mix; the one post-install step (drop_build_repo_cache) removes mix's
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from mixbuild.common import (
     ARTIFACTS,
+    PACKAGES_DIR,
     PROJECT,
     BuildError,
     cache_dir,
@@ -104,7 +107,15 @@ def drop_build_repo_cache(root: Path) -> None:
                 entry.unlink()
 
 
-def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) -> int:
+def off_medium() -> tuple[str, ...]:
+    """The packages the medium does not carry: the kernel (the medium boots its own) and
+    every recipe with medium = false (the collection, docs/packages.md)."""
+    from mixbuild.packages.recipe import load_recipes
+
+    return ("linux", *sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if not r.medium))
+
+
+def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] | None = None) -> int:
     """A signed repository for the boot medium (the ISO's /repo, which the image's
     /etc/mix/repositories names): an index of every package except EXCLUDE, and the
     files of those that are not already installed in ROOT (`mix install nginx`
@@ -112,6 +123,8 @@ def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) ->
     from mix.index import write_index
     from mixbuild.packages.repo import signing_key
 
+    if exclude is None:
+        exclude = off_medium()
     index = json.loads((REPO / "index.json").read_text())
     have = {(p["name"], p["version"]) for p in installed(root)}
     entries = [e for e in index["packages"] if e["name"] not in exclude]
