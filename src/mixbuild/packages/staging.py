@@ -381,8 +381,10 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
         os.chmod(setuid_file, stat.S_IMODE(setuid_file.stat().st_mode) | stat.S_ISUID)
 
 
+# BusyBox's ash runs its own applets before searching PATH (FEATURE_PREFER_APPLETS,
+# SH_STANDALONE), so a login shell gets an alias too; PATH serves bash and exec().
 PROFILE_PATH = f"""\
-# {{name}}: the full programs of the collection come before BusyBox's applets.
+# {{name}}: its full programs come before BusyBox's applets of the same name.
 case ":$PATH:" in *:{FULL_BIN}:*) ;; *) PATH={FULL_BIN}:$PATH ;; esac
 """
 
@@ -398,7 +400,9 @@ def shadow(files: Path, recipe: Recipe) -> None:
         os.rename(src, dest)
     profile = files / "etc/profile.d" / f"{recipe.name}.sh"
     profile.parent.mkdir(parents=True, exist_ok=True)
-    profile.write_text(PROFILE_PATH.format(name=recipe.name))
+    aliases = "".join(f"alias {Path(p).name}={FULL_BIN}/{Path(p).name}\n"
+                      for p in recipe.shadows)
+    profile.write_text(PROFILE_PATH.format(name=recipe.name) + aliases)
     os.chmod(profile, 0o644)
 
 
