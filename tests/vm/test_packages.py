@@ -107,68 +107,68 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("bash", "bash -c 'declare -A a=([k]=bash-assoc); echo ${a[k]} $BASH_VERSION'", "bash-assoc 5."),
     ("less", "alias less && printf 'one\\ntwo\\n' > /tmp/l.txt && less /tmp/l.txt",
      f"{FULL_BIN}/less'\none\ntwo"),
-    ("tmux", "tmux new-session -d -s t -x 120 -y 40 'nano /tmp/nano.txt' && sleep 2 && "
+    ("tmux", ("tmux new-session -d -s t -x 120 -y 40 'nano /tmp/nano.txt' && sleep 2 && "
              "tmux send-keys -t t 'written by nano' C-o Enter && sleep 1 && "
-             "tmux send-keys -t t C-x && sleep 1 && cat /tmp/nano.txt", "written by nano"),
+             "tmux send-keys -t t C-x && sleep 1 && cat /tmp/nano.txt"), "written by nano"),
     ("nano", "cat /tmp/nano.txt", "written by nano"),
-    ("htop", "tmux new-session -d -s h -x 160 -y 40 htop && sleep 3 && "
-             "tmux capture-pane -p -t h && tmux kill-session -t h", "PID USER"),
+    ("htop", ("tmux new-session -d -s h -x 160 -y 40 htop && sleep 3 && "
+             "tmux capture-pane -p -t h && tmux kill-session -t h"), "PID USER"),
     ("vim", "vim -es -c 'normal! ivim wrote this' -c wq /tmp/vim.txt; cat /tmp/vim.txt",
      "vim wrote this"),
-    ("openssl", "cd /tmp && openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost "
+    ("openssl", ("cd /tmp && openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost "
                 "-keyout k.pem -out c.pem -days 1 2>/dev/null && echo served-over-tls > tls.txt && "
                 "(openssl s_server -accept 4433 -cert c.pem -key k.pem -WWW -quiet "
-                "</dev/null >/dev/null 2>&1 &) && sleep 2 && openssl x509 -noout -subject -in c.pem",
+                "</dev/null >/dev/null 2>&1 &) && sleep 2 && openssl x509 -noout -subject -in c.pem"),
      "CN = localhost"),
-    ("wget", "alias wget && wget -q -O - --ca-certificate=/tmp/c.pem "
-             "https://localhost:4433/tls.txt", f"{FULL_BIN}/wget'\nserved-over-tls"),
-    ("curl", "curl -sS --cacert /tmp/c.pem https://localhost:4433/tls.txt && "
-             "curl -sS {repo}/index.json | sha256sum", "served-over-tls\n{index_sha}"),
-    ("rsync", "rsync -aL /usr/share/zoneinfo/Europe/ /tmp/zi/ && "
-              "diff -r /usr/share/zoneinfo/Europe /tmp/zi && echo rsync-same",
+    ("wget", ("alias wget && wget -q -O - --ca-certificate=/tmp/c.pem "
+             "https://localhost:4433/tls.txt"), f"{FULL_BIN}/wget'\nserved-over-tls"),
+    ("curl", ("curl -sS --cacert /tmp/c.pem https://localhost:4433/tls.txt && "
+             "curl -sS {repo}/index.json | sha256sum"), "served-over-tls\n{index_sha}"),
+    ("rsync", ("rsync -aL /usr/share/zoneinfo/Europe/ /tmp/zi/ && "
+              "diff -r /usr/share/zoneinfo/Europe /tmp/zi && echo rsync-same"),
      "rsync-same"),
-    ("git", "cd /tmp && git init -q repo && cd repo && echo hi > f && git add f && "
+    ("git", ("cd /tmp && git init -q repo && cd repo && echo hi > f && git add f && "
             "git -c user.name=t -c user.email=t@example.org commit -q -m first && "
-            "git log --format=%s", "first"),
+            "git log --format=%s"), "first"),
     ("jq", "echo '{\"a\":[1,2,3]}' | jq '.a | add'", "6"),
     ("lsof", "lsof -nP -iTCP:22 -sTCP:LISTEN", "(LISTEN)"),
     ("strace", "strace -e trace=openat cat /etc/hostname 2>&1", "/etc/hostname"),
-    ("tcpdump", "(tcpdump -i lo -c 4 -w /tmp/cap.pcap icmp 2>/dev/null &) && sleep 2 && "
-                "ping -c 2 127.0.0.1 >/dev/null && sleep 1 && tcpdump -n -r /tmp/cap.pcap 2>/dev/null",
+    ("tcpdump", ("(tcpdump -i lo -c 4 -w /tmp/cap.pcap icmp 2>/dev/null &) && sleep 2 && "
+                "ping -c 2 127.0.0.1 >/dev/null && sleep 1 && tcpdump -n -r /tmp/cap.pcap 2>/dev/null"),
      "ICMP echo request"),
     ("iproute2", "alias ip && ip -j -br addr show lo && ss -ltn", f"{FULL_BIN}/ip'\n[{{\"ifname\":\"lo\""),
     ("ethtool", "ethtool -i $(ls /sys/class/net | grep -v lo | head -1)", "driver: virtio_net"),
     ("dnsutils", "dig +short +tries=1 +time=5 -p {dns_port} @10.0.2.2 " + DNS_NAME,
      DNS_ADDRESS),
-    ("nftables", "nft add table inet collection && nft add chain inet collection c && "
-                 "nft list ruleset && nft delete table inet collection", "table inet collection"),
+    ("nftables", ("nft add table inet collection && nft add chain inet collection c && "
+                 "nft list ruleset && nft delete table inet collection"), "table inet collection"),
     ("wireguard-tools", "wg genkey | tee /tmp/wg.key | wg pubkey | wc -c", "45"),
     ("iperf3", "iperf3 -s -1 -D && sleep 1 && iperf3 -c 127.0.0.1 -t 1 -f m | tail -3",
      "receiver"),
-    ("xfsprogs", "truncate -s 320M /tmp/xfs.img && mkfs.xfs -q /tmp/xfs.img && "
-                 "xfs_db -r -c 'sb 0' -c 'p magicnum' /tmp/xfs.img", "magicnum = 0x58465342"),
-    ("util-linux", "lsblk -J -o NAME,TYPE && findmnt -n -o FSTYPE / && alias fdisk && "
-                   "lscpu | grep -c Architecture", f"{FULL_BIN}/fdisk'\n1"),
-    ("parted", "truncate -s 16M /tmp/p.img && parted -s /tmp/p.img mklabel gpt "
-               "mkpart data 1MiB 8MiB print", "data"),
-    ("cryptsetup", "truncate -s 20M /tmp/luks.img && printf secret > /tmp/luks.key && "
+    ("xfsprogs", ("truncate -s 320M /tmp/xfs.img && mkfs.xfs -q /tmp/xfs.img && "
+                 "xfs_db -r -c 'sb 0' -c 'p magicnum' /tmp/xfs.img"), "magicnum = 0x58465342"),
+    ("util-linux", ("lsblk -J -o NAME,TYPE && findmnt -n -o FSTYPE / && alias fdisk && "
+                   "lscpu | grep -c Architecture"), f"{FULL_BIN}/fdisk'\n1"),
+    ("parted", ("truncate -s 16M /tmp/p.img && parted -s /tmp/p.img mklabel gpt "
+               "mkpart data 1MiB 8MiB print"), "data"),
+    ("cryptsetup", ("truncate -s 20M /tmp/luks.img && printf secret > /tmp/luks.key && "
                    "cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 "
                    "--pbkdf-force-iterations 1000 /tmp/luks.img /tmp/luks.key && "
-                   "cryptsetup luksDump /tmp/luks.img", "Version:       \t2"),
-    ("lvm2", "truncate -s 32M /tmp/lvm.img && losetup -f /tmp/lvm.img && "
+                   "cryptsetup luksDump /tmp/luks.img"), "Version:       \t2"),
+    ("lvm2", ("truncate -s 32M /tmp/lvm.img && losetup -f /tmp/lvm.img && "
              "dev=$(losetup -a | grep /tmp/lvm.img | cut -d: -f1) && "
              "lvm pvcreate -q $dev && lvm vgcreate -q collectionvg $dev && lvm vgs collectionvg; "
              "lvm vgremove -q -f collectionvg >/dev/null; lvm pvremove -q $dev >/dev/null; "
-             "losetup -d $dev", "collectionvg"),
+             "losetup -d $dev"), "collectionvg"),
     ("tzdata", "TZ=Asia/Tokyo date +%Z", "JST"),
-    ("gnupg", "export GNUPGHOME=/tmp/gpg && mkdir -m 700 $GNUPGHOME && "
+    ("gnupg", ("export GNUPGHOME=/tmp/gpg && mkdir -m 700 $GNUPGHOME && "
               "gpg -q --batch --pinentry-mode loopback --passphrase '' --quick-gen-key "
               "'Collection <c@example.org>' ed25519 sign 1d 2>/dev/null && "
               "echo signed > /tmp/s.txt && gpg -q --batch --pinentry-mode loopback --passphrase '' "
-              "--sign /tmp/s.txt && gpg --verify /tmp/s.txt.gpg 2>&1; gpgconf --kill all",
+              "--sign /tmp/s.txt && gpg --verify /tmp/s.txt.gpg 2>&1; gpgconf --kill all"),
      "Good signature"),
-    ("sqlite3", "sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
-                "select sum(x) from t;'", "42"),
+    ("sqlite3", ("sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
+                "select sum(x) from t;'"), "42"),
 ]
 
 
