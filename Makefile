@@ -83,11 +83,11 @@ run:
 VM_TESTS    := PYTHONPATH=src $(PY) -m pytest -q -n 2 --dist loadfile
 
 test: deps iso viso iso-autoinstall sdisk
-	PYTHONPATH=src $(PY) -m pytest -q tests/unit
+	PYTHONPATH=src $(PY) -m pytest -q -n 2 tests/unit
 	$(VM_TESTS) tests/vm
 
 test-unit: deps
-	PYTHONPATH=src $(PY) -m pytest -q tests/unit
+	PYTHONPATH=src $(PY) -m pytest -q -n 2 tests/unit
 
 test-qemu: iso viso iso-autoinstall sdisk
 	$(VM_TESTS) tests/vm

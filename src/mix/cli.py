@@ -255,7 +255,9 @@ def cmd_key(args: argparse.Namespace) -> int:
 def cmd_repo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mix.index import scan_repo, write_index
+    import time
+
+    from mix.index import next_created, scan_repo, write_index
 
     if args.valid_days <= 0:
         from mix.errors import UsageError
@@ -264,7 +266,9 @@ def cmd_repo(args: argparse.Namespace) -> int:
                          "when it is written", "give a number of days of at least 1")
     files: dict[str, list[str]] | None = {} if args.files else None
     entries = scan_repo(Path(args.dir), files)
-    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days, files=files)
+    created = next_created(Path(args.dir), entries, int(time.time()))
+    path = write_index(Path(args.dir), entries, Path(args.key), args.valid_days, created=created,
+                       files=files)
     _report(args, f"wrote {path} ({len(entries)} packages) and {path}.sig",
             {"index": str(path), "signature": f"{path}.sig", "packages": len(entries),
              "files": str(path.with_name("files.json.gz")) if files is not None else None})

@@ -95,6 +95,33 @@ def atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
         raise
 
 
+def normalize_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ENTRIES as a signed index lists them: every field present, in index order."""
+    norm = []
+    for e in entries:
+        out = {"description": "", "dependencies": [], "provides": [], "conflicts": [],
+               "replaces": [], "license": "", "url": "", "installed_size": 0}
+        out.update({k: v for k, v in e.items() if k in ENTRY_FIELDS})
+        norm.append(out)
+    norm.sort(key=_sort_key)
+    return norm
+
+
+def next_created(repo_dir: Path, entries: list[dict[str, Any]], floor: int) -> int:
+    """The creation date for a new index of ENTRIES in REPO_DIR: FLOOR (the clock, or a
+    build's SOURCE_DATE_EPOCH), but never below the index already there, which clients
+    may have seen (rollback protection refuses an older one). When that index is newer,
+    its date is kept if it lists the same packages and advanced by one second if not."""
+    try:
+        old = json.loads((Path(repo_dir) / INDEX_NAME).read_bytes())
+        old_created, old_packages = int(old["created"]), old["packages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return floor
+    if old_created < floor:
+        return floor
+    return old_created if old_packages == normalize_entries(entries) else old_created + 1
+
+
 def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
                 valid_days: int = 30, created: int | None = None,
                 files: dict[str, list[str]] | None = None) -> Path:
@@ -105,15 +132,9 @@ def write_index(repo_dir: Path, entries: list[dict[str, Any]], key_path: Path,
     (e.g. a metadata-only index for solver benchmarks).
     """
     created = int(time.time()) if created is None else int(created)
-    norm = []
-    for e in entries:
-        out = {"description": "", "dependencies": [], "provides": [], "conflicts": [],
-               "replaces": [], "license": "", "url": "", "installed_size": 0}
-        out.update({k: v for k, v in e.items() if k in ENTRY_FIELDS})
-        norm.append(out)
-    norm.sort(key=_sort_key)
     doc: dict[str, Any] = {"format": FORMAT, "created": created,
-                           "valid_until": created + valid_days * 86400, "packages": norm}
+                           "valid_until": created + valid_days * 86400,
+                           "packages": normalize_entries(entries)}
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
     if files is not None:

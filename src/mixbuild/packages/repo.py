@@ -73,6 +73,32 @@ def signing_key() -> Path:
     return key
 
 
+# How long an index the build signs stays valid, counted from SOURCE_DATE_EPOCH (the
+# release's date, not the build's): a boot medium is used for the release's life, and
+# two builds of one commit must sign the same bytes. A repository served to machines
+# is re-signed by its publisher with `mix repo index`, dated by the clock (30 days).
+BUILD_INDEX_VALID_DAYS = 730
+
+
+def sign_build_index(repo: Path, entries: list[dict[str, Any]],
+                     valid_days: int = BUILD_INDEX_VALID_DAYS) -> Path:
+    """Sign REPO's index the reproducible way: dated SOURCE_DATE_EPOCH, so two builds of
+    one commit in two places give the same bytes (ed25519 signatures are deterministic).
+    Dates never go back within REPO, which rollback protection needs: when the index
+    already there is newer, its date is kept if the packages are the same (the same
+    bytes are written again) and advanced by one second if they changed."""
+    from mix.index import next_created, write_index
+
+    import time
+
+    created = next_created(repo, entries, source_date_epoch())
+    if created + valid_days * 86400 < time.time():
+        raise BuildError(f"SOURCE_DATE_EPOCH={source_date_epoch()} is more than {valid_days} "
+                         f"days ago: the index of {repo} would be signed already expired; "
+                         "set it to the release's date (the Makefile's default)")
+    return write_index(repo, entries, signing_key(), valid_days=valid_days, created=created)
+
+
 @dataclass
 class Staged:
     recipe: Recipe
@@ -446,7 +472,7 @@ def trace_sites(runtime: str = "python3") -> list[Path]:
 def build_repo(only: list[str] | None = None, force: bool = False,
                repo: Path = REPO) -> list[dict[str, Any]]:
     """Build the packages (ONLY, or all) into REPO and sign the index; return the entries."""
-    from mix.index import scan_repo, write_index
+    from mix.index import scan_repo
 
     recipes = load_recipes(PACKAGES_DIR)
     unknown = sorted(set(only or []) - set(recipes))
@@ -491,7 +517,7 @@ def build_repo(only: list[str] | None = None, force: bool = False,
             if not only:
                 raise
             log(f"warning: {e} (a partial build; 'make packages' builds them all)")
-        write_index(repo, entries, signing_key())
+        sign_build_index(repo, entries)
     return entries
 
 
