@@ -278,11 +278,15 @@ def check_install_config(path: Path) -> None:
 
 
 def install_repo() -> Path:
-    """The unattended ISO's repository: the build's whole signed repository. An
-    installation needs every package file, the kernel's too; the live ISO's
-    repository carries only what its root image lacks, without the kernel, to
-    stay within its size budget."""
-    return ARTIFACTS / "repo"
+    """The unattended ISO's repository: the build's signed repository without the
+    collection (artifacts/install-repo). An installation needs every package file, the
+    kernel's too; the live ISO's repository carries only what its root image lacks,
+    without the kernel, to stay within its size budget."""
+    from mixbuild.images.rootfs import collection, medium_repo
+
+    out = ARTIFACTS / "install-repo"
+    medium_repo(None, out, exclude=collection())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,12 +108,18 @@ def drop_build_repo_cache(root: Path) -> None:
                 entry.unlink()
 
 
-def off_medium() -> tuple[str, ...]:
-    """The packages the medium does not carry: the kernel (the medium boots its own) and
-    every recipe with medium = false (the collection, docs/packages.md)."""
+def collection() -> tuple[str, ...]:
+    """The recipes with medium = false (the collection, docs/packages.md): they live in
+    artifacts/repo only, never on a boot medium."""
     from mixbuild.packages.recipe import load_recipes
 
-    return ("linux", *sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if not r.medium))
+    return tuple(sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if not r.medium))
+
+
+def off_medium() -> tuple[str, ...]:
+    """The packages the live medium does not carry: the kernel (the medium boots its
+    own) and the collection."""
+    return ("linux", *collection())
 
 
 def compact_database(root: Path) -> None:
@@ -135,17 +141,18 @@ def compact_database(root: Path) -> None:
     os.replace(fresh, db)
 
 
-def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] | None = None) -> int:
+def medium_repo(root: Path | None, out: Path, exclude: tuple[str, ...] | None = None) -> int:
     """A signed repository for the boot medium (the ISO's /repo, which the image's
     /etc/mix/repositories names): an index of every package except EXCLUDE, and the
     files of those that are not already installed in ROOT (`mix install nginx`
-    works offline; installed ones never need their file again). Returns its size."""
+    works offline; installed ones never need their file again; ROOT None: every
+    file). Returns its size."""
     from mixbuild.packages.repo import sign_build_index
 
     if exclude is None:
         exclude = off_medium()
     index = json.loads((REPO / "index.json").read_text())
-    have = {(p["name"], p["version"]) for p in installed(root)}
+    have = {(p["name"], p["version"]) for p in installed(root)} if root is not None else set()
     entries = [e for e in index["packages"] if e["name"] not in exclude]
     # Unchanged content keeps the old signature (and so the ISO's inputs) as they are.
     key = hashlib.sha256(json.dumps([entries, sorted(have)], sort_keys=True).encode()).hexdigest()
