@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install-config", type=Path, metavar="INSTALL_YAML",
                         help="make an unattended installer: carry this install.yaml and "
                              "start mixos-install with it at boot (validated now); the "
-                             "medium's repository then holds every package, the kernel too")
+                             "medium's repository then holds every package but the collection, the kernel too")
     parser.add_argument("--grub-password-hash", default="", metavar="HASH",
                         help="protect editing, GRUB's command line and the rescue entry "
                              "with this password hash (what grub-mkpasswd-pbkdf2 prints: "
