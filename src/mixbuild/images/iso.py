@@ -278,11 +278,15 @@ def check_install_config(path: Path) -> None:
 
 
 def install_repo() -> Path:
-    """The unattended ISO's repository: the build's whole signed repository. An
-    installation needs every package file, the kernel's too; the live ISO's
-    repository carries only what its root image lacks, without the kernel, to
-    stay within its size budget."""
-    return ARTIFACTS / "repo"
+    """The unattended ISO's repository: the build's signed repository without the
+    collection (artifacts/install-repo). An installation needs every package file, the
+    kernel's too; the live ISO's repository carries only what its root image lacks,
+    without the kernel, to stay within its size budget."""
+    from mixbuild.images.rootfs import collection, medium_repo
+
+    out = ARTIFACTS / "install-repo"
+    medium_repo(None, out, exclude=collection())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install-config", type=Path, metavar="INSTALL_YAML",
                         help="make an unattended installer: carry this install.yaml and "
                              "start mixos-install with it at boot (validated now); the "
-                             "medium's repository then holds every package, the kernel too")
+                             "medium's repository then holds every package but the collection, the kernel too")
     parser.add_argument("--grub-password-hash", default="", metavar="HASH",
                         help="protect editing, GRUB's command line and the rescue entry "
                              "with this password hash (what grub-mkpasswd-pbkdf2 prints: "

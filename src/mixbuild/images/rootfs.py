@@ -6,7 +6,9 @@ compressed squashfs.
   artifacts/root.squashfs  mksquashfs, zstd (or --comp xz), all root-owned,
                            every time stamp = SOURCE_DATE_EPOCH
   artifacts/medium-repo/   the signed repository the ISO carries as /repo: the
-                           packages not installed in the image (nginx, openssh...)
+                           packages not installed in the image (nginx, openssh...),
+                           without the collection of compact recipes (medium = false:
+                           curl, git, tcpdump... live in artifacts/repo only)
 
 Everything in the tree comes from a package or is mix's own state under
 /var/lib/mix; the two post-install steps remove mix's cached copy of the build
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from mixbuild.common import (
     ARTIFACTS,
+    PACKAGES_DIR,
     PROJECT,
     BuildError,
     cache_dir,
@@ -105,6 +108,20 @@ def drop_build_repo_cache(root: Path) -> None:
                 entry.unlink()
 
 
+def collection() -> tuple[str, ...]:
+    """The recipes with medium = false (the collection, docs/packages.md): they live in
+    artifacts/repo only, never on a boot medium."""
+    from mixbuild.packages.recipe import load_recipes
+
+    return tuple(sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if not r.medium))
+
+
+def off_medium() -> tuple[str, ...]:
+    """The packages the live medium does not carry: the kernel (the medium boots its
+    own) and the collection."""
+    return ("linux", *collection())
+
+
 def compact_database(root: Path) -> None:
     """Rewrite ROOT's installed.db with `VACUUM INTO`: the same rows in a fresh file.
     The install's journal leaves free pages whose places depend on the build's paths
@@ -124,15 +141,18 @@ def compact_database(root: Path) -> None:
     os.replace(fresh, db)
 
 
-def medium_repo(root: Path, out: Path, exclude: tuple[str, ...] = ("linux",)) -> int:
+def medium_repo(root: Path | None, out: Path, exclude: tuple[str, ...] | None = None) -> int:
     """A signed repository for the boot medium (the ISO's /repo, which the image's
     /etc/mix/repositories names): an index of every package except EXCLUDE, and the
     files of those that are not already installed in ROOT (`mix install nginx`
-    works offline; installed ones never need their file again). Returns its size."""
+    works offline; installed ones never need their file again; ROOT None: every
+    file). Returns its size."""
     from mixbuild.packages.repo import sign_build_index
 
+    if exclude is None:
+        exclude = off_medium()
     index = json.loads((REPO / "index.json").read_text())
-    have = {(p["name"], p["version"]) for p in installed(root)}
+    have = {(p["name"], p["version"]) for p in installed(root)} if root is not None else set()
     entries = [e for e in index["packages"] if e["name"] not in exclude]
     # Unchanged content keeps the old signature (and so the ISO's inputs) as they are.
     key = hashlib.sha256(json.dumps([entries, sorted(have)], sort_keys=True).encode()).hexdigest()

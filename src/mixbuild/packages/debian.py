@@ -4,8 +4,10 @@ Debian versions into mix's RPM-style ordering."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ class DebPackage:
     arch: str
     source: str = ""  # the source package it is built from (default: the same name)
     source_version: str = ""  # its version (default: the same version; differs for binNMUs)
+    section: str = ""  # "libs" for shared-library packages
+    summary: str = ""  # the first line of Description
+    depends: str = ""  # Pre-Depends and Depends, as apt-cache shows them
 
     @property
     def filename(self) -> str:
@@ -76,13 +81,48 @@ def candidates(names: list[str]) -> dict[str, DebPackage]:
             # "Source: busybox (1:1.35.0-4+deb12u1)": name, and version when it differs
             source = fields.get("Source", fields["Package"]).split()
             source_version = source[1].strip("()") if len(source) > 1 else fields["Version"]
+            depends = ", ".join(fields[k] for k in ("Pre-Depends", "Depends") if k in fields)
+            summary = fields.get("Description", fields.get("Description-en", ""))
             found[fields["Package"]] = DebPackage(fields["Package"], fields["Version"],
                                                   fields.get("Architecture", "amd64"),
-                                                  source[0], source_version)
+                                                  source[0], source_version,
+                                                  fields.get("Section", ""), summary, depends)
     missing = sorted(set(names) - set(found))
     if missing:
         raise BuildError(f"Debian package(s) not known to apt: {', '.join(missing)}; "
                          "run 'apt-get update' or fix the recipe")
+    return found
+
+
+LIBRARY_SECTIONS = ("libs", "oldlibs")
+
+
+def depends_clauses(depends: str) -> list[list[str]]:
+    """"a (>= 1) | b, c:any" -> [["a", "b"], ["c"]]: the package names of each clause."""
+    clauses = []
+    for clause in depends.split(","):
+        names = [re.split(r"[\s(:\[]", alt.strip(), maxsplit=1)[0] for alt in clause.split("|")]
+        if any(names):
+            clauses.append([n for n in names if n])
+    return clauses
+
+
+def sections(names: list[str]) -> dict[str, str]:
+    """The Section of each of NAMES that apt knows as a real package (virtual ones,
+    e.g. debconf-2.0, are left out)."""
+    if not names:
+        return {}
+    # apt-cache exits 100 when one name is purely virtual, but still shows the others.
+    out = subprocess.run(["apt-cache", "show", "--no-all-versions", *sorted(set(names))],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+                         check=False).stdout
+    found: dict[str, str] = {}
+    for stanza in out.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
+                      if ": " in line and not line.startswith(" "))
+        if "Package" in fields:
+            found.setdefault(fields["Package"], fields.get("Section", ""))
     return found
 
 

@@ -15,6 +15,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9+._-]*")
 ARCHES = ("auto", "x86_64", "noarch")
 SCRIPT_NAMES = ("pre-install", "post-install", "pre-remove", "post-remove", "post-upgrade")
 DEFAULT_SITE = "/usr/lib/python3/dist-packages"
+FULL_BIN = "/usr/lib/mixos/full-bin"
 
 
 class RecipeError(ValueError):
@@ -104,6 +105,17 @@ class Directory:
 
 
 @dataclass(frozen=True)
+class User:
+    """A system user (and its group of the same name) that a Debian maintainer script
+    would have made with adduser: made by the package's post-install script with the
+    first free id in 100..999, removed again by its post-remove script."""
+
+    name: str
+    home: str = "/nonexistent"
+    shell: str = "/sbin/nologin"
+
+
+@dataclass(frozen=True)
 class PythonRuntime:
     """A trimmed CPython: the interpreter's stdlib reduced to the modules listed in
     `modules` (a file in the recipe directory), compiled to sourceless .pyc."""
@@ -146,6 +158,21 @@ class Recipe:
     concat: tuple[Concat, ...] = ()
     scripts: dict[str, str] = field(default_factory=dict)
     python_runtime: PythonRuntime | None = None
+    # The compact form (docs/recipes.md, "The compact form"): whole Debian packages,
+    # their non-library Depends mapped to recipes, the description taken from Debian.
+    from_debian: tuple[str, ...] = ()
+    ignore_depends: tuple[str, ...] = ()
+    users: tuple[User, ...] = ()
+    # Paths that BusyBox's applets already own in every image (/usr/bin/less): moved to
+    # FULL_BIN, which the package's /etc/profile.d script puts first in a login PATH.
+    shadows: tuple[str, ...] = ()
+    # Carried in the boot medium's offline repository (artifacts/medium-repo); the
+    # collection of compact recipes lives only in artifacts/repo.
+    medium: bool = True
+
+    @property
+    def compact(self) -> bool:
+        return bool(self.from_debian)
 
     @property
     def path(self) -> Path:
@@ -253,8 +280,11 @@ def parse_recipe(path: Path) -> Recipe:
     if name != path.parent.name:
         raise RecipeError(f"{path}: name {name!r} differs from its directory "
                           f"{path.parent.name!r}; rename one of them")
+    from_debian = t.strs("from_debian")
     version = t.text("version")
     version_from = t.text("version_from")
+    if from_debian and version is None and version_from is None:
+        version_from = from_debian[0]
     if (version is None) == (version_from is None):
         raise RecipeError(f"{path}: give exactly one of 'version' (a mix version like "
                           "\"1.0-r1\") or 'version_from' (a Debian package name)")
@@ -268,6 +298,12 @@ def parse_recipe(path: Path) -> Recipe:
         raise RecipeError(f"{path}: 'arch' must be one of {', '.join(ARCHES)}, got {arch!r}")
 
     debian = []
+    include, exclude = t.strs("include", ("**",)), t.strs("exclude")
+    if not from_debian and ("include" in data or "exclude" in data):
+        raise RecipeError(f"{path}: top-level 'include'/'exclude' belong to the compact form; "
+                          "use them with 'from_debian' (or inside [[debian]])")
+    for package in from_debian:
+        debian.append(DebianSource(package, include, exclude))
     for s in t.tables("debian"):
         debian.append(DebianSource(s.text("package", required=True),
                                    s.strs("include", ("**",)), s.strs("exclude")))
@@ -342,6 +378,14 @@ def parse_recipe(path: Path) -> Recipe:
                                       f"in {path.parent}")
                 scripts[key] = value
         s.done()
+    users = []
+    for s in t.tables("user"):
+        user = s.text("name", required=True)
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+            raise RecipeError(f"{s.where}: 'name' {user!r} is not a user name")
+        users.append(User(user, _abs_path(s, "home", s.text("home", "/nonexistent")),
+                          _abs_path(s, "shell", s.text("shell", "/sbin/nologin"))))
+        s.done()
     runtime = None
     if "python_runtime" in data:
         s = _Table(t.data["python_runtime"], f"{path} [python_runtime]")
@@ -360,12 +404,15 @@ def parse_recipe(path: Path) -> Recipe:
 
     recipe = Recipe(
         name=name,
-        description=t.text("description", required=True),
+        # The compact form may leave the description to Debian's (filled in at build).
+        description=t.text("description", "" if from_debian else None,
+                           required=not from_debian),
         license=t.text("license", required=True),
         directory=path.parent,
         version=version,
         version_from=version_from,
-        revision=t.integer("revision", 0),
+        # Compact recipes always carry a MixOS release suffix (+mixos1, +mixos2...).
+        revision=t.integer("revision", 1 if from_debian else 0),
         url=t.text("url", ""),
         arch=arch,
         dependencies=_check_deps(t, "dependencies", t.strs("dependencies")),
@@ -387,9 +434,17 @@ def parse_recipe(path: Path) -> Recipe:
         concat=tuple(concats),
         scripts=scripts,
         python_runtime=runtime,
+        from_debian=from_debian,
+        ignore_depends=t.strs("ignore_depends"),
+        users=tuple(users),
+        shadows=tuple(_abs_path(t, "shadows", p) for p in t.strs("shadows")),
+        medium=t.flag("medium", not from_debian),
     )
     if recipe.revision < 0:
         raise RecipeError(f"{path}: 'revision' must be >= 0")
+    if recipe.ignore_depends and not from_debian:
+        raise RecipeError(f"{path}: 'ignore_depends' belongs to the compact form "
+                          "('from_debian'): only its Debian Depends are mapped")
     t.done()
     return recipe
 

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from mixbuild.common import (
     source_date_epoch,
     step,
 )
-from mixbuild.packages import debian, debsource, pyruntime, wheel
+from mixbuild.packages import debian, debsource, depmap, pyruntime, wheel
 from mixbuild.packages.elf import TreeLinkage, scan_tree
 from mixbuild.packages.recipe import Recipe, RecipeError, load_recipes
 from mixbuild.packages.staging import (
@@ -52,7 +53,7 @@ KEY_NAME = "mixos-repo"
 COMPRESSION = "zstd"
 # The builder's own code: a change to any of these rebuilds every package.
 BUILDER_FILES = ("repo.py", "staging.py", "recipe.py", "debian.py", "debsource.py",
-                 "elf.py", "pyruntime.py", "wheel.py")
+                 "elf.py", "pyruntime.py", "wheel.py", "depmap.py")
 MIX_BUILD_FILES = ("build.py", "package.py")
 
 
@@ -147,6 +148,31 @@ class Builder:
         self._apt = debsource.PrivateApt()
         self._toolchain: str | None = None
         self._source_keys: dict[tuple[str, str], str] = {}
+
+    def debian_dependencies(self, selected: list[str]) -> dict[str, list[str]]:
+        """The MixOS dependencies of the Debian Depends of each selected compact recipe
+        (depmap); every unmapped Depends of every recipe is reported at once."""
+        compact = [self.recipes[n] for n in selected if self.recipes[n].compact]
+        names = {n for r in compact for p in r.from_debian
+                 for clause in debian.depends_clauses(self.debs[p].depends) for n in clause}
+        known = {n: d.section for n, d in self.debs.items()}
+        known |= debian.sections(sorted(names - set(known)))
+        dmap = depmap.load_map(PACKAGES_DIR / depmap.MAP_NAME)
+        owners = depmap.readers(self.recipes)
+        out: dict[str, list[str]] = {}
+        errors = []
+        for r in compact:
+            try:
+                out[r.name] = depmap.map_depends(r, self.debs, owners,
+                                                 lambda n: known.get(n, ""), dmap)
+            except BuildError as e:
+                errors.append(str(e))
+        if errors:
+            raise BuildError("\n".join(errors))
+        return out
+
+    def description_of(self, recipe: Recipe) -> str:
+        return recipe.description or self.debs[recipe.from_debian[0]].summary
 
     def toolchain(self) -> str:
         if self._toolchain is None:
@@ -343,15 +369,45 @@ def auto_dependencies(s: Staged, providers: dict[str, str]) -> list[str]:
     return sorted(deps)
 
 
-def metadata(s: Staged, providers: dict[str, str]) -> dict[str, Any]:
+def check_paths(staged: dict[str, Staged]) -> None:
+    """No two packages ship one path (mix refuses to install the second): each
+    collision is named, with both recipes, before anything is built."""
+    owner: dict[str, str] = {}
+    clashes = []
+    for name, s in sorted(staged.items()):
+        files = s.stage_dir / "files"
+        for dirpath, dirnames, filenames in os.walk(files):
+            for entry in filenames + [d for d in dirnames if os.path.islink(
+                    os.path.join(dirpath, d))]:
+                path = "/" + os.path.relpath(os.path.join(dirpath, entry), files)
+                if path == "/.complete":
+                    continue
+                if path in owner and owner[path] != name:
+                    clashes.append(f"  {path}: {owner[path]} and {name}")
+                owner.setdefault(path, name)
+    if clashes:
+        raise BuildError("paths shipped by two recipes (exclude or rename one):\n"
+                         + "\n".join(clashes))
+
+
+def provide_name(soname: str) -> str:
+    """A soname as a mix name: characters mix does not allow become '_' (BIND's
+    libdns-9.18.49-1~deb12u3-Debian.so -> libdns-9.18.49-1_deb12u3-Debian.so)."""
+    return re.sub(r"[^A-Za-z0-9._+@-]", "_", soname)
+
+
+def metadata(s: Staged, providers: dict[str, str], debian_deps: list[str] | None = None,
+             description: str | None = None) -> dict[str, Any]:
     r = s.recipe
-    deps = list(r.dependencies)
+    deps = list(r.dependencies) + [d for d in debian_deps or [] if d not in r.dependencies]
     if r.auto_dependencies:
         deps += [d for d in auto_dependencies(s, providers) if d not in deps]
     arch = r.arch if r.arch != "auto" else ("x86_64" if s.linkage["has_elf"] else "noarch")
-    provides = list(r.provides) + [so for so in s.linkage["provides"] if so not in r.provides]
+    provides = list(r.provides) + [provide_name(so) for so in s.linkage["provides"]
+                                   if provide_name(so) not in r.provides]
     md: dict[str, Any] = {
-        "name": r.name, "version": s.version, "description": r.description, "arch": arch,
+        "name": r.name, "version": s.version, "description": description or r.description,
+        "arch": arch,
         "license": r.license, "url": r.url, "dependencies": deps, "provides": provides,
         "conflicts": list(r.conflicts), "replaces": list(r.replaces),
     }
@@ -436,10 +492,13 @@ def build_repo(only: list[str] | None = None, force: bool = False,
             log(f"skipping {name}: {e}")
     providers = soname_providers(staged)
     check_sonames([staged[n] for n in selected], providers)
+    check_paths(staged)
+    debian_deps = builder.debian_dependencies(selected)
     repo.mkdir(parents=True, exist_ok=True)
     wanted: set[str] = set()
     for name in selected:
-        md = metadata(staged[name], providers)
+        md = metadata(staged[name], providers, debian_deps.get(name),
+                      builder.description_of(recipes[name]))
         built = build_one(staged[name], md)
         target = repo / package_filename(md)
         wanted.add(target.name)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mixbuild.common import ARTIFACTS, PROJECT, BuildError, cache_dir, source_date_epoch
 from mixbuild.packages.debian import DebPackage
-from mixbuild.packages.recipe import CopySource, Recipe
+from mixbuild.packages.recipe import FULL_BIN, CopySource, Recipe
 
 DEFAULT_STRIP = (
     "usr/share/doc/**", "usr/share/man/**", "usr/share/info/**", "usr/share/locale/**",
@@ -25,6 +25,16 @@ DEFAULT_STRIP = (
     "usr/share/apport/**", "usr/share/gdb/**", "usr/lib/systemd/**", "etc/systemd/**",
     "etc/init.d/**", "etc/rc?.d/**", "usr/lib/tmpfiles.d/**", "usr/lib/sysusers.d/**",
     "etc/default/**", "etc/logrotate.d/**", "usr/lib/**/*.a", "usr/include/**",
+)
+# What the compact form also drops: files that only Debian's maintainer scripts, package
+# tools or desktop/systemd integration read (MixOS declares users, directories and
+# links in the recipe and runs none of these).
+COMPACT_STRIP = (
+    "usr/share/debconf/**", "usr/share/polkit-1/**", "usr/share/dbus-1/**", "etc/dbus-1/**",
+    "usr/lib/udev/**", "etc/apparmor.d/**", "etc/cron.*/**", "etc/ufw/**",
+    "usr/share/applications/**", "usr/share/pixmaps/**", "usr/share/icons/**",
+    "usr/lib/*/perl5/**", "usr/share/perl5/**", "usr/share/lintian/**", "usr/share/mime/**",
+    "etc/bash_completion.d/**", "usr/share/bug/**", "etc/network/**", "etc/ppp/**", "etc/resolvconf/**", "etc/NetworkManager/**",
 )
 MERGED_DIRS = ("bin", "sbin", "lib", "lib64")
 DEFAULT_REPO_URL = "file:///run/mixos/medium/repo"
@@ -351,9 +361,12 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
     if recipe.python_runtime:
         pyruntime.build_runtime(recipe, inputs, files)
     merge_usr(files)
+    if recipe.shadows:
+        shadow(files, recipe)
     for cat in recipe.concat:
         concat(files, cat.path, cat.include, cat.mode, cat.remove, f"{recipe.path} [[concat]]")
-    strip_tree(files, recipe.strip, recipe.keep, [d2.path for d2 in recipe.dir])
+    extra_strip = list(recipe.strip) + (list(COMPACT_STRIP) if recipe.compact else [])
+    strip_tree(files, extra_strip, recipe.keep, [d2.path for d2 in recipe.dir])
     if recipe.bytecompile:
         if inputs.target_python is None:
             raise BuildError(f"{recipe.path}: bytecompile needs the target Python")
@@ -366,6 +379,31 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
         if not setuid_file.is_file() or setuid_file.is_symlink():
             raise BuildError(f"{recipe.path}: setuid {path} is not a regular file of the package")
         os.chmod(setuid_file, stat.S_IMODE(setuid_file.stat().st_mode) | stat.S_ISUID)
+
+
+# BusyBox's ash runs its own applets before searching PATH (FEATURE_PREFER_APPLETS,
+# SH_STANDALONE), so a login shell gets an alias too; PATH serves bash and exec().
+PROFILE_PATH = f"""\
+# {{name}}: its full programs come before BusyBox's applets of the same name.
+case ":$PATH:" in *:{FULL_BIN}:*) ;; *) PATH={FULL_BIN}:$PATH ;; esac
+"""
+
+
+def shadow(files: Path, recipe: Recipe) -> None:
+    """Move each `shadows` path to FULL_BIN (BusyBox owns the name in /usr/bin)."""
+    for path in recipe.shadows:
+        src = files / path.lstrip("/")
+        if not (src.exists() or src.is_symlink()) or src.is_dir():
+            raise BuildError(f"{recipe.path}: shadows {path}: not a staged file")
+        dest = files / FULL_BIN.lstrip("/") / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dest)
+    profile = files / "etc/profile.d" / f"{recipe.name}.sh"
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    aliases = "".join(f"alias {Path(p).name}={FULL_BIN}/{Path(p).name}\n"
+                      for p in recipe.shadows)
+    profile.write_text(PROFILE_PATH.format(name=recipe.name) + aliases)
+    os.chmod(profile, 0o644)
 
 
 def concat(files: Path, path: str, include: Iterable[str], mode: int, remove: bool,
@@ -385,8 +423,48 @@ def concat(files: Path, path: str, include: Iterable[str], mode: int, remove: bo
     os.chmod(dest, mode)
 
 
+# Users a recipe declares ([[user]]): BusyBox has no adduser in MixOS images, so the
+# lines are written directly, with the first id in 100..999 free in both files.
+ADD_USER = """\
+if ! grep -q '^{name}:' /etc/passwd; then
+    id=100
+    while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$id"; do id=$((id + 1)); done
+    [ "$id" -le 999 ] || {{ echo "no free system id for {name}" >&2; exit 1; }}
+    grep -q '^{name}:' /etc/group || echo "{name}:x:$id:" >> /etc/group
+    gid=$(grep '^{name}:' /etc/group | cut -d: -f3)
+    echo "{name}:x:$id:$gid:{name}:{home}:{shell}" >> /etc/passwd
+    echo "{name}:!:0::::::" >> /etc/shadow
+fi
+"""
+DEL_USER = """\
+for f in /etc/passwd /etc/group /etc/shadow; do
+    grep -v '^{name}:' "$f" > "$f.mix-new" || true
+    cat "$f.mix-new" > "$f" && rm -f "$f.mix-new"
+done
+"""
+
+
+def user_scripts(recipe: Recipe) -> dict[str, str]:
+    """The post-install/post-remove text that makes and removes RECIPE's users."""
+    if not recipe.users:
+        return {}
+    add = "".join(ADD_USER.format(name=u.name, home=u.home, shell=u.shell)
+                  for u in recipe.users)
+    delete = "".join(DEL_USER.format(name=u.name) for u in recipe.users)
+    return {"post-install": add, "post-remove": delete}
+
+
 def stage_scripts(recipe: Recipe, scripts: Path) -> None:
-    for key, rel in sorted(recipe.scripts.items()):
+    generated = user_scripts(recipe)
+    for key in sorted(set(recipe.scripts) | set(generated)):
         scripts.mkdir(exist_ok=True)
-        shutil.copyfile(recipe.directory / rel, scripts / key)
+        own = (recipe.directory / recipe.scripts[key]).read_text() if key in recipe.scripts else ""
+        if key in generated:
+            # The users exist before the recipe's own script runs (and go after it).
+            body = own.split("\n", 1)[1] if own.startswith("#!") else own
+            text = "#!/bin/sh\nset -e\n" + (generated[key] + body if key == "post-install"
+                                              else body + generated[key])
+            (scripts / key).write_text(text)
+        else:
+            shutil.copyfile(recipe.directory / recipe.scripts[key], scripts / key)
         os.chmod(scripts / key, 0o755)

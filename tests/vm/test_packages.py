@@ -1,0 +1,210 @@
+"""The package collection (docs/packages.md) in one booted live system: every compact
+recipe is installed from the build's repository served by the host, each program does
+one real thing (curl and wget fetch, git commits, tcpdump captures on lo, dig asks a DNS
+server on the host, chronyd runs as _chrony and chronyc lists its source...), then everything is removed and `mix verify` is clean with the
+base system as it was.
+
+The kernel has no device-mapper, XFS or WireGuard: cryptsetup, lvm2, xfsprogs and
+wireguard-tools are proven on what needs none (a LUKS header, LVM metadata on a loop
+device, an XFS image read back with xfs_db, keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Guest, Images, KeyPair, _boot
+
+from mixbuild.common import ARTIFACTS, PACKAGES_DIR
+from mixbuild.packages.recipe import FULL_BIN, load_recipes
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+MEMORY_MB = 1024
+DNS_NAME = "collection.mixos.test"
+DNS_ADDRESS = "192.0.2.44"
+
+
+# Compact recipes that are data or libraries for the others (installed with them).
+SUPPORT = ("ncurses-base", "bind9-libs", "locale-c-utf8")
+
+
+def collection() -> list[str]:
+    """Every compact recipe: the whole collection, libraries included."""
+    return sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if r.compact)
+
+
+def programs() -> list[str]:
+    return [n for n in collection() if not n.startswith("lib") and n not in SUPPORT]
+
+
+def dns_answer(query: bytes) -> bytes:
+    """A reply to a one-question DNS query: DNS_ADDRESS for DNS_NAME's A record,
+    NXDOMAIN for anything else."""
+    ident, _flags, qdcount = struct.unpack(">HHH", query[:6])
+    end = 12
+    labels = []
+    while query[end]:
+        labels.append(query[end + 1:end + 1 + query[end]].decode())
+        end += query[end] + 1
+    question = query[12:end + 5]
+    qtype = struct.unpack(">H", query[end + 1:end + 3])[0]
+    if ".".join(labels).lower() == DNS_NAME and qtype == 1 and qdcount == 1:
+        answer = (b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4)
+                  + socket.inet_aton(DNS_ADDRESS))
+        return struct.pack(">HHHHHH", ident, 0x8580, 1, 1, 0, 0) + question + answer
+    return struct.pack(">HHHHHH", ident, 0x8583, 1, 0, 0, 0) + question
+
+
+@pytest.fixture(scope="module")
+def dns_server() -> Iterator[int]:
+    """A UDP DNS server on 127.0.0.1 answering DNS_NAME; the guest asks 10.0.2.2."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            sock.sendto(dns_answer(data), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def installed(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
+              nocloud_seed: Path, http_repo: str, boot_metrics: dict[str, object]
+              ) -> Iterator[tuple[Guest, dict[str, str]]]:
+    """One guest (shared by the module) with the whole collection installed, and what
+    the base looked like before."""
+    g = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed, boot="direct",
+              memory_mb=MEMORY_MB, name="packages")
+    try:
+        before = {"packages": g.sh("mix list --installed"),
+                  "etc": g.sh("sha256sum /etc/passwd /etc/group /etc/shadow")}
+        start = time.monotonic()
+        g.sh(f"mix --repo {http_repo} -y install {' '.join(collection())}", timeout=900)
+        boot_metrics["collection_install_s"] = round(time.monotonic() - start, 1)
+        yield g, before
+    finally:
+        g.stop()
+
+
+# One real action per package: (package, shell command, text its output must hold).
+# Commands run in a login shell (the full programs' PATH from /etc/profile.d).
+ACTIONS: list[tuple[str, str, str]] = [
+    ("bash", "bash -c 'declare -A a=([k]=bash-assoc); echo ${a[k]} $BASH_VERSION'", "bash-assoc 5."),
+    ("less", "alias less && printf 'one\\ntwo\\n' > /tmp/l.txt && less /tmp/l.txt",
+     f"{FULL_BIN}/less'\none\ntwo"),
+    ("tmux", ("tmux new-session -d -s t -x 120 -y 40 'nano /tmp/nano.txt' && sleep 2 && "
+             "tmux send-keys -t t 'written by nano' C-o Enter && sleep 1 && "
+             "tmux send-keys -t t C-x && sleep 1 && cat /tmp/nano.txt"), "written by nano"),
+    ("nano", "cat /tmp/nano.txt", "written by nano"),
+    ("htop", ("tmux new-session -d -s h -x 160 -y 40 htop && sleep 3 && "
+             "tmux capture-pane -p -t h && tmux kill-session -t h"), "PID USER"),
+    ("vim", "vim -es -c 'normal! ivim wrote this' -c wq /tmp/vim.txt; cat /tmp/vim.txt",
+     "vim wrote this"),
+    ("openssl", ("cd /tmp && openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost "
+                "-keyout k.pem -out c.pem -days 1 2>/dev/null && echo served-over-tls > tls.txt && "
+                "(openssl s_server -accept 4433 -cert c.pem -key k.pem -WWW -quiet "
+                "</dev/null >/dev/null 2>&1 &) && sleep 2 && openssl x509 -noout -subject -in c.pem"),
+     "CN = localhost"),
+    ("wget", ("alias wget && wget -q -O - --ca-certificate=/tmp/c.pem "
+             "https://localhost:4433/tls.txt"), f"{FULL_BIN}/wget'\nserved-over-tls"),
+    ("curl", ("curl -sS --cacert /tmp/c.pem https://localhost:4433/tls.txt && "
+             "curl -sS {repo}/index.json | sha256sum"), "served-over-tls\n{index_sha}"),
+    ("rsync", ("rsync -aL /usr/share/zoneinfo/Europe/ /tmp/zi/ && "
+              "diff -r /usr/share/zoneinfo/Europe /tmp/zi && echo rsync-same"),
+     "rsync-same"),
+    ("git", ("cd /tmp && git init -q repo && cd repo && echo hi > f && git add f && "
+            "git -c user.name=t -c user.email=t@example.org commit -q -m first && "
+            "git log --format=%s"), "first"),
+    ("jq", "echo '{\"a\":[1,2,3]}' | jq '.a | add'", "6"),
+    ("lsof", "lsof -nP -iTCP:22 -sTCP:LISTEN", "(LISTEN)"),
+    ("strace", "strace -e trace=openat cat /etc/hostname 2>&1", "/etc/hostname"),
+    ("tcpdump", ("(tcpdump -i lo -c 4 -w /tmp/cap.pcap icmp 2>/dev/null &) && sleep 2 && "
+                "ping -c 2 127.0.0.1 >/dev/null && sleep 1 && tcpdump -n -r /tmp/cap.pcap 2>/dev/null"),
+     "ICMP echo request"),
+    ("iproute2", "alias ip && ip -j -br addr show lo && ss -ltn", f"{FULL_BIN}/ip'\n[{{\"ifname\":\"lo\""),
+    ("ethtool", "ethtool -i $(ls /sys/class/net | grep -v lo | head -1)", "driver: virtio_net"),
+    ("dnsutils", "dig +short +tries=1 +time=5 -p {dns_port} @10.0.2.2 " + DNS_NAME,
+     DNS_ADDRESS),
+    ("nftables", ("nft add table inet collection && nft add chain inet collection c && "
+                 "nft list ruleset && nft delete table inet collection"), "table inet collection"),
+    ("wireguard-tools", "wg genkey | tee /tmp/wg.key | wg pubkey | wc -c", "45"),
+    ("iperf3", "iperf3 -s -1 -D && sleep 1 && iperf3 -c 127.0.0.1 -t 1 -f m | tail -3",
+     "receiver"),
+    ("xfsprogs", ("truncate -s 320M /tmp/xfs.img && mkfs.xfs -q /tmp/xfs.img && "
+                 "xfs_db -r -c 'sb 0' -c 'p magicnum' /tmp/xfs.img"), "magicnum = 0x58465342"),
+    ("util-linux", ("lsblk -J -o NAME,TYPE && findmnt -n -o FSTYPE / && alias fdisk && "
+                   "lscpu | grep -c Architecture"), f"{FULL_BIN}/fdisk'\n1"),
+    ("parted", ("truncate -s 16M /tmp/p.img && parted -s /tmp/p.img mklabel gpt "
+               "mkpart data 1MiB 8MiB print"), "data"),
+    ("cryptsetup", ("truncate -s 20M /tmp/luks.img && printf secret > /tmp/luks.key && "
+                   "cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 "
+                   "--pbkdf-force-iterations 1000 /tmp/luks.img /tmp/luks.key && "
+                   "cryptsetup luksDump /tmp/luks.img"), "Version:       \t2"),
+    ("lvm2", ("truncate -s 32M /tmp/lvm.img && losetup -f /tmp/lvm.img && "
+             "dev=$(losetup -a | grep /tmp/lvm.img | cut -d: -f1) && "
+             "lvm pvcreate -q $dev && lvm vgcreate -q collectionvg $dev && lvm vgs collectionvg; "
+             "lvm vgremove -q -f collectionvg >/dev/null; lvm pvremove -q $dev >/dev/null; "
+             "losetup -d $dev"), "collectionvg"),
+    ("tzdata", "TZ=Asia/Tokyo date +%Z", "JST"),
+    ("gnupg", ("export GNUPGHOME=/tmp/gpg && mkdir -m 700 $GNUPGHOME && "
+              "gpg -q --batch --pinentry-mode loopback --passphrase '' --quick-gen-key "
+              "'Collection <c@example.org>' ed25519 sign 1d 2>/dev/null && "
+              "echo signed > /tmp/s.txt && gpg -q --batch --pinentry-mode loopback --passphrase '' "
+              "--sign /tmp/s.txt && gpg --verify /tmp/s.txt.gpg 2>&1; gpgconf --kill all"),
+     "Good signature"),
+    ("chrony", ("printf 'server 127.0.0.1 iburst\\ndriftfile /var/lib/chrony/drift\\n' "
+                "> /tmp/chrony.conf && chronyd -f /tmp/chrony.conf && sleep 3 && "
+                "ps -o user,comm | grep chronyd && chronyc -n sources"),
+     "_chrony  chronyd\n"),
+    ("sqlite3", ("sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
+                "select sum(x) from t;'"), "42"),
+]
+
+
+def test_every_program_of_the_collection_has_an_action() -> None:
+    assert sorted({a[0] for a in ACTIONS}) == programs()
+
+
+@pytest.mark.parametrize("package,command,expected", ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_package_does_its_job(installed: tuple[Guest, dict[str, str]], http_repo: str,
+                              dns_server: int, package: str, command: str,
+                              expected: str) -> None:
+    g, _ = installed
+    index_sha = hashlib.sha256((ARTIFACTS / "repo" / "index.json").read_bytes()).hexdigest()
+    cmd = command.replace("{repo}", http_repo).replace("{dns_port}", str(dns_server))
+    want = expected.replace("{index_sha}", index_sha)
+    # A newline: ash reads the aliases /etc/profile.d defines before parsing CMD.
+    proc = g.ssh(f". /etc/profile\n{cmd}", timeout=180, check=False)
+    assert want in proc.stdout, (f"{package}: {cmd}\nexit {proc.returncode}\n"
+                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+def test_removing_the_collection_leaves_the_base_unchanged(
+        installed: tuple[Guest, dict[str, str]]) -> None:
+    g, before = installed
+    g.ssh("killall tmux openssl iperf3 chronyd gpg-agent", check=False)
+    assert g.sh("grep -c '^tcpdump:' /etc/passwd") == "1\n"
+    g.sh(f"mix -y remove {' '.join(collection())}", timeout=600)
+    assert g.sh("mix list --installed") == before["packages"]
+    assert g.sh("sha256sum /etc/passwd /etc/group /etc/shadow") == before["etc"]
+    g.sh("mix verify", timeout=300)
+    assert g.ssh(f"ls {FULL_BIN}", check=False).returncode != 0
