@@ -60,7 +60,7 @@ def timezone(root: Path, zone: str) -> str | None:
 
 
 def ntp_servers(root: Path, servers: tuple[str, ...]) -> None:
-    """servers="..." in /etc/mixos/ntp.conf (read by /etc/init.d/S60ntp)."""
+    """servers="..." in /etc/mixos/ntp.conf (read by the ntpd service, /etc/sv/ntpd/run)."""
     path = root / NTP_CONF
     lines = path.read_text().splitlines() if path.is_file() else []
     lines = [line for line in lines if not line.startswith("servers=")]
