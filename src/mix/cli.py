@@ -253,9 +253,8 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 @command("repo")
 def cmd_repo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import time
+    from pathlib import Path
 
     from mix.index import next_created, scan_repo, write_index
 

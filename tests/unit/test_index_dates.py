@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from mixhelpers import make_key, make_pkg
 
 from mix.index import next_created, scan_repo, write_index
-from mixhelpers import make_key, make_pkg
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 EPOCH = 1767225600

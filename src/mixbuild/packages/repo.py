@@ -87,9 +87,9 @@ def sign_build_index(repo: Path, entries: list[dict[str, Any]],
     Dates never go back within REPO, which rollback protection needs: when the index
     already there is newer, its date is kept if the packages are the same (the same
     bytes are written again) and advanced by one second if they changed."""
-    from mix.index import next_created, write_index
-
     import time
+
+    from mix.index import next_created, write_index
 
     created = next_created(repo, entries, source_date_epoch())
     if created + valid_days * 86400 < time.time():
