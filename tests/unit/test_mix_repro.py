@@ -15,6 +15,17 @@ from mix.cli import main
 EPOCH = 1767225600
 
 
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    """A signed repository of app and the libc it needs, dated EPOCH."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
+    (tmp_path / "a").mkdir()
+    w = World(tmp_path / "a")
+    w.pkg("libc", files={"/usr/lib/libc.so.6": "libc"})
+    w.pkg("app", files={"/usr/bin/app": "app"}, dependencies=["libc"])
+    w.sign(created=EPOCH, valid_days=36500)
+    return w
+
+
 def build(w: World, repo: Path, root: Path) -> bytes:
     root.mkdir(parents=True)
     assert main(["--root", str(root), "--repo", f"file://{repo}", "--keys-dir",
@@ -25,12 +36,7 @@ def build(w: World, repo: Path, root: Path) -> bytes:
 
 def test_two_checkouts_give_the_same_database(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
-    (tmp_path / "a").mkdir()
-    w = World(tmp_path / "a")
-    w.pkg("libc", files={"/usr/lib/libc.so.6": "libc"})
-    w.pkg("app", files={"/usr/bin/app": "app"}, dependencies=["libc"])
-    w.sign(created=EPOCH, valid_days=36500)
+    w = world(tmp_path, monkeypatch)
     other = tmp_path / "another-checkout-of-the-same-commit" / "artifacts"
     shutil.copytree(w.repo, other / "repo")
     first = build(w, w.repo, tmp_path / "a/artifacts/rootfs")
@@ -49,12 +55,7 @@ def test_compacted_database_keeps_no_trace_of_its_free_pages(tmp_path: Path,
 
     from mixbuild.images.rootfs import compact_database
 
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
-    (tmp_path / "a").mkdir()
-    w = World(tmp_path / "a")
-    w.pkg("libc", files={"/usr/lib/libc.so.6": "libc"})
-    w.pkg("app", files={"/usr/bin/app": "app"}, dependencies=["libc"])
-    w.sign(created=EPOCH, valid_days=36500)
+    w = world(tmp_path, monkeypatch)
     roots = [tmp_path / "one", tmp_path / "two"]
     for root in roots:
         build(w, w.repo, root)

@@ -92,8 +92,16 @@ def install(root: Path, packages: list[str]) -> None:
                      "-y", "install", *packages), capture=True, timeout=900)
 
 
+def remove(path: Path) -> None:
+    """Remove PATH: a directory with what it holds, anything else (a symlink too) alone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def drop_build_repo_cache(root: Path) -> None:
-    """The one post-install step: mix keeps a copy of the index of the repository it
+    """A post-install step: mix keeps a copy of the index of the repository it
     installed from under var/lib/mix/repos/<id of file:///.../artifacts/repo> (and the
     newest index time seen from that URL, for rollback protection). In the
     image that repository does not exist (/etc/mix/repositories names the medium's),
@@ -102,10 +110,7 @@ def drop_build_repo_cache(root: Path) -> None:
     repos = root / "var/lib/mix/repos"
     if repos.is_dir():
         for entry in sorted(repos.iterdir()):  # the indexes, and the newest-seen record
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            remove(entry)
 
 
 def collection() -> tuple[str, ...]:
@@ -163,7 +168,7 @@ def medium_repo(root: Path | None, out: Path, exclude: tuple[str, ...] | None = 
         out.mkdir(parents=True, exist_ok=True)
         for old in out.iterdir():
             if old.name != "index.json":
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+                remove(old)
         for e in entries:
             if (e["name"], e["version"]) not in have:
                 shutil.copyfile(REPO / e["filename"], out / e["filename"])
