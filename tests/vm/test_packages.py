@@ -12,6 +12,7 @@ network namespace) carry a ping after their handshake."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import struct
 import threading
@@ -23,6 +24,7 @@ import pytest
 from conftest import Guest, Images, KeyPair, _boot
 
 from mixbuild.common import ARTIFACTS, PACKAGES_DIR
+from mixbuild.containerimage import package_entries, write_docker_archive
 from mixbuild.packages.recipe import FULL_BIN, load_recipes
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
@@ -30,6 +32,12 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 MEMORY_MB = 1024
 DNS_NAME = "collection.mixos.test"
 DNS_ADDRESS = "192.0.2.44"
+# podman's image: the repository's busybox package as a docker-archive (container_www).
+IMAGE = "localhost/busybox:mixos"
+CONTAINER_HELLO = "hello from the host"
+# Rootless podman as the user alice (uid 1000, made and removed by the actions): on the
+# live system the root is an overlay, where overlay storage cannot live, hence vfs.
+ROOTLESS = "chpst -u alice env HOME=/home/alice USER=alice podman --storage-driver vfs"
 
 
 # Compact recipes that are data or libraries for the others (installed with them).
@@ -85,6 +93,22 @@ def dns_server() -> Iterator[int]:
     stop.set()
     thread.join()
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def container_www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Served to the guest over HTTP: busybox.tar, a docker-archive of the repository's
+    busybox package (podman load), and hello.txt for containers to fetch from the host."""
+    from release import serve
+
+    www = tmp_path_factory.mktemp("containers")
+    index = json.loads((ARTIFACTS / "repo" / "index.json").read_bytes())
+    busybox = next(p["filename"] for p in index["packages"] if p["name"] == "busybox")
+    write_docker_archive(www / "busybox.tar",
+                         package_entries(ARTIFACTS / "repo" / busybox), IMAGE)
+    (www / "hello.txt").write_text(CONTAINER_HELLO + "\n")
+    with serve(www) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +228,63 @@ ACTIONS: list[tuple[str, str, str]] = [
      "_chrony  chronyd\n"),
     ("sqlite3", ("sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
                 "select sum(x) from t;'"), "42"),
+    # Containers (docs/packages.md, "Containers"): podman as root with netavark's bridge,
+    # NAT, a published port and container DNS; then rootless as alice over slirp4netns
+    # with the user-namespace switch on; the last action undoes every change.
+    ("containers-common", ("mkdir -p /var/lib/containers && "
+                           "mount -t tmpfs -o size=256m containers /var/lib/containers && "
+                           "cp -a /etc/mixos/firewall /tmp/firewall.before && "
+                           "wget -q -O /tmp/busybox.tar {www}/busybox.tar && "
+                           "podman load -q -i /tmp/busybox.tar && podman info --format "
+                           "'{{.Store.GraphDriverName}} {{.Host.CgroupManager}} "
+                           "{{.Host.NetworkBackend}} {{.Host.OCIRuntime.Name}}'"),
+     f"Loaded image: {IMAGE}\noverlay cgroupfs netavark crun"),
+    ("podman", (f"podman run -d --name web -p 8080:80 {IMAGE} sh -c 'mkdir /www && "
+                "echo served-by-container > /www/index.html && exec httpd -f -p 80 -h /www' "
+                ">/dev/null && sleep 2 && wget -q -O - http://127.0.0.1:8080/ && "
+                f"podman run --rm {IMAGE} wget -q -O - {{www}}/hello.txt"),
+     f"served-by-container\n{CONTAINER_HELLO}"),
+    ("conmon", "ps -o args | grep '^/usr/bin/conmon' | grep -o -- '-n web'", "-n web"),
+    ("crun", "crun --root /run/crun state $(podman inspect -f '{{.Id}}' web) | grep status",
+     '"status": "running"'),
+    ("netavark", "iptables -t nat -S NETAVARK-HOSTPORT-DNAT", "-p tcp -m tcp --dport 8080"),
+    ("catatonit", (f"podman run --rm --init {IMAGE} sh -c "
+                   "'cat /proc/1/comm; /run/podman-init --version'"),
+     "podman-init\ntini version 0.1.7_catatonit"),
+    ("aardvark-dns", ("mixos-firewall allow 53/udp from 10.89.0.0/24 >/dev/null && "
+                      "podman network create --subnet 10.89.0.0/24 mixnet >/dev/null && "
+                      f"podman run -d --name named --network mixnet {IMAGE} sleep 600 "
+                      f">/dev/null && podman run --rm --network mixnet {IMAGE} nslookup named; "
+                      "mixos-firewall deny 53/udp >/dev/null"),
+     "Name:\tnamed.dns.podman\nAddress: 10.89.0.2"),
+    ("uidmap", ("echo 'alice:x:1000:1000:alice:/home/alice:/bin/sh' >> /etc/passwd && "
+                "echo 'alice:x:1000:' >> /etc/group && echo 'alice:!:0::::::' >> /etc/shadow && "
+                "mkdir -m 700 /home/alice && chown alice:alice /home/alice && "
+                "mixos-subids alice && getsubids alice && getsubids -g alice"),
+     ("alice: ids 100000..165535 (/etc/subuid, /etc/subgid)\n0: alice 100000 65536\n"
+      "0: alice 100000 65536")),
+    ("slirp4netns", ("cp /tmp/busybox.tar /home/alice/ && cd /home/alice && "
+                     f"({ROOTLESS} unshare true >/dev/null 2>&1 || echo switch-off-refused); "
+                     "echo 'kernel.unprivileged_userns_clone = 1' "
+                     "> /etc/sysctl.d/60-mixos-userns.conf && mixos-sysctl >/dev/null && "
+                     f"{ROOTLESS} load -q -i busybox.tar >/dev/null && {ROOTLESS} run --rm "
+                     f"--network slirp4netns:cidr=10.0.3.0/24 {IMAGE} sh -c "
+                     "'awk \"{print \\$1, \\$2, \\$3}\" /proc/self/uid_map; "
+                     "wget -q -O - {www}/hello.txt'; "
+                     f"{ROOTLESS} system reset -f >/dev/null 2>&1; chpst -u alice kill -9 -1; "
+                     "rm /etc/sysctl.d/60-mixos-userns.conf; mixos-sysctl >/dev/null; "
+                     "sysctl kernel.unprivileged_userns_clone; mixos-subids -r alice; "
+                     "for f in passwd group shadow; do grep -v '^alice:' /etc/$f > /tmp/$f.new; "
+                     "cat /tmp/$f.new > /etc/$f; done; rm -rf /home/alice"),
+     (f"switch-off-refused\n0 1000 1\n1 100000 65536\n{CONTAINER_HELLO}\n"
+      "kernel.unprivileged_userns_clone = 0")),
+    ("podman", ("podman rm -f -t 0 web named >/dev/null && podman network rm mixnet >/dev/null "
+                "&& podman ps -a -q | wc -l && podman system reset -f >/dev/null 2>&1; "
+                "umount /var/lib/containers && rmdir /var/lib/containers; "
+                "rm -f /etc/containers/networks/netavark.lock; rmdir /etc/containers/networks; "
+                "diff -r /tmp/firewall.before /etc/mixos/firewall && echo firewall-as-before; "
+                "ls /etc/subuid /etc/subgid 2>&1 | grep -c 'No such file'"),
+     "0\nfirewall-as-before\n2"),
 ]
 
 
@@ -213,11 +294,12 @@ def test_every_program_of_the_collection_has_an_action() -> None:
 
 @pytest.mark.parametrize("package,command,expected", ACTIONS, ids=[a[0] for a in ACTIONS])
 def test_package_does_its_job(installed: tuple[Guest, dict[str, str]], http_repo: str,
-                              dns_server: int, package: str, command: str,
-                              expected: str) -> None:
+                              dns_server: int, container_www: str, package: str,
+                              command: str, expected: str) -> None:
     g, _ = installed
     index_sha = hashlib.sha256((ARTIFACTS / "repo" / "index.json").read_bytes()).hexdigest()
-    cmd = command.replace("{repo}", http_repo).replace("{dns_port}", str(dns_server))
+    cmd = (command.replace("{repo}", http_repo).replace("{dns_port}", str(dns_server))
+           .replace("{www}", container_www))
     want = expected.replace("{index_sha}", index_sha)
     # A newline: ash reads the aliases /etc/profile.d defines before parsing CMD.
     proc = g.ssh(f". /etc/profile\n{cmd}", timeout=180, check=False)
