@@ -263,7 +263,8 @@ ACTIONS: list[tuple[str, str, str]] = [
                 "mixos-subids alice && getsubids alice && getsubids -g alice"),
      ("alice: ids 100000..165535 (/etc/subuid, /etc/subgid)\n0: alice 100000 65536\n"
       "0: alice 100000 65536")),
-    ("slirp4netns", ("cp /tmp/busybox.tar /home/alice/ && cd /home/alice && "
+    ("slirp4netns", ("cp /tmp/busybox.tar /home/alice/ && chown alice /home/alice/busybox.tar && "
+                     "cd /home/alice && "
                      f"({ROOTLESS} unshare true >/dev/null 2>&1 || echo switch-off-refused); "
                      "echo 'kernel.unprivileged_userns_clone = 1' "
                      "> /etc/sysctl.d/60-mixos-userns.conf && mixos-sysctl >/dev/null && "
@@ -282,6 +283,8 @@ ACTIONS: list[tuple[str, str, str]] = [
                 "&& podman ps -a -q | wc -l && podman system reset -f >/dev/null 2>&1; "
                 "umount /var/lib/containers && rmdir /var/lib/containers; "
                 "rm -f /etc/containers/networks/netavark.lock; rmdir /etc/containers/networks; "
+                "for f in allowed allowed.rules; do [ -e /tmp/firewall.before/$f ] || "
+                "rm -f /etc/mixos/firewall/$f; done; "
                 "diff -r /tmp/firewall.before /etc/mixos/firewall && echo firewall-as-before; "
                 "ls /etc/subuid /etc/subgid 2>&1 | grep -c 'No such file'"),
      "0\nfirewall-as-before\n2"),
