@@ -310,6 +310,31 @@ def test_package_does_its_job(installed: tuple[Guest, dict[str, str]], http_repo
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
 
 
+def test_openssh_client_copies_files_over_sftp(installed: tuple[Guest, dict[str, str]],
+                                               http_repo: str) -> None:
+    """The OpenSSH client (not a compact recipe: MixOS's own openssh package) from the
+    same repository: sftp puts and gets a file through the guest's own sshd with a key
+    made for it, scp copies one back; then the key and the package are gone again."""
+    g, _ = installed
+    g.sh(f"mix --repo {http_repo} -y install openssh", timeout=300)
+    g.sh("cp /root/.ssh/authorized_keys /tmp/authorized_keys.saved && "
+         "ssh-keygen -q -t ed25519 -N '' -f /tmp/sftp_key && "
+         "cat /tmp/sftp_key.pub >> /root/.ssh/authorized_keys && "
+         "printf 'put /etc/os-release /tmp/sftp-put\\nget /tmp/sftp-put /tmp/sftp-got\\n' "
+         "> /tmp/sftp.batch")
+    try:
+        opts = "-i /tmp/sftp_key -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/tmp/kh"
+        proc = g.ssh(f"sftp {opts} -b /tmp/sftp.batch root@127.0.0.1 && "
+                     f"scp {opts} root@127.0.0.1:/etc/hostname /tmp/scp-got && "
+                     "cmp /etc/os-release /tmp/sftp-got && cmp /etc/hostname /tmp/scp-got && "
+                     "echo copied", timeout=120, check=False)
+        assert "copied" in proc.stdout, proc.stdout + proc.stderr
+    finally:
+        g.sh("cp /tmp/authorized_keys.saved /root/.ssh/authorized_keys")
+    g.sh("mix -y remove openssh", timeout=300)
+    assert g.ssh("command -v sftp", check=False).returncode != 0
+
+
 def test_removing_the_collection_leaves_the_base_unchanged(
         installed: tuple[Guest, dict[str, str]]) -> None:
     g, before = installed
