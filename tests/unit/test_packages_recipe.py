@@ -150,7 +150,9 @@ def test_setuid_paths_are_declared_one_by_one(tmp_path: Path) -> None:
         parse_recipe(write(tmp_path, BASE + 'setuid = ["usr/bin/demo"]\n'))
 
 
-def test_only_doas_keeps_a_setuid_mode() -> None:
-    """Every setuid file of the repository is a decision in docs/security.md."""
+def test_only_doas_and_uidmap_keep_a_setuid_mode() -> None:
+    """Every setuid file of the repository is a decision in docs/security.md ("setuid
+    and setgid programs": doas, and newuidmap/newgidmap for rootless containers)."""
     with_setuid = {r.name: r.setuid for r in load_recipes(PACKAGES_DIR).values() if r.setuid}
-    assert with_setuid == {"doas": ("/usr/bin/doas",)}
+    assert with_setuid == {"doas": ("/usr/bin/doas",),
+                           "uidmap": ("/usr/bin/newuidmap", "/usr/bin/newgidmap")}
