@@ -5,8 +5,16 @@ Two files beside the fixed policy (/etc/mixos/firewall/rules):
     allowed        one rule a line, as typed: "80/tcp", "5432/tcp from 10.0.0.0/8"
     allowed.rules  the same rules in iptables-restore form, one "# @family" section per
                    family, made from `allowed` here and nowhere else; the loader
-                   (mixos-firewall start) adds its lines to the MIXOS-ALLOW chain of
-                   the policy, so each family still loads as one transaction.
+                   (mixos-firewall start) adds its lines to the MIXOS-ALLOW and
+                   MIXOS-PUBLISHED chains of the policy, so each family still loads as
+                   one transaction.
+
+One rule opens its port twice: in INPUT (MIXOS-ALLOW: a program on this host listens)
+and in FORWARD (MIXOS-PUBLISHED: a container's port published on this host, which
+netavark's DNAT turns into forwarded traffic that never crosses INPUT). The FORWARD
+line matches the connection's original destination port and source, as conntrack
+recorded them before the DNAT, so the port an admin opens is the one clients connect
+to, and the line matches both directions of the connection.
 
 On an installed system both are on disk and hold for the next boot; on the live ISO
 /etc is in RAM, so they last until power-off.
@@ -26,6 +34,7 @@ POLICY = FIREWALL_DIR / "rules"
 POLICY_PORT = re.compile(r"^-A INPUT\b.* -p (tcp|udp)\b.* --dport ([0-9]+)\b.* -j (?!DROP\b|MIXOS-DROP\b)\S+")
 FAMILIES = ("ipv4", "ipv6")
 CHAIN = "MIXOS-ALLOW"
+PUBLISHED_CHAIN = "MIXOS-PUBLISHED"
 
 
 class RuleError(Exception):
@@ -54,6 +63,13 @@ class Rule:
         src = f" -s {self.source}" if self.source else ""
         return (f"-A {CHAIN}{src} -p {self.proto} -m {self.proto} --dport {self.port}"
                 " -m conntrack --ctstate NEW -j ACCEPT")
+
+    def published(self) -> str:
+        """The FORWARD line for a published (DNATed) port: the policy jumps to
+        PUBLISHED_CHAIN only for connections in conntrack state DNAT."""
+        src = f" --ctorigsrc {self.source}" if self.source else ""
+        return (f"-A {PUBLISHED_CHAIN} -p {self.proto} -m conntrack{src}"
+                f" --ctorigdstport {self.port} -j ACCEPT")
 
 
 def parse_port(text: str) -> tuple[int, str]:
@@ -108,7 +124,9 @@ def render_rules(rules: list[Rule]) -> str:
     out = ["# Made by mixos-firewall from 'allowed': do not edit.\n"]
     for family in FAMILIES:
         out.append(f"# @family {family}\n")
-        out.extend(r.iptables() + "\n" for r in rules if family in r.families)
+        mine = [r for r in rules if family in r.families]
+        out.extend(r.iptables() + "\n" for r in mine)
+        out.extend(r.published() + "\n" for r in mine)
     return "".join(out)
 
 

@@ -54,10 +54,13 @@ def save_and_load(rules: list[Rule], allowed: Path, policy: Path) -> None:
     """Check, then swap in the files and reload; on a failed reload, the old files go
     back and are loaded again (the loader fails closed meanwhile)."""
     # iptables-restore --test does not notice a jump to a missing chain: ask here.
-    if rules and f":{firewall.CHAIN} " not in policy.read_text():
-        raise Failed(f"the policy {policy} has no {firewall.CHAIN} chain (an older or edited "
-                     f"file), nothing changed; add ':{firewall.CHAIN} - [0:0]' and "
-                     f"'-A INPUT -j {firewall.CHAIN}' before its final drop in each family")
+    text = policy.read_text()
+    for chain, hook in ((firewall.CHAIN, "-A INPUT -j"),
+                        (firewall.PUBLISHED_CHAIN, "-A FORWARD -m conntrack --ctstate DNAT -j")):
+        if rules and f":{chain} " not in text:
+            raise Failed(f"the policy {policy} has no {chain} chain (an older or edited "
+                         f"file), nothing changed; add ':{chain} - [0:0]' and "
+                         f"'{hook} {chain}' before its final drop in each family")
     generated = allowed.with_name(allowed.name + ".rules")
     new_list = _write(allowed, firewall.render_list(rules))
     new_rules = _write(generated, firewall.render_rules(rules))

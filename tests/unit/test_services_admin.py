@@ -171,6 +171,16 @@ def test_generated_rules_go_to_the_allow_chain_per_family() -> None:
     assert "--dport 80" in v6 and "--dport 53" not in v6
 
 
+def test_generated_rules_open_the_published_port_by_its_original_destination() -> None:
+    rules = [firewall.parse_rule(w.split()) for w in ("8080/tcp", "53/udp from 2001:db8::/32")]
+    v4, v6 = firewall.render_rules(rules).split("# @family ipv6")
+    assert ("-A MIXOS-PUBLISHED -p tcp -m conntrack --ctorigdstport 8080 -j ACCEPT"
+            in v4.splitlines())
+    assert "--ctorigdstport 53" not in v4
+    assert ("-A MIXOS-PUBLISHED -p udp -m conntrack --ctorigsrc 2001:db8::/32 "
+            "--ctorigdstport 53 -j ACCEPT") in v6.splitlines()
+
+
 def test_policy_ports_are_open_and_others_closed(tmp_path: Path) -> None:
     assert firewall.policy_ports(FIREWALL_RULES.read_text()) == {"22/tcp", "68/udp"}
     allowed = tmp_path / "allowed"
@@ -234,6 +244,12 @@ def test_rules_the_loader_refuses_change_nothing(netns_loader: Path) -> None:
     with pytest.raises(firewall_cli.Failed, match="no MIXOS-ALLOW chain"):
         firewall_cli.run(firewall_cli.parse_args(["allow", "443/tcp"]), allowed, rules)
     assert (allowed.read_text(), (netns_loader / "allowed.rules").read_text()) == before
+    # One without MIXOS-PUBLISHED (a policy from before published ports were closed).
+    shutil.copy(FIREWALL_RULES, rules)
+    rules.write_text(rules.read_text().replace(":MIXOS-PUBLISHED - [0:0]\n", ""))
+    with pytest.raises(firewall_cli.Failed, match="no MIXOS-PUBLISHED chain"):
+        firewall_cli.run(firewall_cli.parse_args(["allow", "443/tcp"]), allowed, rules)
+    assert (allowed.read_text(), (netns_loader / "allowed.rules").read_text()) == before
 
 
 def test_loader_adds_the_allowed_lines_inside_each_family(netns_loader: Path) -> None:
@@ -248,7 +264,8 @@ def test_loader_adds_the_allowed_lines_inside_each_family(netns_loader: Path) ->
     for family in out.split("*filter")[1:]:
         lines = family.strip().splitlines()
         assert lines[-1] == "COMMIT"
-        assert lines[-2].startswith("-A MIXOS-ALLOW -p tcp -m tcp --dport 80")
+        assert lines[-3].startswith("-A MIXOS-ALLOW -p tcp -m tcp --dport 80")
+        assert lines[-2].startswith("-A MIXOS-PUBLISHED -p tcp -m conntrack --ctorigdstport 80")
 
 
 # ---- mix and a package's service ------------------------------------------------------
