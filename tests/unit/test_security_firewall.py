@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from security_policy import FIREWALL_RULES, PROJECT, firewall_sections
 
+from mixadmin.firewall import Rule, parse_rule, render_rules
+
 LOADER = PROJECT / "packages" / "mixos-hardening" / "files" / "mixos-firewall"
 RATE_BURST = 20  # --hashlimit-burst of the SSH rule
 
@@ -265,3 +267,93 @@ def test_rules_that_fail_to_load_leave_the_host_closed(netns: Netns, tmp_path: P
     policy = netns.exec(netns.guest, ["iptables", "-S", "INPUT"]).stdout.splitlines()
     assert policy[0] == "-P INPUT DROP" and "-A INPUT -i lo -j ACCEPT" in policy
     assert netns.probe("192.0.2.2", [22])[22] == "filtered"
+
+
+# netavark 1.4's rules for a bridge network with a published port (podman run -p 8080:80),
+# as it adds them once MixOS's rules are loaded: FORWARD jumps to its chain first.
+NETAVARK = {
+    "ipv4": ("10.88.0.0/16", "10.88.0.1/16", "10.88.0.2/16", "10.88.0.2"),
+    "ipv6": ("fd00:88::/64", "fd00:88::1/64", "fd00:88::2/64", "[fd00:88::2]"),
+}
+
+
+def netavark_rules(family: str) -> list[list[str]]:
+    net, _, _, target = NETAVARK[family]
+    return [
+        ["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
+         "-p", "tcp", "--dport", "8080", "-j", "DNAT", "--to-destination", f"{target}:80"],
+        ["-t", "nat", "-A", "POSTROUTING", "-s", net, "-j", "MASQUERADE"],
+        ["-N", "NETAVARK_FORWARD"],
+        ["-I", "FORWARD", "1", "-j", "NETAVARK_FORWARD"],
+        ["-A", "NETAVARK_FORWARD", "-d", net, "-m", "conntrack",
+         "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-A", "NETAVARK_FORWARD", "-s", net, "-j", "ACCEPT"],
+    ]
+
+
+def test_published_port_is_closed_until_allowed_and_containers_still_reach_out(
+        netns: Netns, tmp_path: Path) -> None:
+    """A third namespace plays a container behind the firewalled one (a veth, forwarding
+    on, netavark's NAT and FORWARD rules): the scanner reaches its port 80 through the
+    published 8080 only after 8080/tcp is allowed, in both families; a rule for another
+    source keeps it closed; the container's own connections out (MASQUERADE) pass."""
+    box = f"{netns.guest}-c"
+    run(["ip", "netns", "add", box])
+    try:
+        netns.exec(box, ["ip", "link", "set", "lo", "up"])
+        run(["ip", "link", "add", "podman0", "netns", netns.guest, "type", "veth",
+             "peer", "name", "eth0", "netns", box])
+        for family, (_, gateway, address, _) in NETAVARK.items():
+            extra = ["nodad"] if family == "ipv6" else []
+            netns.exec(netns.guest, ["ip", "addr", "add", gateway, "dev", "podman0", *extra])
+            netns.exec(box, ["ip", "addr", "add", address, "dev", "eth0", *extra])
+        netns.exec(netns.guest, ["ip", "link", "set", "podman0", "up"])
+        netns.exec(box, ["ip", "link", "set", "eth0", "up"])
+        netns.exec(box, ["ip", "route", "add", "default", "via", "10.88.0.1"])
+        netns.exec(box, ["ip", "-6", "route", "add", "default", "via", "fd00:88::1"])
+        for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+            netns.exec(netns.guest, ["sysctl", "-q", "-w", f"{key}=1"])
+        listener = subprocess.Popen(["ip", "netns", "exec", box, sys.executable, "-c", LISTEN,
+                                     "80", "22"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+            allowed = tmp_path / "allowed.rules"
+            env = {"MIXOS_FIREWALL_RULES": str(FIREWALL_RULES), "MIXOS_FIREWALL_ALLOWED":
+                   str(allowed), "PATH": os.environ["PATH"]}
+
+            def load(rules: list[Rule]) -> None:
+                allowed.write_text(render_rules(rules))
+                netns.exec(netns.guest, ["busybox", "sh", str(LOADER), "start"], env=env)
+                for family, tool in (("ipv4", "iptables"), ("ipv6", "ip6tables")):
+                    netns.exec(netns.guest, [tool, "-t", "nat", "-F"])
+                    for rule in netavark_rules(family):
+                        netns.exec(netns.guest, [tool, *rule])
+
+            def published() -> list[str]:
+                return [netns.probe(h, [8080], timeout=1.5)[8080]
+                        for h in ("192.0.2.2", "2001:db8::2")]
+
+            def egress() -> list[str]:
+                # The container connects out to port 9 of the scanner, where nothing
+                # listens: "refused" is the answer of a host it reached.
+                out = netns.exec(box, [sys.executable, "-c", PROBE, "192.0.2.1", "[9]", "1.5",
+                                       ""]).stdout
+                out6 = netns.exec(box, [sys.executable, "-c", PROBE, "2001:db8::1", "[9]",
+                                        "1.5", ""]).stdout
+                return [json.loads(out)["9"], json.loads(out6)["9"]]
+
+            load([])
+            assert published() == ["filtered", "filtered"]
+            assert egress() == ["refused", "refused"]
+            load([Rule(8080, "tcp")])
+            assert published() == ["open", "open"]
+            load([parse_rule(["8080/tcp", "from", "198.51.100.0/24"])])
+            assert published() == ["filtered", "filtered"]
+            load([parse_rule(["8080/tcp", "from", "2001:db8::/64"])])
+            assert published() == ["filtered", "open"]
+            assert egress() == ["refused", "refused"]
+        finally:
+            listener.kill()
+            listener.wait(timeout=10)
+    finally:
+        subprocess.run(["ip", "netns", "del", box], capture_output=True, timeout=30, check=False)

@@ -17,6 +17,8 @@ import socket
 import struct
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from conftest import Guest, Images, KeyPair, _boot
 from mixbuild.common import ARTIFACTS, PACKAGES_DIR
 from mixbuild.containerimage import package_entries, write_docker_archive
 from mixbuild.packages.recipe import FULL_BIN, load_recipes
+from mixbuild.vm.qemu import free_port
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
@@ -38,6 +41,9 @@ CONTAINER_HELLO = "hello from the host"
 # Rootless podman as the user alice (uid 1000, made and removed by the actions): on the
 # live system the root is an overlay, where overlay storage cannot live, hence vfs.
 ROOTLESS = "chpst -u alice env HOME=/home/alice USER=alice podman --storage-driver vfs"
+# The guest port a container publishes in test_published_port_is_closed_until_allowed,
+# reached from the host through a QEMU host forward (as another machine would).
+PUBLISHED = 8080
 
 
 # Compact recipes that are data or libraries for the others (installed with them).
@@ -112,13 +118,19 @@ def container_www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def published_port() -> int:
+    """The host port QEMU forwards to the guest's PUBLISHED."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def installed(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
-              nocloud_seed: Path, http_repo: str, boot_metrics: dict[str, object]
-              ) -> Iterator[tuple[Guest, dict[str, str]]]:
+              nocloud_seed: Path, http_repo: str, boot_metrics: dict[str, object],
+              published_port: int) -> Iterator[tuple[Guest, dict[str, str]]]:
     """One guest (shared by the module) with the whole collection installed, and what
     the base looked like before."""
     g = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed, boot="direct",
-              memory_mb=MEMORY_MB, name="packages")
+              memory_mb=MEMORY_MB, name="packages", forwards=((published_port, PUBLISHED),))
     try:
         before = {"packages": g.sh("mix list --installed"),
                   "etc": g.sh("sha256sum /etc/passwd /etc/group /etc/shadow")}
@@ -333,6 +345,60 @@ def test_openssh_client_copies_files_over_sftp(installed: tuple[Guest, dict[str,
         g.sh("cp /tmp/authorized_keys.saved /root/.ssh/authorized_keys")
     g.sh("mix -y remove openssh", timeout=300)
     assert g.ssh("command -v sftp", check=False).returncode != 0
+
+
+def http_get(port: int, timeout: float = 8) -> str:
+    """The page at 127.0.0.1:PORT on the host (a QEMU host forward), "" when nothing
+    answers: QEMU accepts the connection, then the guest drops its SYNs."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as r:
+            return str(r.read().decode(errors="replace"))
+    except (urllib.error.URLError, OSError):
+        return ""
+
+
+def test_published_port_is_closed_until_allowed(installed: tuple[Guest, dict[str, str]],
+                                                container_www: str, published_port: int) -> None:
+    """A port a container publishes (`podman run -p 8080:80`, netavark's DNAT and
+    FORWARD rules) stays closed from the network, like any port, until `mixos-firewall
+    allow 8080/tcp`; `deny` closes it again. The host itself reaches it all along, and
+    the container's own egress (MASQUERADE) works after each reload of the rules."""
+    g, _ = installed
+    page = "published-by-container"
+    g.sh("cp -a /etc/mixos/firewall /tmp/firewall.published && mkdir -p /var/lib/containers && "
+         "mount -t tmpfs -o size=256m containers /var/lib/containers && "
+         f"wget -q -O /tmp/busybox.tar {container_www}/busybox.tar && "
+         "podman load -q -i /tmp/busybox.tar >/dev/null && "
+         f"podman run -d --name pub -p {PUBLISHED}:80 {IMAGE} sh -c 'mkdir /www && "
+         f"echo {page} > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null && sleep 2",
+         timeout=180)
+    egress = f"podman run --rm {IMAGE} wget -q -O - {container_www}/hello.txt"
+    try:
+        assert page in g.sh(f"wget -q -O - http://127.0.0.1:{PUBLISHED}/")
+        assert http_get(published_port) == "", "published port open before any allow"
+        forward = g.sh("iptables -S FORWARD")
+        assert "--ctstate DNAT -j MIXOS-PUBLISHED" in forward, forward
+
+        g.sh(f"mixos-firewall allow {PUBLISHED}/tcp", timeout=120)
+        assert page in http_get(published_port, timeout=30)
+        assert f"{PUBLISHED}/tcp" in g.sh("mixos-firewall list").splitlines()
+        assert CONTAINER_HELLO in g.sh(egress, timeout=120), "egress lost after allow"
+
+        g.sh(f"mixos-firewall deny {PUBLISHED}/tcp", timeout=120)
+        assert http_get(published_port) == "", "published port still open after deny"
+        assert CONTAINER_HELLO in g.sh(egress, timeout=120), "egress lost after deny"
+        # A rule for another source does not open it for QEMU's 10.0.2.2 either.
+        g.sh(f"mixos-firewall allow {PUBLISHED}/tcp from 192.0.2.0/24", timeout=120)
+        assert http_get(published_port) == ""
+        g.sh(f"mixos-firewall deny {PUBLISHED}/tcp", timeout=120)
+    finally:
+        g.ssh("podman rm -f -t 0 pub >/dev/null; podman rmi -a -f >/dev/null; "
+              "podman system reset -f >/dev/null 2>&1; umount /var/lib/containers; "
+              "rmdir /var/lib/containers; rm -f /etc/containers/networks/netavark.lock; "
+              "rmdir /etc/containers/networks; "
+              "for f in allowed allowed.rules; do [ -e /tmp/firewall.published/$f ] || "
+              "rm -f /etc/mixos/firewall/$f; done", timeout=180, check=False)
+    assert g.sh("diff -r /tmp/firewall.published /etc/mixos/firewall && echo same") == "same\n"
 
 
 def test_removing_the_collection_leaves_the_base_unchanged(
