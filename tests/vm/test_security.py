@@ -437,6 +437,12 @@ def test_firewall_default_deny_policies_are_loaded(sec: SecureGuest) -> None:
         rules = sec.sh(f"{tool} -S").splitlines()
         assert "-P INPUT DROP" in rules and "-P FORWARD DROP" in rules, f"{tool}: {rules[:3]}"
         assert any("hashlimit" in r for r in rules), f"{tool}: no SSH rate limit loaded"
+        # Published container ports (forwarded after a DNAT) are closed too: nothing is
+        # allowed at boot, so MIXOS-PUBLISHED is empty and they end in the drop.
+        forward = [r for r in rules if r.startswith("-A FORWARD")]
+        assert forward == ["-A FORWARD -m conntrack --ctstate DNAT -j MIXOS-PUBLISHED",
+                           "-A FORWARD -j MIXOS-DROP"], f"{tool}: {forward}"
+        assert not [r for r in rules if r.startswith("-A MIXOS-PUBLISHED")], tool
 
 
 def start_listener(sec: SecureGuest, port: int) -> None:
