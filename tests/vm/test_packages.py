@@ -156,7 +156,8 @@ while True:
 os.waitpid(pid, 0)
 print("curses", "drawn by curses" in out.decode(errors="replace"), b"\\x1b[4;6H" in out)
 """
-# A wheel made by hand, installed with the venv's own pip (from ensurepip, offline).
+# A wheel made by hand, installed with the venv's own pip (from ensurepip, offline); the
+# venv lives in the home directory, since /tmp is noexec (docs/security.md).
 PY_WHEEL = """
 import base64, hashlib, zipfile
 files = {"hello.py": "def greet():\\n    return 'hello from a venv'\\n",
@@ -249,12 +250,12 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("python3-full", f"python3 - <<'EOF'{PY_STDLIB}EOF",
      "imported all 291 modules\ntrimmed runtime first: /usr/lib/python3.11/json/__init__.pyc"),
     ("python3-full", f"cd /tmp && python3 - <<'EOF'{PY_WORK}EOF",
-     "sqlite3 42 5\ndecimal 0.1428571428571428571428571428571428571429\nread back dbm.gnu\n"
-     "read back dbm.ndbm\nssl served-over-tls\ncurses True True"),
+     ("sqlite3 42 5\ndecimal 0.1428571428571428571428571428571428571429\nread back dbm.gnu\n"
+      "read back dbm.ndbm\nssl served-over-tls\ncurses True True")),
     ("python3-full", (f"python3 - <<'EOF'{PY_WHEEL}EOF\n"
-                      "python3 -m venv /tmp/venv && /tmp/venv/bin/pip --disable-pip-version-check "
+                      "python3 -m venv ~/venv && ~/venv/bin/pip --disable-pip-version-check "
                       "install -q --no-index /tmp/hello-1.0-py3-none-any.whl && "
-                      "/tmp/venv/bin/python -c 'import hello; print(hello.greet())' && "
+                      "~/venv/bin/python -c 'import hello; print(hello.greet())' && "
                       "python3 -c 'import hello' 2>&1 | tail -1"),
      "hello from a venv\nModuleNotFoundError: No module named 'hello'"),
 ]
