@@ -156,7 +156,7 @@ def prepare_collection(work: Path, repo: Path
         time_mix(root, repo, keys, names=names, no_scripts=True)
         out = run([sys.executable, "-m", "mix", "--root", str(root), "--json", "list",
                    "--installed"], env=dict(os.environ, PYTHONPATH=str(PROJECT / "src"))).stdout
-        installed = sorted(p["name"] for p in json.loads(out)["packages"])
+        installed = sorted(p["name"] for p in json.loads(out))
         files = {p["name"]: p["filename"] for p in json.loads(index)["packages"]}
         for n in installed:
             st = work / "stage" / n
