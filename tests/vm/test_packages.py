@@ -252,8 +252,12 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("python3-full", f"cd /tmp && python3 - <<'EOF'{PY_WORK}EOF",
      ("sqlite3 42 5\ndecimal 0.1428571428571428571428571428571428571429\nread back dbm.gnu\n"
       "read back dbm.ndbm\nssl served-over-tls\ncurses True True")),
+    # Two steps, each with its own timeout: ensurepip byte-compiles pip and setuptools,
+    # 50-80 s of the guest's time under TCG.
+    ("python3-full", "python3 -m venv ~/venv && ~/venv/bin/pip --version",
+     "pip 23.0.1 from "),
     ("python3-full", (f"python3 - <<'EOF'{PY_WHEEL}EOF\n"
-                      "python3 -m venv ~/venv && ~/venv/bin/pip --disable-pip-version-check "
+                      "~/venv/bin/pip --disable-pip-version-check "
                       "install -q --no-index /tmp/hello-1.0-py3-none-any.whl && "
                       "~/venv/bin/python -c 'import hello; print(hello.greet())' && "
                       "python3 -c 'import hello' 2>&1 | tail -1"),
