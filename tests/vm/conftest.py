@@ -255,7 +255,7 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
           cmdline_key: bool = False, with_iso: bool = True, wait_login: bool = True,
           wait_ssh: bool = True, uefi: bool = False, monitor: bool = False,
           machine_type: str | None = None, iso_media: str = "cdrom",
-          name: str = "guest") -> Guest:
+          name: str = "guest", forwards: tuple[tuple[int, int], ...] = ()) -> Guest:
     if boot not in ("iso", "direct"):
         raise ValueError(f"boot must be 'iso' or 'direct', not {boot!r}")
     port = free_port()
@@ -268,13 +268,14 @@ def _boot(images: Images, accel: str, workdir: Path, key: KeyPair, seed: Path, *
     if boot == "iso":
         machine = Machine(memory_mb=memory_mb, accel=accel, iso=images.iso, ssh_port=port,
                           iso_media=iso_media, disks=(seed,) if with_seed else (), uefi=uefi,
-                          monitor=mon)
+                          monitor=mon, forwards=forwards)
     else:
         machine = Machine(memory_mb=memory_mb, accel=accel, kernel=images.kernel,
                           initrd=images.initrd, machine=machine_type or DIRECT_MACHINE,
                           append=iso_stage.kernel_args(f"{iso_stage.entry_args('normal')} {extra}"),
                           iso=images.iso if with_iso else None, ssh_port=port,
-                          disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon)
+                          disks=(seed,) if with_seed else (), uefi=uefi, monitor=mon,
+                          forwards=forwards)
     vm = VM(machine, workdir / f"{name}-{port}.console.log").start()
     guest = Guest(vm, port, key.private)
     try:
