@@ -38,6 +38,8 @@ def test_daemon_recipe_ships_a_disabled_service_and_its_profile(name: str) -> No
     copies = {c.to: c for c in recipe.copy}
     assert f"/etc/sv/{name}" in copies and f"/etc/apparmor.d/{name}" in copies
     assert {"mixos-init", "mixos-hardening"} <= set(recipe.dependencies)
+    if recipe.compact:  # the compact form strips etc/apparmor.d unless kept
+        assert f"etc/apparmor.d/{name}" in recipe.keep
     sv = PACKAGES_DIR / name / copies[f"/etc/sv/{name}"].src
     assert (sv / "run").stat().st_mode & 0o111, f"{name}: run is not executable"
     assert (sv / "run").read_text().startswith("#!/bin/sh\n")
