@@ -211,6 +211,8 @@ ACTIONS: list[tuple[str, str, str]] = [
      "proxied-by-haproxy\nhaproxy  haproxy"),
     ("chrony", ("mixos-service disable --now ntpd && printf 'server 127.0.0.1 iburst\\n' "
                 "> /etc/chrony/sources.d/collection.sources && "
+                # chronyd reads sources.d as _chrony; a login shell's umask is 027.
+                "chmod 644 /etc/chrony/sources.d/collection.sources && "
                 "mixos-service enable --now chrony && for i in $(seq 30); do "
                 "chronyc -n sources 2>&1 | grep -q 127.0.0.1 && break; sleep 1; done; "
                 "chronyc -n sources | grep -o '127.0.0.1' && ps -o user,comm | grep -m1 chronyd; "
@@ -245,16 +247,23 @@ DAEMONS = {"haproxy": ("haproxy", "haproxy", "haproxy"),
            "chrony": ("chrony", "_chrony", "chronyd")}
 
 
-def host_probe(port: int, send: bytes, timeout: float = 5) -> bytes:
-    """What a client on the host gets back through QEMU's forward of PORT: b"" when the
-    guest drops the connection (QEMU accepts on the host side, then waits in vain)."""
+def host_probe(port: int, send: bytes, until: bytes, timeout: float = 5) -> bytes:
+    """What a client on the host gets back through QEMU's forward of PORT (read until
+    UNTIL arrives or the connection ends): b"" when the guest drops the connection (QEMU
+    accepts on the host side, then waits in vain)."""
+    got = b""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(send)
-            return s.recv(200)
+            while len(got) < 4096 and until not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
     except OSError:
-        return b""
+        pass  # a timeout after the answer's first bytes (Redis keeps the connection)
+    return got
 
 
 def test_daemons_confined_and_closed_until_allowed(
@@ -291,12 +300,12 @@ def test_daemons_confined_and_closed_until_allowed(
               6379: (b"AUTH pw\r\nPING\r\n", b"+OK\r\n+PONG\r\n"),
               5432: ((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"), b"N")}  # SSLRequest
     for port, (send, answer) in probes.items():
-        assert host_probe(forwarded[port], send) == b"", f"{port} answered before allow"
+        assert host_probe(forwarded[port], send, answer) == b"", f"{port} answered before allow"
         g.sh(f"mixos-firewall allow {port}/tcp")
-        got = host_probe(forwarded[port], send, timeout=15)
+        got = host_probe(forwarded[port], send, answer, timeout=15)
         assert answer in got, (port, got)
         g.sh(f"mixos-firewall deny {port}/tcp")
-        assert host_probe(forwarded[port], send) == b"", f"{port} answered after deny"
+        assert host_probe(forwarded[port], send, answer) == b"", f"{port} answered after deny"
 
     # nginx (a full recipe, not in the collection): its profile is loaded by mix install,
     # holds master and workers, and is unloaded by mix remove.
