@@ -79,8 +79,8 @@ run:
 # The images are built first, so that the unit tests that read them (kernel
 # .config, root filesystem chroot checks, ELF hardening) run instead of skipping.
 # The VM tests run on two workers (pytest-xdist), a test file each at a time: one
-# VM per core under TCG.
-VM_TESTS    := PYTHONPATH=src $(PY) -m pytest -q -n 2 --dist loadfile
+# VM per core under TCG; the 25 slowest steps are listed at the end (CI time budget).
+VM_TESTS    := PYTHONPATH=src $(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 test: deps iso viso iso-autoinstall sdisk
 	PYTHONPATH=src $(PY) -m pytest -q -n 2 tests/unit

@@ -3,20 +3,13 @@ meta-data's local-hostname), time zone, NTP servers and sshd password logins."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from mix.accounts import replace_file
+
 NTP_CONF = "etc/mixos/ntp.conf"
 SSHD_DROPIN = "etc/ssh/sshd_config.d/50-mixos-cloud.conf"
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
 
 
 def choose_hostname(hostname: str, fqdn: str, local_hostname: str) -> tuple[str, str]:
@@ -34,19 +27,19 @@ def set_kernel_hostname(name: str, proc: Path = Path("/proc/sys/kernel/hostname"
 
 
 def write_hostname(root: Path, short: str, full: str) -> None:
-    _write(root / "etc/hostname", short + "\n")
+    replace_file(root / "etc/hostname", short + "\n")
     hosts = root / "etc/hosts"
     text = hosts.read_text() if hosts.is_file() else "127.0.0.1\tlocalhost\n"
     names = f"{full}\t{short}" if full else short
     text = re.sub(r"(?m)^127\.0\.1\.1\s.*\n?", "", text)
     if not text.endswith("\n"):
         text += "\n"
-    _write(hosts, text + f"127.0.1.1\t{names}\n")
+    replace_file(hosts, text + f"127.0.1.1\t{names}\n")
 
 
 def timezone(root: Path, zone: str) -> str | None:
     """/etc/timezone, and /etc/localtime when the zone file exists. Returns a warning."""
-    _write(root / "etc/timezone", zone + "\n")
+    replace_file(root / "etc/timezone", zone + "\n")
     zonefile = root / "usr/share/zoneinfo" / zone
     localtime = root / "etc/localtime"
     if zonefile.is_file():
@@ -65,13 +58,13 @@ def ntp_servers(root: Path, servers: tuple[str, ...]) -> None:
     lines = path.read_text().splitlines() if path.is_file() else []
     lines = [line for line in lines if not line.startswith("servers=")]
     lines.append(f'servers="{" ".join(servers)}"  # from the cloud-config ntp: (mixos-cloud)')
-    _write(path, "\n".join(lines) + "\n")
+    replace_file(path, "\n".join(lines) + "\n")
 
 
 def ssh_pwauth(root: Path, enabled: bool) -> None:
     path = root / SSHD_DROPIN
     if enabled:
-        _write(path, "# mixos-cloud: the cloud-config says ssh_pwauth: true, and a user has "
+        replace_file(path, "# mixos-cloud: the cloud-config says ssh_pwauth: true, and a user has "
                      "a password hash.\nPasswordAuthentication yes\n")
     else:
         path.unlink(missing_ok=True)

@@ -10,13 +10,13 @@ import os
 import re
 from pathlib import Path
 
+from mix.accounts import Accounts, authorize, replace_file
 from mixboot import layout
 from mixboot.kernels import BootConfig
 from mixinstall.config import InstallConfig, User
 from mixinstall.disk import FsIds
 from mixinstall.plan import Plan
 
-FIRST_UID = 1000
 NETWORK_CONF = "etc/mixos/network.conf"
 GROW_FLAG = "etc/mixos/grow-root"
 INSTALL_LOG = "var/log/mixos-install.log"
@@ -24,14 +24,6 @@ INSTALL_LOG = "var/log/mixos-install.log"
 # sysctl of mixos-hardening (10-mixos-kernel.conf) turns them off, and this later
 # file wins.
 USERNS_SYSCTL = "etc/sysctl.d/60-mixos-userns.conf"
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
 
 
 def fstab(root: Path, plan: Plan, ids: FsIds, config: InstallConfig, swap_uuid: str) -> None:
@@ -51,25 +43,25 @@ def fstab(root: Path, plan: Plan, ids: FsIds, config: InstallConfig, swap_uuid: 
     if plan.get(layout.DATA) is not None:
         lines.append(f"UUID={ids.data}  {config.data_mount}  ext4  nosuid,nodev,relatime  0 2")
     lines += ["# kernel and RAM file systems", *kept]
-    _write(path, "\n".join(lines) + "\n")
+    replace_file(path, "\n".join(lines) + "\n")
     (root / "boot/efi").mkdir(parents=True, exist_ok=True)
     if plan.get(layout.DATA) is not None:
         (root / config.data_mount.lstrip("/")).mkdir(parents=True, exist_ok=True)
 
 
 def host(root: Path, config: InstallConfig) -> None:
-    _write(root / "etc/hostname", config.hostname + "\n")
+    replace_file(root / "etc/hostname", config.hostname + "\n")
     hosts = root / "etc/hosts"
     text = hosts.read_text() if hosts.is_file() else "127.0.0.1\tlocalhost\n"
     text = re.sub(r"(?m)^127\.0\.1\.1\s.*$", f"127.0.1.1\t{config.hostname}", text)
     if "127.0.1.1" not in text:
         text += f"127.0.1.1\t{config.hostname}\n"
-    _write(hosts, text)
+    replace_file(hosts, text)
 
 
 def timezone(root: Path, config: InstallConfig) -> str | None:
     """/etc/timezone, and /etc/localtime when tzdata is installed. Returns a warning."""
-    _write(root / "etc/timezone", config.timezone + "\n")
+    replace_file(root / "etc/timezone", config.timezone + "\n")
     zone = root / "usr/share/zoneinfo" / config.timezone
     localtime = root / "etc/localtime"
     if zone.is_file():
@@ -90,80 +82,34 @@ def network(root: Path, config: InstallConfig) -> None:
              f"mode={n.mode}", f"interface={n.interface}"]
     if n.mode == "static":
         lines += [f"address={n.address}", f"gateway={n.gateway}", f'dns="{" ".join(n.dns)}"']
-    _write(root / NETWORK_CONF, "\n".join(lines) + "\n")
+    replace_file(root / NETWORK_CONF, "\n".join(lines) + "\n")
     if n.mode == "static" and n.dns:
-        _write(root / "etc/resolv.conf", "".join(f"nameserver {d}\n" for d in n.dns))
-
-
-def _authorize(home: Path, keys: tuple[str, ...], uid: int, gid: int) -> None:
-    ssh = home / ".ssh"
-    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-    auth = ssh / "authorized_keys"
-    existing = auth.read_text().splitlines() if auth.is_file() else []
-    _write(auth, "\n".join(existing + [k for k in keys if k not in existing]) + "\n", 0o600)
-    for p in (home, ssh, auth):
-        os.chown(p, uid, gid)
-    os.chmod(ssh, 0o700)
-
-
-def _table(path: Path) -> list[list[str]]:
-    return [line.split(":") for line in path.read_text().splitlines() if line.strip()]
-
-
-def _save_table(path: Path, rows: list[list[str]], mode: int) -> None:
-    _write(path, "".join(":".join(r) + "\n" for r in rows), mode)
+        replace_file(root / "etc/resolv.conf", "".join(f"nameserver {d}\n" for d in n.dns))
 
 
 def users(root: Path, config: InstallConfig) -> None:
     """Accounts with no password (shadow '*': key logins only), their groups, home
     directories and authorized SSH keys; root's keys from root_ssh_keys."""
-    etc = root / "etc"
-    passwd, group, shadow = _table(etc / "passwd"), _table(etc / "group"), _table(etc / "shadow")
-    used_uids = {int(r[2]) for r in passwd}
-    used_gids = {int(r[2]) for r in group}
-    day = str(int(os.environ.get("SOURCE_DATE_EPOCH", "0")) // 86400 or 20454)
-
-    def new_id(used: set[int]) -> int:
-        n = FIRST_UID
-        while n in used:
-            n += 1
-        used.add(n)
-        return n
-
-    def add_member(name: str, member: str) -> None:
-        for r in group:
-            if r[0] == name:
-                members = [m for m in r[3].split(",") if m]
-                if member not in members:
-                    r[3] = ",".join(members + [member])
-                return
-        group.append([name, "x", str(new_id(used_gids)), member])
-
-    made: list[tuple[User, int, int]] = []
+    acc = Accounts.load(root)
+    day = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) // 86400 or 20454
+    made: list[tuple[User, int]] = []
     for u in config.users:
-        if any(r[0] == u.name for r in passwd):
+        if acc.user(u.name) is not None:
             raise ValueError(f"users: {u.name} already exists in the installed system")
-        uid = new_id(used_uids | used_gids)
-        used_uids.add(uid)
-        used_gids.add(uid)
-        group.append([u.name, "x", str(uid), ""])
-        passwd.append([u.name, "x", str(uid), str(uid), u.gecos, f"/home/{u.name}", u.shell])
-        shadow.append([u.name, "*", day, "0", "99999", "7", "", "", ""])
+        uid = acc.add_user(u.name, gecos=u.gecos, home=f"/home/{u.name}", shell=u.shell, day=day)
         for g in u.groups + (("wheel",) if u.admin else ()):
-            add_member(g, u.name)
-        made.append((u, uid, uid))
-    _save_table(etc / "passwd", passwd, 0o644)
-    _save_table(etc / "group", group, 0o644)
-    _save_table(etc / "shadow", shadow, 0o600)
-    for u, uid, gid in made:
+            acc.add_member(g, u.name)
+        made.append((u, uid))
+    acc.save()
+    for u, uid in made:
         home = root / "home" / u.name
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chown(home, uid, gid)
+        os.chown(home, uid, uid)
         os.chmod(home, 0o700)
         if u.ssh_keys:
-            _authorize(home, u.ssh_keys, uid, gid)
+            authorize(root, f"/home/{u.name}", u.ssh_keys, uid, uid)
     if config.root_ssh_keys:
-        _authorize(root / "root", config.root_ssh_keys, 0, 0)
+        authorize(root, "/root", config.root_ssh_keys, 0, 0)
         os.chmod(root / "root", 0o700)
 
 
@@ -175,18 +121,18 @@ def repositories(root: Path, config: InstallConfig) -> None:
     lines += [r.url for r in config.repositories]
     if not config.repositories:
         lines.append("# (none configured: add one, then run 'mix update')")
-    _write(root / "etc/mix/repositories", "\n".join(lines) + "\n")
+    replace_file(root / "etc/mix/repositories", "\n".join(lines) + "\n")
     for n, r in enumerate(config.repositories):
         if r.key:
             name = r.key_name or f"install-yaml-{n + 1}"
-            _write(root / "etc/mix/keys" / f"{name}.pub", r.key.strip() + "\n")
+            replace_file(root / "etc/mix/keys" / f"{name}.pub", r.key.strip() + "\n")
 
 
 def security(root: Path, config: InstallConfig) -> None:
     """install.yaml's security: switches, as the files the running system reads."""
     path = root / USERNS_SYSCTL
     if config.user_namespaces:
-        _write(path, "# Written by mixos-install (install.yaml security.user_namespaces: true):\n"
+        replace_file(path, "# Written by mixos-install (install.yaml security.user_namespaces: true):\n"
                      "# unprivileged users may create user namespaces (rootless containers).\n"
                      "kernel.unprivileged_userns_clone = 1\n")
     else:
@@ -201,6 +147,6 @@ def boot_config(root: Path, config: InstallConfig, ids: FsIds, os_version: str) 
 def grow_flag(root: Path, config: InstallConfig, plan: Plan) -> None:
     flag = root / GROW_FLAG
     if config.grow_root and plan.root_last:
-        _write(flag, "# grow the root partition and file system to the disk at the next boot\n")
+        replace_file(flag, "# grow the root partition and file system to the disk at the next boot\n")
     else:
         flag.unlink(missing_ok=True)

@@ -9,9 +9,10 @@ services under their own users, confined by their AppArmor profiles, their ports
 closed to the host (QEMU hostfwd) until `mixos-firewall allow`
 (test_daemons_confined_and_closed_until_allowed).
 
-The kernel has no device-mapper, XFS or WireGuard: cryptsetup, lvm2, xfsprogs and
-wireguard-tools are proven on what needs none (a LUKS header, LVM metadata on a loop
-device, an XFS image read back with xfs_db, keys)."""
+The storage and tunnel tools use the kernel for real: cryptsetup opens a LUKS2
+volume through dm-crypt, lvm2 makes a logical volume, both carry a mounted file
+system; mkfs.xfs's file system is mounted; two WireGuard interfaces (one in its own
+network namespace) carry a ping after their handshake."""
 
 from __future__ import annotations
 
@@ -163,11 +164,28 @@ ACTIONS: list[tuple[str, str, str]] = [
      DNS_ADDRESS),
     ("nftables", ("nft add table inet collection && nft add chain inet collection c && "
                  "nft list ruleset && nft delete table inet collection"), "table inet collection"),
-    ("wireguard-tools", "wg genkey | tee /tmp/wg.key | wg pubkey | wc -c", "45"),
+    ("wireguard-tools", (
+        "ip netns add wgpeer && ip link add wg0 type wireguard && "
+        "ip link add wg1 type wireguard && ip link set wg1 netns wgpeer && "
+        "wg genkey > /tmp/wg0.key && wg genkey > /tmp/wg1.key && "
+        "wg set wg0 listen-port 51820 private-key /tmp/wg0.key peer $(wg pubkey < /tmp/wg1.key) "
+        "endpoint 127.0.0.1:51821 allowed-ips 10.9.0.2/32 && "
+        "ip netns exec wgpeer wg set wg1 listen-port 51821 private-key /tmp/wg1.key "
+        "peer $(wg pubkey < /tmp/wg0.key) endpoint 127.0.0.1:51820 allowed-ips 10.9.0.1/32 && "
+        "ip addr add 10.9.0.1/24 dev wg0 && ip link set wg0 up && "
+        "ip netns exec wgpeer ip addr add 10.9.0.2/24 dev wg1 && "
+        "ip netns exec wgpeer ip link set wg1 up && ip netns exec wgpeer ip link set lo up && "
+        "ping -c 2 -W 5 10.9.0.2 | grep -o '2 packets received'; "
+        "wg show wg0 transfer | awk '$2 > 0 { print \"sent over the tunnel\" }'; "
+        "ip link del wg0; ip netns del wgpeer"),
+     "2 packets received\nsent over the tunnel"),
     ("iperf3", "iperf3 -s -1 -D && sleep 1 && iperf3 -c 127.0.0.1 -t 1 -f m | tail -3",
      "receiver"),
     ("xfsprogs", ("truncate -s 320M /tmp/xfs.img && mkfs.xfs -q /tmp/xfs.img && "
-                 "xfs_db -r -c 'sb 0' -c 'p magicnum' /tmp/xfs.img"), "magicnum = 0x58465342"),
+                 "mkdir -p /mnt/xfs && mount -o loop /tmp/xfs.img /mnt/xfs && "
+                 "echo on-xfs > /mnt/xfs/f && sync && findmnt -n -o FSTYPE /mnt/xfs && "
+                 "cat /mnt/xfs/f; umount /mnt/xfs; xfs_db -r -c 'sb 0' -c 'p magicnum' /tmp/xfs.img"),
+     "xfs\non-xfs\nmagicnum = 0x58465342"),
     ("util-linux", ("lsblk -J -o NAME,TYPE && findmnt -n -o FSTYPE / && alias fdisk && "
                    "lscpu | grep -c Architecture"), f"{FULL_BIN}/fdisk'\n1"),
     ("parted", ("truncate -s 16M /tmp/p.img && parted -s /tmp/p.img mklabel gpt "
@@ -175,12 +193,21 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("cryptsetup", ("truncate -s 20M /tmp/luks.img && printf secret > /tmp/luks.key && "
                    "cryptsetup -q luksFormat --type luks2 --pbkdf pbkdf2 "
                    "--pbkdf-force-iterations 1000 /tmp/luks.img /tmp/luks.key && "
-                   "cryptsetup luksDump /tmp/luks.img"), "Version:       \t2"),
+                   "cryptsetup open --key-file /tmp/luks.key /tmp/luks.img collection && "
+                   "mkfs.ext4 -q /dev/mapper/collection && mkdir -p /mnt/luks && "
+                   "mount /dev/mapper/collection /mnt/luks && echo sealed > /mnt/luks/f && "
+                   "umount /mnt/luks && cryptsetup status collection | grep -o 'aes-xts-plain64'; "
+                   "cryptsetup close collection; grep -c sealed /tmp/luks.img; "
+                   "cryptsetup luksDump /tmp/luks.img"),
+     "aes-xts-plain64\n0\n"),
     ("lvm2", ("truncate -s 32M /tmp/lvm.img && losetup -f /tmp/lvm.img && "
              "dev=$(losetup -a | grep /tmp/lvm.img | cut -d: -f1) && "
-             "lvm pvcreate -q $dev && lvm vgcreate -q collectionvg $dev && lvm vgs collectionvg; "
+             "lvm pvcreate -q $dev && lvm vgcreate -q collectionvg $dev && "
+             "lvm lvcreate -q -n data -L 16M collectionvg && mkfs.ext4 -q /dev/collectionvg/data && "
+             "mkdir -p /mnt/lv && mount /dev/collectionvg/data /mnt/lv && echo on-lvm > /mnt/lv/f && "
+             "cat /mnt/lv/f && umount /mnt/lv && lvm lvs --noheadings --separator : -o lv_name,vg_name collectionvg; "
              "lvm vgremove -q -f collectionvg >/dev/null; lvm pvremove -q $dev >/dev/null; "
-             "losetup -d $dev"), "collectionvg"),
+             "losetup -d $dev"), "on-lvm\n  data:collectionvg"),
     ("tzdata", "TZ=Asia/Tokyo date +%Z", "JST"),
     ("gnupg", ("export GNUPGHOME=/tmp/gpg && mkdir -m 700 $GNUPGHOME && "
               "gpg -q --batch --pinentry-mode loopback --passphrase '' --quick-gen-key "
@@ -323,6 +350,31 @@ def test_daemons_confined_and_closed_until_allowed(
     denied = g.sh("dmesg | grep 'apparmor=\"DENIED\"' | grep -E "
                   "'profile=\"(haproxy|redis|postgresql|chrony|nginx)\"'; true")
     assert denied == "", denied
+
+
+def test_openssh_client_copies_files_over_sftp(installed: tuple[Guest, dict[str, str]],
+                                               http_repo: str) -> None:
+    """The OpenSSH client (not a compact recipe: MixOS's own openssh package) from the
+    same repository: sftp puts and gets a file through the guest's own sshd with a key
+    made for it, scp copies one back; then the key and the package are gone again."""
+    g, _ = installed
+    g.sh(f"mix --repo {http_repo} -y install openssh", timeout=300)
+    g.sh("cp /root/.ssh/authorized_keys /tmp/authorized_keys.saved && "
+         "ssh-keygen -q -t ed25519 -N '' -f /tmp/sftp_key && "
+         "cat /tmp/sftp_key.pub >> /root/.ssh/authorized_keys && "
+         "printf 'put /etc/os-release /tmp/sftp-put\\nget /tmp/sftp-put /tmp/sftp-got\\n' "
+         "> /tmp/sftp.batch")
+    try:
+        opts = "-i /tmp/sftp_key -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/tmp/kh"
+        proc = g.ssh(f"sftp {opts} -b /tmp/sftp.batch root@127.0.0.1 && "
+                     f"scp {opts} root@127.0.0.1:/etc/hostname /tmp/scp-got && "
+                     "cmp /etc/os-release /tmp/sftp-got && cmp /etc/hostname /tmp/scp-got && "
+                     "echo copied", timeout=120, check=False)
+        assert "copied" in proc.stdout, proc.stdout + proc.stderr
+    finally:
+        g.sh("cp /tmp/authorized_keys.saved /root/.ssh/authorized_keys")
+    g.sh("mix -y remove openssh", timeout=300)
+    assert g.ssh("command -v sftp", check=False).returncode != 0
 
 
 def test_removing_the_collection_leaves_the_base_unchanged(

@@ -57,7 +57,7 @@ UPSTREAM_FRAGMENTS = (
 # hardening comes last so that it wins over anything before it.
 FRAGMENTS = (
     "base", "virtio", "storage", "filesystems", "console",
-    "netfilter", "containers", "hardening",
+    "netfilter", "netdevices", "containers", "hardening",
 )
 # System.map: the kernel has no symbol table of its own (no KALLSYMS), so oops
 # traces are decoded with this one (docs/kernel.md, "Reading an oops").
