@@ -310,6 +310,11 @@ def test_daemons_confined_and_closed_until_allowed(
         serving = g.sh(f"for p in $(pidof {comm}); do grep '^Uid:' /proc/$p/status; done")
         assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in serving, (service, user, serving)
 
+    # At boot mixos-apparmor loads them with the base profiles (compiled: no binaries).
+    booted = g.sh("mixos-apparmor start", timeout=120)
+    assert f"and {len(DAEMONS)} compiled profile file(s) loaded" in booted, booted
+    assert g.sh(f"cat /proc/{pid}/attr/current").strip() == f"{profile} (enforce)"
+
     # chrony and BusyBox ntpd: ntpd enabled again, chrony refuses and stays down.
     g.sh("mixos-service enable --now ntpd", timeout=60)
     g.ssh("mixos-service restart chrony", timeout=60, check=False)  # exits 1: not up
