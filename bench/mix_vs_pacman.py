@@ -37,7 +37,9 @@ sys.path.insert(0, str(PROJECT / "src"))
 from mix.build import ZSTD_LEVEL, build_package
 from mix.index import scan_repo, write_index
 from mix.keys import generate
+from mixbuild.common import ARTIFACTS, PACKAGES_DIR, cache_dir
 from mixbuild.packages import debian
+from mixbuild.packages.recipe import load_recipes
 
 # Binaries and libraries, 1-5 MB each as .deb, ~115 MB together.
 PACKAGES = ["ripgrep", "qemu-utils", "openssl", "udev", "cmake", "systemd", "grub-common", "perl-base", "librpm9", "libssl3", "libpython3.11", "libpython3.11-stdlib", "python3.11-minimal", "libglib2.0-0", "libqt5core5a", "libqt5gui5", "libqt5widgets5", "libgtk-3-0", "libavcodec59", "libavfilter8", "libaom3", "libpoppler126", "libmagickcore-6.q16-6", "libgs10", "libtesseract5", "libproj25", "libhdf5-103-1", "libsystemd-shared", "libharfbuzz-icu0", "libtorrent-rasterbar2.0", "mariadb-client", "xvfb", "gstreamer1.0-plugins-good", "texinfo", "netpbm", "iverilog", "ngspice", "ledger", "wabt", "lld-14", "libqt6core6", "libqt6gui6", "libqt6widgets6", "libopencv-imgproc406", "libmfx1", "libplacebo208", "librados2", "librbd1", "libperl5.36", "libgraphicsmagick-q16-3"]
@@ -132,6 +134,53 @@ def prepare(work: Path) -> tuple[dict[str, Path], Path, list[Path]]:
     return repos, keys, pac_files
 
 
+def prepare_collection(work: Path, repo: Path
+                       ) -> tuple[dict[str, Path], Path, list[Path], list[str]]:
+    """The collection's names, the built repository, a keys dir with its public key,
+    and pacman's packages of the same closure (made again when the index changes)."""
+    names = sorted(n for n, r in load_recipes(PACKAGES_DIR).items() if r.compact)
+    if not (repo / "index.json").is_file():
+        sys.exit(f"bench: no repository in {repo}; run 'make packages' first")
+    keys, pacdir = work / "collection-keys", work / "collection-pacman"
+    keys.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cache_dir() / "keys/mixos-repo.pub", keys / "mixos-repo.pub")
+    index = (repo / "index.json").read_bytes()
+    stamp = work / ".collection-prepared"
+    listed = pacdir / "closure.json"
+    if not (stamp.exists() and stamp.read_bytes() == index and listed.exists()):
+        shutil.rmtree(pacdir, ignore_errors=True)
+        pacdir.mkdir(parents=True)
+        # mix resolves the closure once; pacman then gets exactly what mix installed.
+        root = work / "collection-closure"
+        fresh(root)
+        time_mix(root, repo, keys, names=names, no_scripts=True)
+        out = run([sys.executable, "-m", "mix", "--root", str(root), "--json", "list",
+                   "--installed"], env=dict(os.environ, PYTHONPATH=str(PROJECT / "src"))).stdout
+        installed = sorted(p["name"] for p in json.loads(out))
+        files = {p["name"]: p["filename"] for p in json.loads(index)["packages"]}
+        for n in installed:
+            st = work / "stage" / n
+            shutil.rmtree(st, ignore_errors=True)
+            st.mkdir(parents=True)
+            run(["tar", "--zstd", "-xf", str(repo / files[n]), "-C", str(st)])
+            (st / "files").mkdir(exist_ok=True)
+            pacman_pkg(n, st, pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst")
+            shutil.rmtree(st)
+        shutil.rmtree(root)
+        listed.write_text(json.dumps(installed))
+        stamp.write_bytes(index)
+    installed = json.loads(listed.read_text())
+    pac_files = [pacdir / f"{n}-1.0-1-x86_64.pkg.tar.zst" for n in installed]
+    return {"zstd": repo}, keys, pac_files, names
+
+
+def closure_files(repo: Path, pac_files: list[Path]) -> list[Path]:
+    """The .mixpkg files of REPO that pacman's packages were made from."""
+    files = {p["name"]: p["filename"]
+             for p in json.loads((repo / "index.json").read_bytes())["packages"]}
+    return [repo / files[p.name.removesuffix("-1.0-1-x86_64.pkg.tar.zst")] for p in pac_files]
+
+
 def quiesce(max_wait: float = 30.0) -> None:
     """Flush, then wait until the kernel has no dirty or in-flight pages left (bounded):
     writing or deleting ~500 MB just before a run slowed whichever tool ran next by up
@@ -162,11 +211,12 @@ def cpu_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def time_mix(root: Path, repo: Path, keys: Path, src: Path = PROJECT / "src"
-             ) -> tuple[float, float]:
+def time_mix(root: Path, repo: Path, keys: Path, src: Path = PROJECT / "src",
+             names: list[str] = PACKAGES, no_scripts: bool = False) -> tuple[float, float]:
     fresh(root)
     cmd = [sys.executable, "-m", "mix", "--root", str(root), "--repo", f"file://{repo}",
-           "--keys-dir", str(keys), "-y", "install", *PACKAGES]
+           "--keys-dir", str(keys), *(["--no-scripts"] if no_scripts else []), "-y",
+           "install", *names]
     env = dict(os.environ, PYTHONPATH=str(src))
     c0, t0 = cpu_children(), time.perf_counter()
     run(cmd, env=env)
@@ -206,16 +256,28 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                     help="also time the mix of another checkout (e.g. an earlier version) on "
                     "the gzip repository, as the tool 'baseline'")
+    ap.add_argument("--collection", nargs="?", type=Path, const=ARTIFACTS / "repo",
+                    metavar="REPO", help="install MixOS's package collection from REPO "
+                    "(default artifacts/repo) instead of the ~50 Debian packages")
     args = ap.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    print(f"preparing {len(PACKAGES)} packages in {work} ...", file=sys.stderr)
-    repos, keys, pac_files = prepare(work)
+    if args.collection:
+        print(f"preparing the collection of {args.collection} in {work} ...", file=sys.stderr)
+        repos, keys, pac_files, names = prepare_collection(work, args.collection)
+    else:
+        print(f"preparing {len(PACKAGES)} packages in {work} ...", file=sys.stderr)
+        repos, keys, pac_files = prepare(work)
+        names = PACKAGES
     conf = work / "pacman.conf"
     conf.write_text(PACMAN_CONF)
-    sizes = {c: sum(p.stat().st_size for p in repo.glob("*.mixpkg")) for c, repo in repos.items()}
+    if args.collection:
+        mixpkgs = {"zstd": closure_files(args.collection, pac_files)}
+    else:
+        mixpkgs = {c: sorted(repo.glob("*.mixpkg")) for c, repo in repos.items()}
+    sizes = {c: sum(p.stat().st_size for p in files) for c, files in mixpkgs.items()}
     pac_size = sum(p.stat().st_size for p in pac_files)
-    tools = [f"mix-{c}" for c in COMPRESSIONS] + (["baseline"] if args.baseline else []) \
+    tools = [f"mix-{c}" for c in repos] + (["baseline"] if args.baseline else []) \
         + ["pacman"]
 
     def once(tool: str, root: Path) -> tuple[float, float]:
@@ -224,8 +286,9 @@ def main() -> int:
             pac_sync_t.append(b)
             return a, cpu
         if tool == "baseline":
-            return time_mix(root, repos["gzip"], pub_dir(keys), args.baseline / "src")
-        return time_mix(root, repos[tool.removeprefix("mix-")], pub_dir(keys))
+            return time_mix(root, repos["gzip"], pub_dir(keys), args.baseline / "src", names)
+        return time_mix(root, repos[tool.removeprefix("mix-")], pub_dir(keys), names=names,
+                        no_scripts=bool(args.collection))
 
     pac_sync_t: list[float] = []
     for i in range(args.warmup):
@@ -246,17 +309,16 @@ def main() -> int:
                                              for t in tools)
               + f", pacman+sync {pac_sync_t[-1]:.2f} s", file=sys.stderr)
     floors = {}
-    for name, files, flag in (("mix-zstd", sorted(repos["zstd"].glob("*.mixpkg")), "--zstd"),
-                              ("mix-gzip", sorted(repos["gzip"].glob("*.mixpkg")), "-z"),
-                              ("pacman", pac_files, "--zstd")):
+    for name, files, flag in ([(f"mix-{c}", mixpkgs[c], "--zstd" if c == "zstd" else "-z")
+                               for c in repos] + [("pacman", pac_files, "--zstd")]):
         floors[name] = time_tar(work / f"root-tar-{name}", files, flag)
         shutil.rmtree(work / f"root-tar-{name}")
     entries = {t: sum(1 for _ in (work / f"root-{t}-0").rglob("*")) for t in tools}
     med = {t: statistics.median(wall[t]) for t in tools}
     med_cpu = {t: statistics.median(cpu[t]) for t in tools}
     ps = statistics.median(pac_sync_t)
-    print(f"packages: {len(PACKAGES)}; mix repositories {sizes['zstd'] / 1e6:.0f} MB (zstd -"
-          f"{ZSTD_LEVEL}), {sizes['gzip'] / 1e6:.0f} MB (gzip -6); pacman packages "
+    print(f"packages: {len(names)} named, {len(pac_files)} installed; mix packages "
+          + ", ".join(f"{sizes[c] / 1e6:.0f} MB ({c})" for c in sizes) + "; pacman packages "
           f"{pac_size / 1e6:.0f} MB (zstd -{ZSTD_LEVEL}); entries in root: "
           + ", ".join(f"{t} {n}" for t, n in entries.items()))
     for t in tools:

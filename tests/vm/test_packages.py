@@ -123,6 +123,79 @@ def installed(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair
         g.stop()
 
 
+# python3-full: every stdlib module imports, except those not built on Linux (Windows,
+# macOS) and Tk's, left out of the package (packages/python3-full/recipe.toml); the
+# trimmed runtime's modules still load from python3's sourceless .pyc.
+PY_STDLIB = """
+import importlib, json, sys
+NOT_HERE = {"_msi", "msilib", "msvcrt", "nt", "_overlapped", "_winapi", "winreg", "winsound",
+            "_scproxy", "tkinter", "_tkinter", "turtle", "turtledemo", "idlelib"}
+failed = []
+for name in sorted(sys.stdlib_module_names - NOT_HERE):
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed.append(f"{name}: {e!r}")
+print("\\n".join(failed) or f"imported all {len(sys.stdlib_module_names - NOT_HERE)} modules")
+print("trimmed runtime first:", json.__file__)
+"""
+# sqlite3, decimal, dbm, ssl (against openssl's s_server) and curses (on a pty) at work.
+PY_WORK = """
+import dbm.gnu, dbm.ndbm, decimal, os, pty, sqlite3, ssl, urllib.request
+con = sqlite3.connect(":memory:")
+con.execute("create table t(x)")
+con.executemany("insert into t values (?)", [(20,), (22,)])
+print("sqlite3", con.execute("select sum(x) from t").fetchone()[0], len(list(con.iterdump())))
+decimal.getcontext().prec = 40
+print("decimal", decimal.Decimal(1) / decimal.Decimal(7))
+for kind in (dbm.gnu, dbm.ndbm):
+    with kind.open(f"/tmp/{kind.__name__}", "c") as db:
+        db[b"k"] = kind.__name__.encode()
+    with kind.open(f"/tmp/{kind.__name__}", "r") as db:
+        print("read back", db[b"k"].decode())
+ctx = ssl.create_default_context(cafile="/tmp/c.pem")
+with urllib.request.urlopen("https://localhost:4433/tls.txt", context=ctx) as r:
+    print("ssl", r.read().decode().strip())
+pid, fd = pty.fork()
+if pid == 0:
+    import curses
+    os.environ["TERM"] = "xterm"
+    curses.wrapper(lambda s: (s.addstr(3, 5, "drawn by curses", curses.A_BOLD), s.refresh()))
+    os._exit(0)
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+os.waitpid(pid, 0)
+print("curses", "drawn by curses" in out.decode(errors="replace"), b"\\x1b[4;6H" in out)
+"""
+# Seconds an action may take, where 180 is not enough: python3 -m venv took 50-127 s
+# under TCG on a busy 2-core host (ensurepip byte-compiles pip and setuptools).
+ACTION_TIMEOUT = {"python3-full": 420}
+# A wheel made by hand, installed with the venv's own pip (from ensurepip, offline); the
+# venv lives in the home directory, since /tmp is noexec (docs/security.md).
+PY_WHEEL = """
+import base64, hashlib, zipfile
+files = {"hello.py": "def greet():\\n    return 'hello from a venv'\\n",
+         "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\\nName: hello\\nVersion: 1.0\\n",
+         "hello-1.0.dist-info/WHEEL": ("Wheel-Version: 1.0\\nGenerator: mixos-test\\n"
+                                       "Root-Is-Purelib: true\\nTag: py3-none-any\\n")}
+record = ""
+for name, text in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+    record += f"{name},sha256={digest.decode()},{len(text.encode())}\\n"
+files["hello-1.0.dist-info/RECORD"] = record + "hello-1.0.dist-info/RECORD,,\\n"
+with zipfile.ZipFile("/tmp/hello-1.0-py3-none-any.whl", "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+"""
+
+
 # One real action per package: (package, shell command, text its output must hold).
 # Commands run in a login shell (the full programs' PATH from /etc/profile.d).
 ACTIONS: list[tuple[str, str, str]] = [
@@ -217,6 +290,21 @@ ACTIONS: list[tuple[str, str, str]] = [
      "Good signature"),
     ("sqlite3", ("sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
                 "select sum(x) from t;'"), "42"),
+    ("python3-full", f"python3 - <<'EOF'{PY_STDLIB}EOF",
+     "imported all 291 modules\ntrimmed runtime first: /usr/lib/python3.11/json/__init__.pyc"),
+    ("python3-full", f"cd /tmp && python3 - <<'EOF'{PY_WORK}EOF",
+     ("sqlite3 42 5\ndecimal 0.1428571428571428571428571428571428571429\nread back dbm.gnu\n"
+      "read back dbm.ndbm\nssl served-over-tls\ncurses True True")),
+    # Two steps, each with its own timeout: ensurepip byte-compiles pip and setuptools,
+    # 50-127 s under TCG (ACTION_TIMEOUT).
+    ("python3-full", "python3 -m venv ~/venv && ~/venv/bin/pip --version",
+     "pip 23.0.1 from "),
+    ("python3-full", (f"python3 - <<'EOF'{PY_WHEEL}EOF\n"
+                      "~/venv/bin/pip --disable-pip-version-check "
+                      "install -q --no-index /tmp/hello-1.0-py3-none-any.whl && "
+                      "~/venv/bin/python -c 'import hello; print(hello.greet())' && "
+                      "python3 -c 'import hello' 2>&1 | tail -1"),
+     "hello from a venv\nModuleNotFoundError: No module named 'hello'"),
     # The daemons, as supervised services under their own users (docs/packages.md,
     # "Services"); test_daemons_confined_and_closed_until_allowed looks at them further.
     ("redis", ("mixos-service enable --now redis && for i in $(seq 30); do "
@@ -261,7 +349,7 @@ def test_package_does_its_job(installed: tuple[Guest, dict[str, str]], http_repo
     cmd = command.replace("{repo}", http_repo).replace("{dns_port}", str(dns_server))
     want = expected.replace("{index_sha}", index_sha)
     # A newline: ash reads the aliases /etc/profile.d defines before parsing CMD.
-    proc = g.ssh(f". /etc/profile\n{cmd}", timeout=180, check=False)
+    proc = g.ssh(f". /etc/profile\n{cmd}", timeout=ACTION_TIMEOUT.get(package, 180), check=False)
     assert want in proc.stdout, (f"{package}: {cmd}\nexit {proc.returncode}\n"
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
 

@@ -166,6 +166,25 @@ def build_runtime(recipe: Recipe, inputs: object, files: Path) -> None:
     bytecompile(inputs.target_python(), files, rt.dest, sourceless=True)
 
 
+def leave_to_runtime(files: Path, runtime_files: Path) -> list[str]:
+    """Delete from FILES (a staged stdlib) what the trimmed runtime staged in
+    RUNTIME_FILES already ships: the same path (lib-dynload/_ssl...so), or the source
+    X.py of a module it ships compiled as X.pyc. What is left adds modules, never
+    replaces one, so installing or removing it cannot change what mix imports."""
+    owned = {p.relative_to(runtime_files).as_posix() for p in runtime_files.rglob("*")
+             if not p.is_dir() or p.is_symlink()}
+    removed = []
+    for p in sorted(files.rglob("*")):
+        if p.is_dir() and not p.is_symlink():
+            continue
+        rel = p.relative_to(files).as_posix()
+        if rel in owned or (rel.endswith(".py") and rel + "c" in owned):
+            p.unlink()
+            removed.append(rel)
+    log(f"{len(removed)} files left to the trimmed runtime")
+    return removed
+
+
 # --- tracing ---------------------------------------------------------------
 
 TRACER = r"""

@@ -169,6 +169,10 @@ class Recipe:
     # Carried in the boot medium's offline repository (artifacts/medium-repo); the
     # collection of compact recipes lives only in artifacts/repo.
     medium: bool = True
+    # The rest of the standard library beside a trimmed runtime (python3-full beside
+    # python3): every staged file that recipe ships, and every X.py whose module it
+    # ships compiled (X.pyc), is left out, so each path and each module has one owner.
+    python_beside: str | None = None
 
     @property
     def compact(self) -> bool:
@@ -439,6 +443,7 @@ def parse_recipe(path: Path) -> Recipe:
         users=tuple(users),
         shadows=tuple(_abs_path(t, "shadows", p) for p in t.strs("shadows")),
         medium=t.flag("medium", not from_debian),
+        python_beside=t.text("python_beside"),
     )
     if recipe.revision < 0:
         raise RecipeError(f"{path}: 'revision' must be >= 0")

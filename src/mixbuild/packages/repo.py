@@ -236,6 +236,12 @@ class Builder:
                                  "which has no recipe")
             for traced in self.traced_recipes(recipe):
                 h.update(f"trace {traced.name} {self.stage_key(traced)}\n".encode())
+        if recipe.python_beside:
+            runtime = self.recipes.get(recipe.python_beside)
+            if runtime is None or runtime.python_runtime is None:
+                raise BuildError(f"{recipe.path}: python_beside names {recipe.python_beside!r}, "
+                                 "which is no recipe with a [python_runtime]")
+            h.update(f"beside {runtime.name} {self.stage_key(runtime)}\n".encode())
         text = recipe.path.read_text()
         for var in ("kernel_version", "kernel_mix_version", "project_version", "repo_url"):
             if "{" + var + "}" in text:
@@ -300,6 +306,9 @@ class Builder:
                 traced = self.traced_recipes(recipe)
                 inputs.trace_site = lambda: [self.stage(r).stage_dir / "files"
                                              / pyruntime.SITE.lstrip("/") for r in traced]
+            if recipe.python_beside:
+                runtime = self.recipes[recipe.python_beside]
+                inputs.beside = lambda: self.stage(runtime).stage_dir / "files"
             pkgs = [self.debs[n] for n in recipe.debian_packages()]
             debs = debian.download(pkgs)
             inputs.debs.update({p.name: (p, debian.unpacked(debs[p.name])) for p in pkgs})

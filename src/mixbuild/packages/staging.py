@@ -290,6 +290,8 @@ class StageInputs:
     # python_runtime.trace: the staged site-packages of the traced recipe, then of the
     # recipes it depends on
     trace_site: Callable[[], list[Path]] | None = None
+    # python_beside: the staged files of the trimmed runtime this recipe completes
+    beside: Callable[[], Path] | None = None
 
 
 def stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, files: Path) -> None:
@@ -361,6 +363,9 @@ def _stage_files(recipe: Recipe, inputs: StageInputs, variables: Variables, file
     if recipe.python_runtime:
         pyruntime.build_runtime(recipe, inputs, files)
     merge_usr(files)
+    if recipe.python_beside:
+        assert inputs.beside is not None
+        pyruntime.leave_to_runtime(files, inputs.beside())
     if recipe.shadows:
         shadow(files, recipe)
     for cat in recipe.concat:
