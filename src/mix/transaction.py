@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mix import services
+from mix import apparmor, services
 from mix.database import Database
 from mix.errors import (
     DiskFullError,
@@ -562,6 +562,7 @@ class Transaction:
             {"install": self.out.installed, "upgrade": self.out.upgraded,
              "downgrade": self.out.downgraded, "reinstall": self.out.reinstalled,
              "remove": self.out.removed}[ch.kind].append(ch.name)
+        self._new_profiles()
         self._new_services()
         self._post_scripts()
         return self.out
@@ -570,8 +571,17 @@ class Transaction:
         """A removed package's services stop before its files go (docs/services.md)."""
         for c in self.changes:
             if c.kind == "remove":
-                for name in services.names(row["path"] for row in self.db.files(c.name)):
+                paths = [row["path"] for row in self.db.files(c.name)]
+                for name in services.names(paths):
                     self._said(c.name, "service", services.removing(self.root, name))
+                self._said(c.name, "apparmor", apparmor.removing(self.root, paths))
+
+    def _new_profiles(self) -> None:
+        """Installed or upgraded AppArmor profiles are loaded before any service starts."""
+        for c in self.changes:
+            if c.kind != "remove":
+                self._said(c.name, "apparmor", apparmor.installed(
+                    self.root, (f.path for f in self.meta[c.name].files)))
 
     def _new_services(self) -> None:
         """A first install enables a service only if its package says so."""

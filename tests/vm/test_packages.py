@@ -1,8 +1,13 @@
 """The package collection (docs/packages.md) in one booted live system: every compact
 recipe is installed from the build's repository served by the host, each program does
 one real thing (curl and wget fetch, git commits, tcpdump captures on lo, dig asks a DNS
-server on the host, chronyd runs as _chrony and chronyc lists its source...), then everything is removed and `mix verify` is clean with the
+server on the host, the daemons run as supervised services...), then everything is removed and `mix verify` is clean with the
 base system as it was.
+
+The daemons (haproxy, redis, postgresql, chrony; nginx installed on its own) run as
+services under their own users, confined by their AppArmor profiles, their ports
+closed to the host (QEMU hostfwd) until `mixos-firewall allow`
+(test_daemons_confined_and_closed_until_allowed).
 
 The storage and tunnel tools use the kernel for real: cryptsetup opens a LUKS2
 volume through dm-crypt, lvm2 makes a logical volume, both carry a mounted file
@@ -42,8 +47,9 @@ CONTAINER_HELLO = "hello from the host"
 # live system the root is an overlay, where overlay storage cannot live, hence vfs.
 ROOTLESS = "chpst -u alice env HOME=/home/alice USER=alice podman --storage-driver vfs"
 # The guest port a container publishes in test_published_port_is_closed_until_allowed,
-# reached from the host through a QEMU host forward (as another machine would).
-PUBLISHED = 8080
+# reached from the host through a QEMU host forward (as another machine would); not
+# 8080, where haproxy still listens then.
+PUBLISHED = 8088
 
 
 # Compact recipes that are data or libraries for the others (installed with them).
@@ -101,6 +107,17 @@ def dns_server() -> Iterator[int]:
     sock.close()
 
 
+# Guest ports of the daemons, each forwarded from a host port on 127.0.0.1.
+DAEMON_PORTS = (8080, 6379, 5432)
+
+
+@pytest.fixture(scope="module")
+def forwarded() -> dict[int, int]:
+    """Guest port -> the host port that QEMU forwards to it (the daemons' and a
+    container's published port)."""
+    return {port: free_port() for port in (*DAEMON_PORTS, PUBLISHED)}
+
+
 @pytest.fixture(scope="module")
 def container_www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Served to the guest over HTTP: busybox.tar, a docker-archive of the repository's
@@ -118,19 +135,14 @@ def container_www(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def published_port() -> int:
-    """The host port QEMU forwards to the guest's PUBLISHED."""
-    return free_port()
-
-
-@pytest.fixture(scope="module")
 def installed(mixos_images: Images, vm_accel: str, vm_workdir: Path, ssh_keypair: KeyPair,
               nocloud_seed: Path, http_repo: str, boot_metrics: dict[str, object],
-              published_port: int) -> Iterator[tuple[Guest, dict[str, str]]]:
+              forwarded: dict[int, int]) -> Iterator[tuple[Guest, dict[str, str]]]:
     """One guest (shared by the module) with the whole collection installed, and what
     the base looked like before."""
     g = _boot(mixos_images, vm_accel, vm_workdir, ssh_keypair, nocloud_seed, boot="direct",
-              memory_mb=MEMORY_MB, name="packages", forwards=((published_port, PUBLISHED),))
+              memory_mb=MEMORY_MB, name="packages",
+              forwards=tuple((host, guest) for guest, host in forwarded.items()))
     try:
         before = {"packages": g.sh("mix list --installed"),
                   "etc": g.sh("sha256sum /etc/passwd /etc/group /etc/shadow")}
@@ -307,10 +319,6 @@ ACTIONS: list[tuple[str, str, str]] = [
               "echo signed > /tmp/s.txt && gpg -q --batch --pinentry-mode loopback --passphrase '' "
               "--sign /tmp/s.txt && gpg --verify /tmp/s.txt.gpg 2>&1; gpgconf --kill all"),
      "Good signature"),
-    ("chrony", ("printf 'server 127.0.0.1 iburst\\ndriftfile /var/lib/chrony/drift\\n' "
-                "> /tmp/chrony.conf && chronyd -f /tmp/chrony.conf && sleep 3 && "
-                "ps -o user,comm | grep chronyd && chronyc -n sources"),
-     "_chrony  chronyd\n"),
     ("sqlite3", ("sqlite3 /tmp/t.db 'create table t(x); insert into t values (20),(22); "
                 "select sum(x) from t;'"), "42"),
     # Containers (docs/packages.md, "Containers"): podman as root with netavark's bridge,
@@ -388,6 +396,34 @@ ACTIONS: list[tuple[str, str, str]] = [
                       "~/venv/bin/python -c 'import hello; print(hello.greet())' && "
                       "python3 -c 'import hello' 2>&1 | tail -1"),
      "hello from a venv\nModuleNotFoundError: No module named 'hello'"),
+    # The daemons, as supervised services under their own users (docs/packages.md,
+    # "Services"); test_daemons_confined_and_closed_until_allowed looks at them further.
+    ("redis", ("mixos-service enable --now redis && for i in $(seq 30); do "
+               "redis-cli ping 2>/dev/null | grep -q PONG && break; sleep 1; done; "
+               "redis-cli set collection mixos-redis && redis-cli get collection && "
+               "ps -o user,comm | grep redis-server"), "OK\nmixos-redis\nredis    redis-server"),
+    ("postgresql", ("mixos-service enable --now postgresql && for i in $(seq 90); do "
+                    "chpst -u postgres:postgres pg_isready -q && break; sleep 2; done; cd /tmp && "
+                    "chpst -u postgres:postgres psql -tAc 'select 6*7' && "
+                    "chpst -u postgres:postgres psql -qc \"alter user postgres password 'pw'\" && "
+                    "PGPASSWORD=pw psql -h 127.0.0.1 -U postgres -tAc "
+                    "'select current_user, inet_server_addr()'"), "42\npostgres|127.0.0.1"),
+    ("haproxy", ("mkdir -p /tmp/www && echo proxied-by-haproxy > /tmp/www/index.html && "
+                 "httpd -p 127.0.0.1:8081 -h /tmp/www && printf 'frontend collection\\n"
+                 "\\tbind :8080\\n\\tdefault_backend web\\nbackend web\\n"
+                 "\\tserver httpd 127.0.0.1:8081\\n' > /etc/haproxy/conf.d/collection.cfg && "
+                 "mixos-service enable --now haproxy && sleep 2 && "
+                 "curl -sS http://127.0.0.1:8080/ && ps -o user,comm | grep '^haproxy'"),
+     "proxied-by-haproxy\nhaproxy  haproxy"),
+    ("chrony", ("mixos-service disable --now ntpd && printf 'server 127.0.0.1 iburst\\n' "
+                "> /etc/chrony/sources.d/collection.sources && "
+                # chronyd reads sources.d as _chrony; a login shell's umask is 027.
+                "chmod 644 /etc/chrony/sources.d/collection.sources && "
+                "mixos-service enable --now chrony && for i in $(seq 30); do "
+                "chronyc -n sources 2>&1 | grep -q 127.0.0.1 && break; sleep 1; done; "
+                "chronyc -n sources | grep -o '127.0.0.1' && ps -o user,comm | grep -m1 chronyd; "
+                "mixos-service logs chrony -n 5 >&2"),
+     "127.0.0.1\n_chrony  chronyd"),
 ]
 
 
@@ -408,6 +444,97 @@ def test_package_does_its_job(installed: tuple[Guest, dict[str, str]], http_repo
     proc = g.ssh(f". /etc/profile\n{cmd}", timeout=ACTION_TIMEOUT.get(package, 180), check=False)
     assert want in proc.stdout, (f"{package}: {cmd}\nexit {proc.returncode}\n"
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+# Daemon -> (its AppArmor profile, the user it serves as, the process name of that user's
+# process): the supervised pid is in the profile; the user's process serves.
+DAEMONS = {"haproxy": ("haproxy", "haproxy", "haproxy"),
+           "redis": ("redis", "redis", "redis-server"),
+           "postgresql": ("postgresql", "postgres", "postgres"),
+           "chrony": ("chrony", "_chrony", "chronyd")}
+
+
+def host_probe(port: int, send: bytes, until: bytes, timeout: float = 5) -> bytes:
+    """What a client on the host gets back through QEMU's forward of PORT (read until
+    UNTIL arrives or the connection ends): b"" when the guest drops the connection (QEMU
+    accepts on the host side, then waits in vain)."""
+    got = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(send)
+            while len(got) < 4096 and until not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError:
+        pass  # a timeout after the answer's first bytes (Redis keeps the connection)
+    return got
+
+
+def test_daemons_confined_and_closed_until_allowed(
+        installed: tuple[Guest, dict[str, str]], forwarded: dict[int, int],
+        http_repo: str) -> None:
+    """After the ACTIONS: each daemon's profile is loaded in enforce mode and holds its
+    supervised process; its serving process runs as its own user; chrony refuses to run
+    beside ntpd; each port answers the host only while `mixos-firewall allow` opens it;
+    nginx's profile comes and goes with its package; no profile denied anything."""
+    g, _ = installed
+    loaded = g.sh("cat /sys/kernel/security/apparmor/profiles")
+    for service, (profile, user, comm) in DAEMONS.items():
+        assert f"{profile} (enforce)" in loaded.splitlines(), loaded
+        pid = g.sh(f"cat /run/service/{service}/supervise/pid").strip()
+        assert g.sh(f"cat /proc/{pid}/attr/current").strip() == f"{profile} (enforce)"
+        uid = g.sh(f"id -u {user}").strip()
+        serving = g.sh(f"for p in $(pidof {comm}); do grep '^Uid:' /proc/$p/status; done")
+        assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in serving, (service, user, serving)
+
+    # At boot mixos-apparmor loads them with the base profiles (compiled: no binaries).
+    booted = g.sh("mixos-apparmor start", timeout=120)
+    assert f"and {len(DAEMONS)} compiled profile file(s) loaded" in booted, booted
+    assert g.sh(f"cat /proc/{pid}/attr/current").strip() == f"{profile} (enforce)"
+
+    # chrony and BusyBox ntpd: ntpd enabled again, chrony refuses and stays down.
+    g.sh("mixos-service enable --now ntpd", timeout=60)
+    g.ssh("mixos-service restart chrony", timeout=60, check=False)  # exits 1: not up
+    assert "not started: BusyBox ntpd" in g.sh("mixos-service logs chrony -n 3")
+    assert g.sh("pidof chronyd; true").strip() == ""
+
+    # Redis and PostgreSQL listen on loopback only as shipped: made to listen everywhere.
+    g.sh("redis-cli config set requirepass pw && "
+         "redis-cli --no-auth-warning -a pw config set bind '* -::*'")
+    g.sh("cd /tmp && chpst -u postgres:postgres psql -qc \"alter system set "
+         "listen_addresses = '*'\" && mixos-service restart postgresql && for i in $(seq 60); "
+         "do chpst -u postgres:postgres pg_isready -q -h 127.0.0.1 && break; sleep 1; done",
+         timeout=120)
+    probes = {8080: (b"GET / HTTP/1.0\r\n\r\n", b"proxied-by-haproxy"),
+              6379: (b"AUTH pw\r\nPING\r\n", b"+OK\r\n+PONG\r\n"),
+              5432: ((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"), b"N")}  # SSLRequest
+    for port, (send, answer) in probes.items():
+        assert host_probe(forwarded[port], send, answer) == b"", f"{port} answered before allow"
+        g.sh(f"mixos-firewall allow {port}/tcp")
+        got = host_probe(forwarded[port], send, answer, timeout=15)
+        assert answer in got, (port, got)
+        g.sh(f"mixos-firewall deny {port}/tcp")
+        assert host_probe(forwarded[port], send, answer) == b"", f"{port} answered after deny"
+
+    # nginx (a full recipe, not in the collection): its profile is loaded by mix install,
+    # holds master and workers, and is unloaded by mix remove.
+    said = g.sh(f"mix --repo {http_repo} -y install nginx", timeout=300)
+    assert "mixos-apparmor: loaded /etc/apparmor.d/nginx" in said, said
+    g.sh("mixos-service enable --now nginx && sleep 2", timeout=60)
+    assert "Welcome to nginx" in g.sh("curl -sS http://127.0.0.1/")
+    current = g.sh("for p in $(pidof nginx); do cat /proc/$p/attr/current; echo; done")
+    assert current.split() == ["nginx", "(enforce)"] * 2, current
+    assert "www-data" in g.sh("ps -o user,comm | grep nginx")
+    said = g.sh("mix -y remove nginx", timeout=300)
+    assert "mixos-apparmor: unloaded /etc/apparmor.d/nginx" in said, said
+    assert "nginx" not in g.sh("cat /sys/kernel/security/apparmor/profiles")
+
+    denied = g.sh("dmesg | grep 'apparmor=\"DENIED\"' | grep -E "
+                  "'profile=\"(haproxy|redis|postgresql|chrony|nginx)\"'; true")
+    assert denied == "", denied
 
 
 def test_openssh_client_copies_files_over_sftp(installed: tuple[Guest, dict[str, str]],
@@ -446,12 +573,14 @@ def http_get(port: int, timeout: float = 8) -> str:
 
 
 def test_published_port_is_closed_until_allowed(installed: tuple[Guest, dict[str, str]],
-                                                container_www: str, published_port: int) -> None:
-    """A port a container publishes (`podman run -p 8080:80`, netavark's DNAT and
+                                                container_www: str,
+                                                forwarded: dict[int, int]) -> None:
+    """A port a container publishes (`podman run -p 8088:80`, netavark's DNAT and
     FORWARD rules) stays closed from the network, like any port, until `mixos-firewall
-    allow 8080/tcp`; `deny` closes it again. The host itself reaches it all along, and
+    allow 8088/tcp`; `deny` closes it again. The host itself reaches it all along, and
     the container's own egress (MASQUERADE) works after each reload of the rules."""
     g, _ = installed
+    published_port = forwarded[PUBLISHED]
     page = "published-by-container"
     g.sh("cp -a /etc/mixos/firewall /tmp/firewall.published && mkdir -p /var/lib/containers && "
          "mount -t tmpfs -o size=256m containers /var/lib/containers && "
@@ -492,10 +621,15 @@ def test_published_port_is_closed_until_allowed(installed: tuple[Guest, dict[str
 def test_removing_the_collection_leaves_the_base_unchanged(
         installed: tuple[Guest, dict[str, str]]) -> None:
     g, before = installed
-    g.ssh("killall tmux openssl iperf3 chronyd gpg-agent", check=False)
+    g.ssh("killall tmux openssl iperf3 gpg-agent httpd", check=False)
+    g.sh("rm -f /etc/haproxy/conf.d/collection.cfg /etc/chrony/sources.d/collection.sources")
     assert g.sh("grep -c '^tcpdump:' /etc/passwd") == "1\n"
     g.sh(f"mix -y remove {' '.join(collection())}", timeout=600)
     assert g.sh("mix list --installed") == before["packages"]
     assert g.sh("sha256sum /etc/passwd /etc/group /etc/shadow") == before["etc"]
     g.sh("mix verify", timeout=300)
     assert g.ssh(f"ls {FULL_BIN}", check=False).returncode != 0
+    # mix stopped the daemons and unloaded their profiles before their files went.
+    assert g.sh("pidof haproxy redis-server postgres chronyd; true").strip() == ""
+    loaded = g.sh("cat /sys/kernel/security/apparmor/profiles")
+    assert not [p for p in DAEMONS if f"{p} (enforce)" in loaded], loaded
