@@ -238,10 +238,13 @@ class Guest:
         in as another user than root cannot power off: killed at once."""
         if self.vm.running and self.user == "root":
             try:
-                subprocess.run([*self.ssh_argv("-o", "ConnectTimeout=3"), "poweroff"],
-                               capture_output=True, timeout=15, stdin=subprocess.DEVNULL,
-                               check=False)
-                self.vm.wait_exit(20)
+                proc = subprocess.run([*self.ssh_argv("-o", "ConnectTimeout=3"), "poweroff"],
+                                      capture_output=True, text=True, timeout=15,
+                                      stdin=subprocess.DEVNULL, check=False)
+                # Wait only when poweroff ran (the connection may drop as the guest
+                # goes down); a guest without SSH (rescue shell, GRUB) is killed at once.
+                if proc.returncode == 0 or "closed by remote host" in proc.stderr:
+                    self.vm.wait_exit(20)
             except (VMError, subprocess.TimeoutExpired):
                 pass
         self.vm.kill()
