@@ -1,8 +1,8 @@
 """Build times of the packages and rootfs stages, in a scratch copy of the project.
 
-Copies src/, packages/, configs/, pyproject.toml and the kernel products into a
-temporary directory with its own empty MIXOS_CACHE (so the numbers include every
-download), then times, in that copy:
+Copies src/, packages/, configs/, pyproject.toml and the kernel, initramfs and GRUB
+products into a temporary directory with its own empty MIXOS_CACHE (so the numbers
+include every download), then times, in that copy:
 
     cold      `mixbuild packages` with an empty cache (apt-get/pip downloads too)
     warm      `mixbuild packages` again, nothing changed
@@ -34,9 +34,14 @@ def copy_project(dest: Path) -> None:
         shutil.copytree(PROJECT / name, dest / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copyfile(PROJECT / "pyproject.toml", dest / "pyproject.toml")
-    kernel = PROJECT / "artifacts/kernel"
-    if kernel.is_dir():
-        shutil.copytree(kernel, dest / "artifacts/kernel")
+    # What `make packages` builds first (Makefile: kernel, initramfs, bootloader):
+    # the linux and mixos-boot recipes copy them.
+    for name in ("kernel", "grub"):
+        if (PROJECT / "artifacts" / name).is_dir():
+            shutil.copytree(PROJECT / "artifacts" / name, dest / "artifacts" / name)
+    for name in ("initramfs.img", "grub.inputs"):
+        if (PROJECT / "artifacts" / name).is_file():
+            shutil.copyfile(PROJECT / "artifacts" / name, dest / "artifacts" / name)
 
 
 def timed(project: Path, cache: Path, stage: str) -> float:
