@@ -49,17 +49,18 @@ def _mixos_apparmor(action: str, files: list[str]) -> str:
     return said
 
 
-def installed(root: Path, paths: Iterable[str]) -> str:
-    """After the package's files are in place: load its profiles."""
+def _act(action: str, root: Path, paths: Iterable[str]) -> str:
     files = profiles(paths)
     if not files or not _live(root):
         return ""
-    return _mixos_apparmor("load", files)
+    return _mixos_apparmor(action, files)
+
+
+def installed(root: Path, paths: Iterable[str]) -> str:
+    """After the package's files are in place: load its profiles."""
+    return _act("load", root, paths)
 
 
 def removing(root: Path, paths: Iterable[str]) -> str:
     """Before the package's files go: unload its profiles."""
-    files = profiles(paths)
-    if not files or not _live(root):
-        return ""
-    return _mixos_apparmor("unload", files)
+    return _act("unload", root, paths)
